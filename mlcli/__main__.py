@@ -1,0 +1,6 @@
+"""``python -m mlcli``."""
+
+from mlcli.cli import main
+
+if __name__ == "__main__":
+    main()

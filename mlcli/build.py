@@ -1,0 +1,77 @@
+"""Instantiate config nodes, but only targets on the allowlist.
+
+Hydra's ``instantiate`` will call any importable callable named by ``_target_``, and a target can
+come from the command line or a config file copied from the internet. mlcli instantiates only:
+
+* its own builders (``mlcli.*``), ``torch.optim.*`` and ``torch.optim.lr_scheduler.*``;
+* modules the user names in ``allow_targets`` (config) or ``MLCLI_ALLOW_TARGETS`` (environment,
+  comma-separated), e.g. ``allow_targets=[mypkg]`` for ``_target_: mypkg.MyNet``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+BUILTIN_ALLOWED: tuple[str, ...] = ("mlcli", "torch.optim", "torch.optim.lr_scheduler")
+# Never allowed, whatever a config or the environment says: they are not model/data builders.
+ALWAYS_DENIED: tuple[str, ...] = ("mlcli.cli", "mlcli.build", "mlcli.results")
+
+
+class TargetNotAllowedError(ValueError):
+    """A ``_target_`` outside the allowlist."""
+
+    def __init__(self, key: str, target: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"{key}._target_={target!r} is not on the allowlist ({', '.join(allowed)}). "
+            f"If you trust it, add its module: `allow_targets=[{target.rsplit('.', 1)[0]}]` "
+            "or MLCLI_ALLOW_TARGETS."
+        )
+        self.key = key
+        self.target = target
+
+
+def allowed_prefixes(extra: Iterable[str] = ()) -> list[str]:
+    """The module prefixes whose callables may be instantiated."""
+    env = [p.strip() for p in os.environ.get("MLCLI_ALLOW_TARGETS", "").split(",") if p.strip()]
+    return [*BUILTIN_ALLOWED, *(str(e) for e in extra), *env]
+
+
+def _under(target: str, prefix: str) -> bool:
+    return target == prefix or target.startswith(prefix + ".")
+
+
+def check_target(key: str, target: Any, extra: Iterable[str] = ()) -> None:
+    """Raise :class:`TargetNotAllowedError` unless ``target`` is allowed."""
+    allowed = allowed_prefixes(extra)
+    name = str(target)
+    if any(_under(name, p) for p in ALWAYS_DENIED) or not any(_under(name, p) for p in allowed):
+        raise TargetNotAllowedError(key, name, allowed)
+
+
+def find_targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Every (dotted key, target) pair inside a config tree."""
+    from omegaconf import DictConfig, ListConfig
+
+    found: list[tuple[str, str]] = []
+    if isinstance(node, DictConfig):
+        for key in node:
+            child_key = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_target_":
+                found.append((prefix or "<root>", str(node[key])))
+            else:
+                found.extend(find_targets(node._get_node(key), child_key))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            found.extend(find_targets(node._get_node(i), f"{prefix}[{i}]"))
+    return found
+
+
+def instantiate(node: Any, key: str, extra_allowed: Iterable[str] = (), **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` after checking every ``_target_`` in ``node``."""
+    from hydra.utils import instantiate as hydra_instantiate
+
+    for sub_key, target in find_targets(node, key):
+        check_target(sub_key, target, extra_allowed)
+    return hydra_instantiate(node, **kwargs)

@@ -1,0 +1,184 @@
+"""The ``mlcli`` command: a thin Typer shell over Hydra (``train``) and the report library.
+
+No torch/pandas import at module level: ``mlcli --help`` and config errors stay instant.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from mlcli.config import GROUPS, ConfigProblem, group_options
+
+EXIT_USAGE = 2
+err_console = Console(stderr=True)
+
+
+def _groups_help() -> str:
+    try:
+        options = group_options()
+    except FileNotFoundError:
+        return ""
+    lines = [f"  {group}: {' | '.join(options[group])}" for group in GROUPS]
+    return "Config groups (choose with GROUP=OPTION):\n\n" + "\n\n".join(lines)
+
+
+app = typer.Typer(
+    name="mlcli",
+    help="Cross-validated deep-learning experiments from Hydra configs.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Cross-validated deep-learning experiments from Hydra configs."""
+
+
+def complete_override(incomplete: str) -> list[str]:
+    """Shell completion for ``GROUP=OPTION`` and top-level keys."""
+    options = group_options()
+    if "=" in incomplete:
+        group, _, partial = incomplete.partition("=")
+        return [f"{group}={o}" for o in options.get(group, []) if o.startswith(partial)]
+    from mlcli.preflight import _top_level_keys
+
+    keys = [f"{g}=" for g in GROUPS] + [f"{k}=" for k in _top_level_keys() if k not in GROUPS]
+    return [k for k in keys if k.startswith(incomplete)]
+
+
+def print_problems(problems: list[ConfigProblem], what: str = "mlcli train") -> None:
+    """One screen: every problem with its key, then how to see the valid settings."""
+    lines = [f"[bold]{p.key}[/bold]: {p.message}" for p in problems[:20]]
+    if len(problems) > 20:
+        lines.append(f"... and {len(problems) - 20} more")
+    lines.append("")
+    lines.append("Nothing was run or written. See the valid groups and keys with `mlcli train --help`")
+    lines.append("and a composed config with `mlcli train [OVERRIDES] --cfg job`.")
+    err_console.print(
+        Panel("\n".join(lines), title=f"{what}: invalid configuration", border_style="red")
+    )
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Run an experiment: mlcli train [HYDRA FLAGS] [GROUP=OPTION] [KEY=VALUE]...\n\n"
+    "All Hydra syntax works: -m/--multirun with comma or range sweeps, hydra/launcher=joblib, "
+    "hydra/sweeper=..., --cfg job, --info, +key=value, ~key.\n\n" + _groups_help(),
+)
+def train(
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Hydra overrides and flags.", autocompletion=complete_override),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    trust_overrides: Annotated[
+        bool,
+        typer.Option(
+            "--trust-overrides",
+            help="Allow Hydra overrides that can run code (hydra.job.env_set, hydra.callbacks...).",
+        ),
+    ] = False,
+) -> None:
+    """Run an experiment (or a sweep with -m)."""
+    from mlcli.preflight import check, search_path_override
+
+    args = list(overrides or [])
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    command, problems = check(args, trust_overrides=trust_overrides)
+    if problems:
+        print_problems(problems)
+        raise typer.Exit(EXIT_USAGE)
+
+    ledger = tempfile.mkdtemp(prefix="mlcli-ledger-")
+    os.environ["MLCLI_LEDGER_DIR"] = ledger
+    sys.argv = ["mlcli", *args, *search_path_override(command.config_dir)]
+    from mlcli.app import hydra_main
+
+    try:
+        hydra_main()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise typer.Exit(int(exit_.code) if isinstance(exit_.code, int) else 1) from None
+    finally:
+        os.environ.pop("MLCLI_LEDGER_DIR", None)
+    failures = _failures(Path(ledger))
+    if failures:
+        _print_failures(failures)
+        raise typer.Exit(1)
+
+
+def _failures(ledger: Path) -> list[dict[str, str]]:
+    from mlcli.results import read_json
+
+    entries = [read_json(p) for p in sorted(ledger.glob("*.json"))]
+    for p in ledger.glob("*"):
+        p.unlink()
+    ledger.rmdir()
+    return [e for e in entries if e.get("state") not in ("COMPLETED", "SKIPPED")]
+
+
+def _print_failures(failures: list[dict[str, str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(failures)} job(s) did not complete", title_style="bold red")
+    for column in ("overrides", "state", "error", "run dir"):
+        table.add_column(column, overflow="fold")
+    for f in failures:
+        table.add_row(
+            " ".join(f.get("overrides") or []) or "(defaults)",
+            str(f.get("state")),
+            str(f.get("error") or ""),
+            str(f.get("run_dir")),
+        )
+    err_console.print(table)
+
+
+class Format(enum.StrEnum):
+    """Output formats of ``mlcli report``."""
+
+    table = "table"
+    csv = "csv"
+    markdown = "markdown"
+    json = "json"
+
+
+@app.command()
+def report(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Run or sweep dirs to read (default: outputs/).")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Rank by this split/metric (default: the runs' metric).")
+    ] = None,
+    by: Annotated[
+        str | None, typer.Option(help="Comma-separated config keys that define a configuration.")
+    ] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+) -> None:
+    """Summarize runs: one row per configuration, fold mean ± std, ranked."""
+    from mlcli.report import ReportError, build_report, render
+
+    roots = paths or [Path("outputs")]
+    try:
+        frame, meta = build_report(roots, metric=metric, by=by.split(",") if by else None)
+    except ReportError as error:
+        err_console.print(Panel(str(error), title="mlcli report", border_style="red"))
+        raise typer.Exit(EXIT_USAGE) from None
+    render(frame, meta, format.value)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,322 @@
+"""Where configs live, the structured-config schemas, and validation before any work.
+
+This module must stay cheap to import: the CLI uses it for ``--help``, completion and errors, so it
+imports neither torch nor pandas. Hydra is imported lazily by the functions that need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GROUPS: tuple[str, ...] = ("dataset", "model", "optim", "scheduler", "cv")
+"""The config groups every experiment is made of, in the order of the defaults list."""
+
+CONFIG_NAME = "config"
+
+
+def packaged_conf_dir() -> Path:
+    """Return the directory holding mlcli's own configs.
+
+    An installed wheel carries them as ``mlcli/conf``; a source checkout (editable install) keeps
+    them in the repository's top-level ``conf/``.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / f"{CONFIG_NAME}.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"mlcli's configs were not found next to {here}")
+
+
+def user_conf_dir(cwd: Path | None = None) -> Path | None:
+    """Return ``./conf`` when the user has one that is not mlcli's own packaged conf dir."""
+    candidate = (cwd or Path.cwd()) / "conf"
+    if not candidate.is_dir():
+        return None
+    if candidate.resolve() == packaged_conf_dir():
+        return None
+    return candidate.resolve()
+
+
+def search_dirs(config_dir: str | None = None) -> list[Path]:
+    """Config directories in search order: ``--config-dir`` or ``./conf`` first, then mlcli's."""
+    dirs: list[Path] = []
+    if config_dir:
+        dirs.append(Path(config_dir).resolve())
+    else:
+        user = user_conf_dir()
+        if user is not None:
+            dirs.append(user)
+    dirs.append(packaged_conf_dir())
+    return dirs
+
+
+def group_options(config_dir: str | None = None) -> dict[str, list[str]]:
+    """List each group's options by reading the config directories (no Hydra import: instant)."""
+    options: dict[str, set[str]] = {group: set() for group in GROUPS}
+    for directory in search_dirs(config_dir):
+        for group in GROUPS:
+            group_dir = directory / group
+            if group_dir.is_dir():
+                options[group].update(p.stem for p in group_dir.glob("*.yaml"))
+    return {group: sorted(names) for group, names in options.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Schemas. Field metadata carries value ranges (``gt``, ``ge``, ``lt``, ``le``) that OmegaConf
+# itself does not check; ``validate_ranges`` does.
+
+
+def _range(default: Any, **bounds: float) -> Any:
+    return field(default=default, metadata=bounds)
+
+
+class Device(enum.Enum):
+    """Where training runs: ``auto`` picks CUDA when it is available."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Normalize(enum.Enum):
+    """Feature scaling, fitted on each fold's training rows only."""
+
+    standard = "standard"
+    minmax = "minmax"
+    none = "none"
+
+
+class Warmup(enum.Enum):
+    """Learning-rate warmup: ``constant`` holds ``warmup_lr``, ``linear`` ramps up from ~0."""
+
+    none = "none"
+    constant = "constant"
+    linear = "linear"
+
+
+@dataclass
+class BuiltinDatasetSchema:
+    """A dataset that ships with mlcli (generated or loaded from an installed package)."""
+
+    _target_: str = "???"
+    test_fraction: float = _range(0.2, ge=0.0, lt=1.0)
+    normalize: Normalize = Normalize.standard
+    normalize_target: bool = True
+    seed: int = 0
+
+
+@dataclass
+class LinearSchema:
+    """``y = b + w·x``."""
+
+    _target_: str = "mlcli.models.linear"
+
+
+@dataclass
+class MLPSchema:
+    """A multi-layer perceptron."""
+
+    _target_: str = "mlcli.models.mlp"
+    hidden: list[int] = field(default_factory=lambda: [128])
+    activation: str = "relu"
+    batch_norm: bool = False
+    dropout: float = _range(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass
+class SGDSchema:
+    """Stochastic gradient descent with optional (Nesterov) momentum."""
+
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = _range(0.05, gt=0.0)
+    momentum: float = _range(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = _range(0.0, ge=0.0)
+
+
+@dataclass
+class AdamSchema:
+    """Adam: momentum plus a per-parameter RMS-scaled step."""
+
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = _range(1e-3, gt=0.0)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = _range(1e-8, gt=0.0)
+    weight_decay: float = _range(0.0, ge=0.0)
+
+
+@dataclass
+class SchedulerSchema:
+    """A learning-rate schedule stepped once per optimizer step, with optional warmup."""
+
+    _target_: str = "???"
+    _partial_: bool = True
+    warmup: Warmup = Warmup.none
+    warmup_steps: int = _range(0, ge=0)
+    warmup_lr: float = _range(1e-4, gt=0.0)
+    min_lr_ratio: float = _range(0.0, ge=0.0, le=1.0)
+
+
+@dataclass
+class KFoldSchema:
+    """K-fold cross-validation (scikit-learn's ``KFold``)."""
+
+    _target_: str = "mlcli.cv.kfold"
+    n_splits: int = _range(5, ge=2)
+    shuffle: bool = True
+    seed: int = 0
+
+
+@dataclass
+class HoldoutSchema:
+    """One train/validation split."""
+
+    _target_: str = "mlcli.cv.holdout"
+    val_fraction: float = _range(0.2, gt=0.0, lt=1.0)
+    shuffle: bool = True
+    seed: int = 0
+
+
+@dataclass
+class RunSchema:
+    """Top-level run settings; the groups are typed by their own schemas."""
+
+    dataset: Any = "???"
+    model: Any = "???"
+    optim: Any = "???"
+    scheduler: Any = "???"
+    cv: Any = "???"
+    seed: int = 0
+    epochs: int = _range(20, ge=1)
+    batch_size: int = _range(64, ge=1)
+    device: Device = Device.auto
+    threads: int = _range(1, ge=1)
+    metric: str = "val/acc"
+    clip_grad_norm: float | None = _range(None, gt=0.0)
+    outputs_root: str = "outputs"
+    progress: bool = True
+    allow_targets: list[str] = field(default_factory=list)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "": {"run": RunSchema},
+    "dataset": {"builtin": BuiltinDatasetSchema},
+    "model": {"linear": LinearSchema, "mlp": MLPSchema},
+    "optim": {"sgd": SGDSchema, "adam": AdamSchema},
+    "scheduler": {"base": SchedulerSchema},
+    "cv": {"kfold": KFoldSchema, "holdout": HoldoutSchema},
+}
+"""Schemas stored in Hydra's ConfigStore as ``schema/<group>/<name>``; option files extend one."""
+
+
+def register_schemas() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, schemas in SCHEMAS.items():
+        for name, schema in schemas.items():
+            store.store(group=f"schema/{group}".rstrip("/"), name=name, node=schema)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation beyond what OmegaConf checks: value ranges and mandatory values.
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a composed config."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+_BOUND_TEXT = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _violates(value: float, bound: str, limit: float) -> bool:
+    return {
+        "gt": value <= limit,
+        "ge": value < limit,
+        "lt": value >= limit,
+        "le": value > limit,
+    }[bound]
+
+
+def _walk(node: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
+    """Yield (dotted key, DictConfig, schema type) for every structured node below ``node``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    yield prefix, node, schema
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            yield from _walk(child, f"{prefix}.{key}" if prefix else str(key))
+
+
+def validate(cfg: Any) -> list[ConfigProblem]:
+    """Check a composed config: mandatory values present, numbers inside their schema's range."""
+    from omegaconf import OmegaConf
+
+    problems: list[ConfigProblem] = []
+    for key in OmegaConf.missing_keys(cfg):
+        problems.append(
+            ConfigProblem(key, f"a value is required; set it with `{key}=VALUE` on the command line")
+        )
+    for prefix, node, schema in _walk(cfg, ""):
+        if schema is None or not dataclasses.is_dataclass(schema):
+            continue
+        known = [f.name for f in dataclasses.fields(schema)]
+        for key in node:
+            if key not in known:
+                full_key = f"{prefix}.{key}" if prefix else str(key)
+                valid = ", ".join(k for k in known if not k.startswith("_"))
+                problems.append(
+                    ConfigProblem(
+                        full_key,
+                        f"unknown key (nothing reads it).{did_you_mean(str(key), known)} "
+                        f"Valid keys here: {valid}",
+                    )
+                )
+        for f in dataclasses.fields(schema):
+            bounds = {k: v for k, v in f.metadata.items() if k in _BOUND_TEXT}
+            if not bounds or f.name not in node or OmegaConf.is_missing(node, f.name):
+                continue
+            value = node[f.name]
+            if value is None or isinstance(value, bool):
+                continue
+            for bound, limit in bounds.items():
+                if _violates(float(value), bound, float(limit)):
+                    rule = " and ".join(f"{_BOUND_TEXT[b]} {lim:g}" for b, lim in bounds.items())
+                    full_key = f"{prefix}.{f.name}" if prefix else f.name
+                    problems.append(
+                        ConfigProblem(full_key, f"got {value!r}, must be {rule}")
+                    )
+                    break
+    return problems
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """Return ' Did you mean X?' when a close match exists, else ''."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def env_flag(name: str) -> bool:
+    """True when an environment variable is set to a truthy value."""
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -1,0 +1,51 @@
+"""Datasets that ship inside scikit-learn: no download, available offline."""
+
+from __future__ import annotations
+
+from mlcli.data.base import Dataset
+
+
+def digits() -> Dataset:
+    """Handwritten digits: 1797 grey 8×8 images (kept as 1×8×8 so CNNs can use them), 10 classes."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return Dataset(
+        name="digits",
+        X=bunch.images.reshape(-1, 1, 8, 8),
+        y=bunch.target,
+        task="classification",
+        class_names=[str(c) for c in bunch.target_names],
+        source="scikit-learn load_digits (UCI optical recognition of handwritten digits)",
+    )
+
+
+def diabetes() -> Dataset:
+    """Diabetes progression one year after baseline: 442 patients, 10 features, regression."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(scaled=False)
+    return Dataset(
+        name="diabetes",
+        X=bunch.data,
+        y=bunch.target,
+        task="regression",
+        feature_names=list(bunch.feature_names),
+        source="scikit-learn load_diabetes (Efron et al. 2004)",
+    )
+
+
+def wine() -> Dataset:
+    """Wine recognition: 178 wines, 13 chemical measurements, 3 cultivars."""
+    from sklearn.datasets import load_wine
+
+    bunch = load_wine()
+    return Dataset(
+        name="wine",
+        X=bunch.data,
+        y=bunch.target,
+        task="classification",
+        class_names=[str(c) for c in bunch.target_names],
+        feature_names=list(bunch.feature_names),
+        source="scikit-learn load_wine (UCI wine recognition)",
+    )

@@ -1,0 +1,216 @@
+"""Compose and validate every job of a command before anything runs or is written.
+
+Hydra alone reports one problem at a time, exits 1 and may already have created a run dir. The CLI
+calls :func:`check` first: it splits Hydra's own flags from the overrides, expands a basic sweep into
+its jobs, composes each job with Hydra's compose API, and collects every problem (unknown group
+option, unknown key, wrong type, out-of-range or missing value, a ``_target_`` off the allowlist,
+a dangerous Hydra override) with the key it concerns and how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlcli.config import (
+    CONFIG_NAME,
+    GROUPS,
+    ConfigProblem,
+    did_you_mean,
+    group_options,
+    packaged_conf_dir,
+    register_schemas,
+    search_dirs,
+    validate,
+)
+
+# Hydra flags that take a value, and those that do not.
+_VALUE_FLAGS = {
+    "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+    "--cfg", "-c", "--package", "-p", "--info", "-i", "--experimental-rerun",
+}  # fmt: skip
+_BOOL_FLAGS = {"--multirun", "-m", "--resolve", "--run", "-r", "--hydra-help", "--version", "-h"}
+# Flags after which Hydra prints something instead of running jobs: no validation needed.
+_INFO_FLAGS = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--version", "--shell-completion",
+               "-sc"}  # fmt: skip
+
+# Overrides that can run code or read files on the user's behalf (see issue: untrusted input).
+DANGEROUS_PREFIXES = ("hydra.job.env_set", "hydra.searchpath", "hydra.callbacks")
+DANGEROUS_GROUPS = ("hydra/job_logging", "hydra/hydra_logging")
+
+
+@dataclass
+class Command:
+    """A ``mlcli train`` command line, split into Hydra's flags and the overrides."""
+
+    flags: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    multirun: bool = False
+    info_only: bool = False
+    config_dir: str | None = None
+    config_name: str = CONFIG_NAME
+
+
+def split_args(args: list[str]) -> Command:
+    """Separate Hydra flags (``-m``, ``--cfg job``, ``-cd DIR`` ...) from overrides."""
+    command = Command()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, _, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in _VALUE_FLAGS:
+            value = inline or (args[i + 1] if i + 1 < len(args) else "")
+            command.flags.extend([arg] if inline else args[i : i + 2])
+            i += 1 if inline else 2
+            if name in ("--config-dir", "-cd"):
+                command.config_dir = value
+            elif name in ("--config-name", "-cn"):
+                command.config_name = value
+        elif name in _BOOL_FLAGS or name in _INFO_FLAGS:
+            command.flags.append(arg)
+            i += 1
+        else:
+            command.overrides.append(arg)
+            i += 1
+        if name in ("--multirun", "-m"):
+            command.multirun = True
+        if name in _INFO_FLAGS:
+            command.info_only = True
+    return command
+
+
+def search_path_override(config_dir: str | None) -> list[str]:
+    """The ``hydra.searchpath`` override that puts the user's ``./conf`` (or -cd) first."""
+    extra = [d for d in search_dirs(config_dir) if d != packaged_conf_dir()]
+    if not extra:
+        return []
+    return ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra) + "]"]
+
+
+def dangerous_overrides(overrides: list[str]) -> list[ConfigProblem]:
+    """Command-line overrides that could run code or load files, refused unless trusted."""
+    problems = []
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.startswith(DANGEROUS_PREFIXES) or key in DANGEROUS_GROUPS:
+            problems.append(
+                ConfigProblem(
+                    key,
+                    "this Hydra override can run code or read arbitrary files and is refused "
+                    "from the command line; pass --trust-overrides if you wrote it yourself",
+                )
+            )
+    return problems
+
+
+def _translate(error: BaseException, overrides: list[str], config_dir: str | None) -> ConfigProblem:
+    """Turn a Hydra/OmegaConf composition error into (key, what is wrong, how to fix)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    text = str(error).strip()
+    options = group_options(config_dir)
+    if isinstance(error, MissingConfigException):
+        for group in GROUPS:
+            marker = f"'{group}/"
+            if marker in text:
+                wrong = text.split(marker, 1)[1].split("'", 1)[0]
+                valid = options[group]
+                return ConfigProblem(
+                    group,
+                    f"no option {wrong!r}.{did_you_mean(wrong, valid)} "
+                    f"Valid choices: {', '.join(valid)}",
+                )
+        return ConfigProblem("config", text.splitlines()[0])
+    if isinstance(error, OverrideParseException):
+        return ConfigProblem("override", text.splitlines()[0])
+    cause = error.__cause__ or error.__context__
+    full_key = getattr(cause, "full_key", None)
+    if full_key:
+        first = str(cause).strip().splitlines()[0]
+        return ConfigProblem(str(full_key), first)
+    if isinstance(error, ConfigCompositionException) and "Could not override" in text:
+        key = text.split("'", 2)[1]
+        parent, _, leaf = key.rpartition(".")
+        known = list(GROUPS) if not parent else []
+        return ConfigProblem(
+            key,
+            f"unknown key.{did_you_mean(leaf, known + _top_level_keys())} "
+            f"To add a new key use +{key}=VALUE (only keys the config reads are accepted)",
+        )
+    return ConfigProblem("config", text.splitlines()[0] if text else type(error).__name__)
+
+
+def _top_level_keys() -> list[str]:
+    import dataclasses
+
+    from mlcli.config import RunSchema
+
+    return [f.name for f in dataclasses.fields(RunSchema)]
+
+
+def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of each job a basic sweep would launch (one job without ``-m``)."""
+    if not multirun:
+        return [overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    # Other sweepers (e.g. Optuna) interpret sweep syntax themselves: validate their base config.
+    sweeper = next((o.value() for o in parsed if o.get_key_element() == "hydra/sweeper"), "basic")
+    if sweeper != "basic":
+        return [[o for o, p in zip(overrides, parsed, strict=True) if not p.is_sweep_override()]]
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def compose_job(overrides: list[str], config_dir: str | None, config_name: str) -> Any:
+    """Compose one job's config with Hydra's compose API (no run dir, no logging)."""
+    from hydra import compose, initialize_config_dir
+
+    register_schemas()
+    with initialize_config_dir(str(packaged_conf_dir()), version_base="1.3"):
+        # Hydra prints deprecation chatter for some overrides; keep the screen for our errors.
+        with contextlib.redirect_stderr(io.StringIO()):
+            return compose(config_name, overrides=overrides + search_path_override(config_dir))
+
+
+def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list[ConfigProblem]]:
+    """Compose and validate every job of ``mlcli train ARGS``; return the problems found."""
+    from mlcli.build import TargetNotAllowedError, check_target, find_targets
+
+    command = split_args(args)
+    if command.config_dir and not Path(command.config_dir).is_dir():
+        return command, [ConfigProblem("--config-dir", f"{command.config_dir!r} is not a directory")]
+    problems: list[ConfigProblem] = []
+    if not trust_overrides:
+        problems.extend(dangerous_overrides(command.overrides))
+    if command.info_only or problems:
+        return command, problems
+    try:
+        jobs = expand_jobs(command.overrides, command.multirun)
+    except Exception as error:  # noqa: BLE001 - a parse error is a user error
+        return command, [_translate(error, command.overrides, command.config_dir)]
+    seen: set[str] = set()
+    for job in jobs:
+        try:
+            cfg = compose_job(job, command.config_dir, command.config_name)
+        except Exception as error:  # noqa: BLE001 - every composition error is a user error
+            found = [_translate(error, job, command.config_dir)]
+        else:
+            found = validate(cfg)
+            allow = list(cfg.get("allow_targets") or [])
+            for key, target in find_targets(cfg):
+                try:
+                    check_target(key, target, allow)
+                except TargetNotAllowedError as error:
+                    found.append(ConfigProblem(f"{key}._target_", str(error).split(": ", 1)[-1]))
+        for problem in found:
+            if str(problem) not in seen:
+                seen.add(str(problem))
+                problems.append(problem)
+    return command, problems

@@ -1,0 +1,92 @@
+"""The results schema, writes that cannot be torn, and collecting run dirs into one frame.
+
+A run dir holds ``config.yaml``, ``overrides.yaml``, ``status.json`` and ``results.parquet``
+(long form: one row per run_key, fold, epoch, split, metric, with ``value``). Every file is
+written to a temporary name in the same directory, fsynced and ``os.replace``d, so a reader sees
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULT_COLUMNS = ("run_key", "fold", "epoch", "split", "metric", "value")
+RESULTS_FILE = "results.parquet"
+STATUS_FILE = "status.json"
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = "overrides.yaml"
+
+STATES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED", "INTERRUPTED", "PRUNED", "SKIPPED")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that no reader or crash ever sees a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # Persist the rename itself.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomic write of a text file (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic write of a JSON document."""
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON document written by :func:`write_json`."""
+    with open(path, encoding="utf-8") as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write long-form result rows as a Parquet file, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "run_key": pa.array([r["run_key"] for r in rows], pa.string()),
+            "fold": pa.array([r["fold"] for r in rows], pa.int32()),
+            "epoch": pa.array([r["epoch"] for r in rows], pa.int32()),
+            "split": pa.array([r["split"] for r in rows], pa.string()),
+            "metric": pa.array([r["metric"] for r in rows], pa.string()),
+            "value": pa.array([r["value"] for r in rows], pa.float64()),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Read a results file back into rows (used to resume a partial run)."""
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+    return rows

@@ -1,0 +1,328 @@
+"""``run(cfg, run_dir)``: seed, data, test split, folds, fit, write. Knows nothing of argv.
+
+A run dir explains itself: ``config.yaml`` (resolved), ``overrides.yaml``, ``status.json`` and
+``results.parquet``. Results are rewritten atomically after every fold, so a run that stops keeps
+its finished folds, and running it again into the same dir computes only the missing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import mlcli
+from mlcli import results
+from mlcli.build import instantiate
+from mlcli.cv import make_folds, test_split
+from mlcli.data.base import Dataset
+from mlcli.train import DivergedError, FoldData, batches_per_epoch, fit
+
+# Keys that never change what a run computes: they do not enter the run key.
+NON_RESULT_KEYS = ("outputs_root", "progress", "allow_targets")
+# Dataset keys read by the runner rather than the dataset's builder.
+RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
+
+
+def run_key(cfg: DictConfig) -> str:
+    """A stable hash of the resolved config, without keys that do not change results."""
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(container, dict)
+    for key in (*NON_RESULT_KEYS, "hydra"):
+        container.pop(key, None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def enum_name(value: Any) -> str:
+    """The plain name of a config enum value (``Device.cpu`` -> ``cpu``) or string."""
+    return str(getattr(value, "name", value))
+
+
+def derived_seed(*numbers: int) -> int:
+    """A well-mixed 32-bit seed from several integers (e.g. run seed and fold)."""
+    return int(np.random.SeedSequence([abs(int(n)) for n in numbers]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict[str, Any]:
+    """What produced a result: library versions, platform and thread count."""
+    return {
+        "mlcli": mlcli.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "git_sha": _git_sha(),
+    }
+
+
+class Normalizer:
+    """Feature scaling whose statistics come from the training rows only."""
+
+    def __init__(self, kind: str, x_train: np.ndarray) -> None:
+        self.kind = kind
+        if kind == "standard":
+            self.shift = x_train.mean(axis=0)
+            scale = x_train.std(axis=0)
+        elif kind == "minmax":
+            self.shift = x_train.min(axis=0)
+            scale = x_train.max(axis=0) - self.shift
+        else:
+            self.shift, scale = np.zeros(1, np.float32), np.ones(1, np.float32)
+        # A constant feature (e.g. a digits corner pixel) is only shifted, never divided by 0.
+        self.scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        self.shift = self.shift.astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.shift) / self.scale
+
+
+@dataclass
+class RunOutcome:
+    """What a run ended as."""
+
+    state: str
+    run_key: str
+    run_dir: Path
+    summary: dict[str, tuple[float, float]] = field(default_factory=dict)
+    error: str | None = None
+
+
+def build_dataset(cfg: DictConfig) -> Dataset:
+    """Build ``cfg.dataset`` with its builder (the runner's own keys removed)."""
+    node = OmegaConf.masked_copy(
+        cfg.dataset, [k for k in cfg.dataset if k not in RUNNER_DATASET_KEYS]
+    )
+    dataset = instantiate(node, "dataset", cfg.get("allow_targets", []))
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset._target_ returned {type(dataset).__name__}, not mlcli Dataset")
+    return dataset
+
+
+def _fold_tensors(
+    dataset: Dataset,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray,
+    cfg: DictConfig,
+    device: torch.device,
+) -> FoldData:
+    """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
+    scaler = Normalizer(enum_name(cfg.dataset.get("normalize", "standard")), dataset.X[train_idx])
+    mean, std = 0.0, 1.0
+    y = dataset.y
+    if dataset.task == "regression" and cfg.dataset.get("normalize_target", True):
+        mean = float(y[train_idx].mean())
+        std = float(y[train_idx].std()) or 1.0
+        y = ((y - mean) / std).astype(np.float32)
+
+    def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            torch.from_numpy(scaler(dataset.X[index])).to(device),
+            torch.from_numpy(y[index]).to(device),
+        )
+
+    x_train, y_train = tensors(train_idx)
+    x_val, y_val = tensors(val_idx)
+    x_test, y_test = tensors(test_idx) if len(test_idx) else (None, None)
+    return FoldData(x_train, y_train, x_val, y_val, x_test, y_test, mean, std)
+
+
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    choices: dict[str, str] | None = None,
+    overrides: list[str] | None = None,
+    reporter: Any = None,
+) -> RunOutcome:
+    """Run one cross-validated experiment into ``run_dir``; return how it ended.
+
+    ``reporter`` (optional) gets ``start(n_folds, epochs)``, ``epoch(fold, epoch, metrics)`` and
+    ``fold_done(fold)`` calls for a live display.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = run_key(cfg)
+    torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(enum_name(cfg.device))
+
+    status_path = run_dir / results.STATUS_FILE
+    results_path = run_dir / results.RESULTS_FILE
+    rows: list[dict[str, Any]] = []
+    done_folds: set[int] = set()
+    previous: dict[str, Any] = {}
+    if status_path.exists() and results_path.exists():
+        previous = results.read_json(status_path)
+        if previous.get("run_key") == key:
+            done_folds = set(previous.get("folds_completed", []))
+            rows = [r for r in results.read_results(results_path) if r["fold"] in done_folds]
+
+    results.atomic_write_text(
+        run_dir / results.CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False)
+    )
+    results.atomic_write_text(
+        run_dir / results.OVERRIDES_FILE,
+        OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))),
+    )
+    status: dict[str, Any] = {
+        "state": "RUNNING",
+        "run_key": key,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ended": None,
+        "duration_s": None,
+        "pid": os.getpid(),
+        "choices": dict(choices or {}),
+        "overrides": list(overrides or []),
+        "device": str(device),
+        "threads": int(cfg.threads),
+        "versions": versions(),
+        "folds_completed": sorted(done_folds),
+        "error": None,
+    }
+    results.write_json(status_path, status)
+    started = time.perf_counter()
+
+    def finish(state: str, error: BaseException | None = None) -> None:
+        status["state"] = state
+        status["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        status["duration_s"] = round(time.perf_counter() - started, 3)
+        if error is not None:
+            status["error"] = {"type": type(error).__name__, "message": str(error)}
+            if isinstance(error, DivergedError):
+                status["error"].update(epoch=error.epoch, step=error.step)
+        results.write_json(status_path, status)
+
+    try:
+        seed_everything(int(cfg.seed))
+        dataset = build_dataset(cfg)
+        dev_idx, test_idx = test_split(
+            dataset, float(cfg.dataset.get("test_fraction", 0.0)), int(cfg.dataset.get("seed", 0))
+        )
+        splitter = instantiate(cfg.cv, "cv", cfg.get("allow_targets", []))
+        folds = make_folds(splitter, dataset, dev_idx)
+        status.update(task=dataset.task, n_folds=len(folds), n_test=len(test_idx))
+        if reporter is not None:
+            reporter.start(len(folds), int(cfg.epochs), done_folds)
+
+        for fold, (train_idx, val_idx) in enumerate(folds):
+            if fold in done_folds:
+                continue
+            rows.extend(_run_fold(cfg, key, fold, dataset, train_idx, val_idx, test_idx, device,
+                                  reporter))
+            done_folds.add(fold)
+            results.write_results(results_path, rows)
+            status["folds_completed"] = sorted(done_folds)
+            results.write_json(status_path, status)
+            if reporter is not None:
+                reporter.fold_done(fold)
+    except DivergedError as error:
+        finish("DIVERGED", error)
+        return RunOutcome("DIVERGED", key, run_dir, error=str(error))
+    except KeyboardInterrupt as error:
+        finish("INTERRUPTED", error)
+        raise
+    except BaseException as error:
+        finish("FAILED", error)
+        raise
+    finish("COMPLETED")
+    return RunOutcome("COMPLETED", key, run_dir, summary=summarize(rows))
+
+
+def _run_fold(
+    cfg: DictConfig,
+    key: str,
+    fold: int,
+    dataset: Dataset,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray,
+    device: torch.device,
+    reporter: Any,
+) -> list[dict[str, Any]]:
+    """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows."""
+    data = _fold_tensors(dataset, train_idx, val_idx, test_idx, cfg, device)
+    allow = cfg.get("allow_targets", [])
+    # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
+    fold_seed = derived_seed(int(cfg.seed), fold)
+    seed_everything(fold_seed)
+    model = instantiate(
+        cfg.model, "model", allow, in_shape=dataset.in_shape, out_features=dataset.out_features
+    ).to(device)
+    optimizer = instantiate(cfg.optim, "optim", allow)(model.parameters())
+    steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
+    scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
+        optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
+    )
+    generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
+    fold_rows = fit(
+        model,
+        optimizer,
+        scheduler,
+        data,
+        task=dataset.task,
+        epochs=int(cfg.epochs),
+        batch_size=int(cfg.batch_size),
+        generator=generator,
+        clip_grad_norm=cfg.get("clip_grad_norm"),
+        on_epoch=(lambda e, m: reporter.epoch(fold, e, m)) if reporter is not None else None,
+    )
+    return [
+        {"run_key": key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
+        for e, s, m, v in fold_rows
+    ]
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Fold mean ± std (sample std, ddof=1) of each split/metric at the final epoch."""
+    final: dict[tuple[int, str, str], tuple[int, float]] = {}
+    for r in rows:
+        k = (r["fold"], r["split"], r["metric"])
+        if k not in final or r["epoch"] >= final[k][0]:
+            final[k] = (r["epoch"], r["value"])
+    by_metric: dict[str, list[float]] = {}
+    for (_, split, metric), (_, value) in sorted(final.items()):
+        by_metric.setdefault(f"{split}/{metric}", []).append(value)
+    out = {}
+    for name, values in by_metric.items():
+        arr = np.asarray(values, dtype=np.float64)
+        out[name] = (float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
+    return out
