@@ -50,13 +50,11 @@ def task(cfg: DictConfig) -> str:
     entry: dict[str, Any] = {"run_dir": str(run_dir), "overrides": overrides}
     reporter = ProgressReporter(str(cfg.metric)) if cfg.progress else None
     try:
-        outcome = runner.run(
-            cfg, run_dir, choices=choices, overrides=overrides, reporter=reporter
-        )
+        outcome = runner.run(cfg, run_dir, choices=choices, overrides=overrides, reporter=reporter)
     except KeyboardInterrupt:
         _ledger({**entry, "state": "INTERRUPTED", "error": "interrupted"})
         raise
-    except BaseException as error:  # noqa: BLE001 - a job's failure must not end the sweep
+    except BaseException as error:
         (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         message = f"{type(error).__name__}: {error}"
         log.error("job failed: %s (traceback in %s)", message, run_dir / "error.log")
@@ -66,10 +64,13 @@ def task(cfg: DictConfig) -> str:
         if reporter is not None:
             reporter.stop()
     _ledger({**entry, "state": outcome.state, "error": outcome.error, "run_key": outcome.run_key})
-    if outcome.state == "COMPLETED" and reporter is not None:
+    if outcome.state == "COMPLETED":
+        from rich.console import Console
+
         n_folds = json.loads((run_dir / "status.json").read_text())["n_folds"]
-        title = f"{' '.join(overrides) or 'defaults'}  ->  {run_dir}"
-        reporter.console.print(summary_table(outcome.summary, n_folds, title))
+        console = reporter.console if reporter is not None else Console()
+        console.print(summary_table(outcome.summary, n_folds, " ".join(overrides) or "defaults"))
+        console.print(f"results: {run_dir}")
     elif outcome.state != "COMPLETED":
         log.warning("run %s: %s", outcome.state, outcome.error)
     return outcome.state

@@ -23,9 +23,11 @@ class TargetNotAllowedError(ValueError):
     """A ``_target_`` outside the allowlist."""
 
     def __init__(self, key: str, target: str, allowed: list[str]) -> None:
+        module = str(target).rsplit(".", 1)[0]
         super().__init__(
-            f"{key}._target_={target!r} is not on the allowlist ({', '.join(allowed)}). "
-            f"If you trust it, add its module: `allow_targets=[{target.rsplit('.', 1)[0]}]` "
+            f"{target!r} is not on the allowlist of what configs may build "
+            f"({', '.join(allowed)}). "
+            f"If you trust it, add its module: `allow_targets=[{module}]` "
             "or MLCLI_ALLOW_TARGETS."
         )
         self.key = key
@@ -57,7 +59,7 @@ def find_targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if isinstance(node, DictConfig):
         for key in node:
-            child_key = f"{prefix}.{key}" if prefix else str(key)
+            child_key = f"{prefix}.{key!s}" if prefix else str(key)
             if key == "_target_":
                 found.append((prefix or "<root>", str(node[key])))
             else:

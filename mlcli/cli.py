@@ -59,12 +59,14 @@ def complete_override(incomplete: str) -> list[str]:
 
 def print_problems(problems: list[ConfigProblem], what: str = "mlcli train") -> None:
     """One screen: every problem with its key, then how to see the valid settings."""
-    lines = [f"[bold]{p.key}[/bold]: {p.message}" for p in problems[:20]]
+    from rich.markup import escape
+
+    lines = [f"[bold]{escape(p.key)}[/bold]: {escape(p.message)}" for p in problems[:20]]
     if len(problems) > 20:
         lines.append(f"... and {len(problems) - 20} more")
     lines.append("")
-    lines.append("Nothing was run or written. See the valid groups and keys with `mlcli train --help`")
-    lines.append("and a composed config with `mlcli train [OVERRIDES] --cfg job`.")
+    lines.append("Nothing was run or written. Valid groups and options: `mlcli train --help`;")
+    lines.append("the composed config: `mlcli train [OVERRIDES] --cfg job`.")
     err_console.print(
         Panel("\n".join(lines), title=f"{what}: invalid configuration", border_style="red")
     )

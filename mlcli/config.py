@@ -20,6 +20,9 @@ GROUPS: tuple[str, ...] = ("dataset", "model", "optim", "scheduler", "cv")
 
 CONFIG_NAME = "config"
 
+NON_RESULT_KEYS: tuple[str, ...] = ("outputs_root", "progress", "allow_targets")
+"""Top-level keys that never change what a run computes: not in the run key, not report columns."""
+
 
 def packaged_conf_dir() -> Path:
     """Return the directory holding mlcli's own configs.
@@ -148,7 +151,7 @@ class AdamSchema:
 
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
-    lr: float = _range(1e-3, gt=0.0)
+    lr: float = _range(1e-2, gt=0.0)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = _range(1e-8, gt=0.0)
     weight_decay: float = _range(0.0, ge=0.0)
@@ -200,7 +203,7 @@ class RunSchema:
     batch_size: int = _range(64, ge=1)
     device: Device = Device.auto
     threads: int = _range(1, ge=1)
-    metric: str = "val/acc"
+    metric: str = "auto"
     clip_grad_norm: float | None = _range(None, gt=0.0)
     outputs_root: str = "outputs"
     progress: bool = True
@@ -266,7 +269,7 @@ def _walk(node: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
     for key in node:
         child = node._get_node(key)
         if isinstance(child, DictConfig):
-            yield from _walk(child, f"{prefix}.{key}" if prefix else str(key))
+            yield from _walk(child, f"{prefix}.{key!s}" if prefix else str(key))
 
 
 def validate(cfg: Any) -> list[ConfigProblem]:
@@ -276,7 +279,9 @@ def validate(cfg: Any) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     for key in OmegaConf.missing_keys(cfg):
         problems.append(
-            ConfigProblem(key, f"a value is required; set it with `{key}=VALUE` on the command line")
+            ConfigProblem(
+                key, f"a value is required; set it with `{key}=VALUE` on the command line"
+            )
         )
     for prefix, node, schema in _walk(cfg, ""):
         if schema is None or not dataclasses.is_dataclass(schema):
@@ -304,9 +309,7 @@ def validate(cfg: Any) -> list[ConfigProblem]:
                 if _violates(float(value), bound, float(limit)):
                     rule = " and ".join(f"{_BOUND_TEXT[b]} {lim:g}" for b, lim in bounds.items())
                     full_key = f"{prefix}.{f.name}" if prefix else f.name
-                    problems.append(
-                        ConfigProblem(full_key, f"got {value!r}, must be {rule}")
-                    )
+                    problems.append(ConfigProblem(full_key, f"got {value!r}, must be {rule}"))
                     break
     return problems
 

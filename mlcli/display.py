@@ -27,9 +27,10 @@ class ProgressReporter:
         self.n_folds = 0
         self.epochs = 0
 
-    def start(self, n_folds: int, epochs: int, done_folds: set[int]) -> None:
+    def start(self, n_folds: int, epochs: int, done_folds: set[int], metric: str = "") -> None:
         """Begin the display; folds already finished count as done."""
         self.n_folds, self.epochs = n_folds, epochs
+        self.metric = metric or self.metric
         self.progress.start()
         self.task = self.progress.add_task(
             "starting", total=n_folds * epochs, completed=len(done_folds) * epochs

@@ -1,15 +1,16 @@
 """Compose and validate every job of a command before anything runs or is written.
 
-Hydra alone reports one problem at a time, exits 1 and may already have created a run dir. The CLI
-calls :func:`check` first: it splits Hydra's own flags from the overrides, expands a basic sweep into
-its jobs, composes each job with Hydra's compose API, and collects every problem (unknown group
-option, unknown key, wrong type, out-of-range or missing value, a ``_target_`` off the allowlist,
-a dangerous Hydra override) with the key it concerns and how to fix it.
+Hydra alone reports one problem at a time, exits 1 and may already have created a run dir. The
+CLI calls :func:`check` first: it splits Hydra's own flags from the overrides, expands a basic
+sweep into its jobs, composes each job with Hydra's compose API, and collects every problem
+(unknown group option, unknown key, wrong type, out-of-range or missing value, a ``_target_``
+off the allowlist, a dangerous Hydra override) with the key it concerns and how to fix it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,11 @@ def dangerous_overrides(overrides: list[str]) -> list[ConfigProblem]:
 
 def _translate(error: BaseException, overrides: list[str], config_dir: str | None) -> ConfigProblem:
     """Turn a Hydra/OmegaConf composition error into (key, what is wrong, how to fix)."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
 
     text = str(error).strip()
     options = group_options(config_dir)
@@ -130,6 +135,14 @@ def _translate(error: BaseException, overrides: list[str], config_dir: str | Non
     full_key = getattr(cause, "full_key", None)
     if full_key:
         first = str(cause).strip().splitlines()[0]
+        schema = getattr(cause, "object_type", None)
+        if first.startswith("Key '") and " not in " in first and dataclasses.is_dataclass(schema):
+            leaf = str(full_key).rsplit(".", 1)[-1]
+            known = [f.name for f in dataclasses.fields(schema) if not f.name.startswith("_")]
+            return ConfigProblem(
+                str(full_key),
+                f"unknown key.{did_you_mean(leaf, known)} Valid keys here: {', '.join(known)}",
+            )
         return ConfigProblem(str(full_key), first)
     if isinstance(error, ConfigCompositionException) and "Could not override" in text:
         key = text.split("'", 2)[1]
@@ -144,8 +157,6 @@ def _translate(error: BaseException, overrides: list[str], config_dir: str | Non
 
 
 def _top_level_keys() -> list[str]:
-    import dataclasses
-
     from mlcli.config import RunSchema
 
     return [f.name for f in dataclasses.fields(RunSchema)]
@@ -173,10 +184,12 @@ def compose_job(overrides: list[str], config_dir: str | None, config_name: str) 
     from hydra import compose, initialize_config_dir
 
     register_schemas()
-    with initialize_config_dir(str(packaged_conf_dir()), version_base="1.3"):
-        # Hydra prints deprecation chatter for some overrides; keep the screen for our errors.
-        with contextlib.redirect_stderr(io.StringIO()):
-            return compose(config_name, overrides=overrides + search_path_override(config_dir))
+    # Hydra prints deprecation chatter for some overrides; keep the screen for our errors.
+    with (
+        initialize_config_dir(str(packaged_conf_dir()), version_base="1.3"),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        return compose(config_name, overrides=overrides + search_path_override(config_dir))
 
 
 def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list[ConfigProblem]]:
@@ -185,7 +198,9 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
 
     command = split_args(args)
     if command.config_dir and not Path(command.config_dir).is_dir():
-        return command, [ConfigProblem("--config-dir", f"{command.config_dir!r} is not a directory")]
+        return command, [
+            ConfigProblem("--config-dir", f"{command.config_dir!r} is not a directory")
+        ]
     problems: list[ConfigProblem] = []
     if not trust_overrides:
         problems.extend(dangerous_overrides(command.overrides))
@@ -193,13 +208,13 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
         return command, problems
     try:
         jobs = expand_jobs(command.overrides, command.multirun)
-    except Exception as error:  # noqa: BLE001 - a parse error is a user error
+    except Exception as error:
         return command, [_translate(error, command.overrides, command.config_dir)]
     seen: set[str] = set()
     for job in jobs:
         try:
             cfg = compose_job(job, command.config_dir, command.config_name)
-        except Exception as error:  # noqa: BLE001 - every composition error is a user error
+        except Exception as error:
             found = [_translate(error, job, command.config_dir)]
         else:
             found = validate(cfg)
@@ -208,7 +223,7 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
                 try:
                     check_target(key, target, allow)
                 except TargetNotAllowedError as error:
-                    found.append(ConfigProblem(f"{key}._target_", str(error).split(": ", 1)[-1]))
+                    found.append(ConfigProblem(f"{key}._target_", str(error)))
         for problem in found:
             if str(problem) not in seen:
                 seen.add(str(problem))

@@ -17,10 +17,17 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from mlcli.config import NON_RESULT_KEYS
 from mlcli.results import CONFIG_FILE, RESULTS_FILE, STATUS_FILE
 
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err")
 SHOWN_SPLITS = ("val", "test")
+
+
+def _state_counts(states: pd.Series) -> str:
+    """'COMPLETED' or e.g. 'COMPLETED×3,FAILED' for a configuration's runs."""
+    counts = Counter(states)
+    return ",".join(f"{k}×{v}" if v > 1 else str(k) for k, v in counts.items())
 
 
 class ReportError(ValueError):
@@ -87,7 +94,7 @@ def collect(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             "run_dir": str(run_dir),
             "run_key": status.get("run_key"),
             "state": status.get("state"),
-            "metric_cfg": config.get("metric"),
+            "metric_cfg": status.get("metric", config.get("metric")),
             "overrides": status.get("overrides", []),
         }
         flat = _flatten(config)
@@ -118,7 +125,7 @@ def _config_columns(runs: pd.DataFrame, by: list[str] | None) -> list[str]:
     for overrides in runs["overrides"]:
         for override in overrides:
             key = override.lstrip("+~").split("=", 1)[0]
-            if not key.startswith("hydra") and key not in keys:
+            if not key.startswith("hydra") and key not in NON_RESULT_KEYS and key not in keys:
                 keys.append(key)
     varying = [k for k in keys if runs["config"].map(lambda c, k=k: str(c.get(k))).nunique() > 1]
     return varying or keys
@@ -135,52 +142,38 @@ def build_report(
     rank_metric = metric or Counter(runs["metric_cfg"].dropna()).most_common(1)[0][0]
 
     group_columns = columns or ["run_key"]
-    key_frame = runs[["run_dir", *group_columns]].astype({c: str for c in group_columns})
+    runs[group_columns] = runs[group_columns].astype(str)
     completed = runs.loc[runs["state"] == "COMPLETED", "run_dir"]
-    summary = pd.DataFrame()
+    frame = (
+        runs.groupby(group_columns)
+        .agg(status=("state", _state_counts), n_runs=("run_dir", "size"))
+        .reset_index()
+    )
     if not results.empty:
+        # Final epoch of each (run, fold), completed runs only, val/test splits.
         final = results[results["run_dir"].isin(completed) & results["split"].isin(SHOWN_SPLITS)]
-        final = final[final["epoch"] == final.groupby(["run_dir", "fold"])["epoch"].transform("max")]
-        final = final.assign(name=final["split"] + "/" + final["metric"]).merge(key_frame)
-        if not final.empty:
-            summary = (
-                final.groupby([*group_columns, "name"])["value"]
-                .agg(["mean", "std"])
-                .unstack("name")
-            )
-            summary.columns = [f"{name}_{stat}" for stat, name in summary.columns]
-            summary = summary.reset_index()
-
-    states = (
-        runs.astype({c: str for c in group_columns})
-        .groupby(group_columns)
-        .agg(
-            status=("state", lambda s: ",".join(f"{k}×{v}" if v > 1 else k
-                                                  for k, v in Counter(s).items())),
-            n_runs=("run_dir", "size"),
+        last_epoch = final.groupby(["run_dir", "fold"])["epoch"].transform("max")
+        final = final[final["epoch"] == last_epoch]
+        final = final.assign(name=final["split"] + "/" + final["metric"]).merge(
+            runs[["run_dir", *group_columns]], on="run_dir"
         )
-        .reset_index()
-    )
-    folds = (
-        results[results["run_dir"].isin(completed)].merge(key_frame)
-        .groupby(group_columns)
-        .apply(lambda f: f[["run_dir", "fold"]].drop_duplicates().shape[0], include_groups=False)
-        .rename("n_folds")
-        .reset_index()
-        if not results.empty and completed.size
-        else pd.DataFrame(columns=[*group_columns, "n_folds"])
-    )
-    frame = states.merge(folds, how="left", on=group_columns)
-    if not summary.empty:
-        frame = frame.merge(summary, how="left", on=group_columns)
-    frame["n_folds"] = frame["n_folds"].fillna(0).astype(int)
+        stats = final.pivot_table(
+            index=group_columns, columns="name", values="value", aggfunc=["mean", "std"]
+        )
+        stats.columns = [f"{pair[1]}_{pair[0]}" for pair in stats.columns.to_flat_index()]
+        n_folds = final.groupby(group_columns)[["run_dir", "fold"]].apply(
+            lambda f: len(f.drop_duplicates())
+        )
+        stats["n_folds"] = n_folds
+        frame = frame.merge(stats.reset_index(), how="left", on=group_columns)
+    frame["n_folds"] = frame.get("n_folds", pd.Series(0, index=frame.index)).fillna(0).astype(int)
 
     metric_names = sorted(
         {c.rsplit("_", 1)[0] for c in frame.columns if c.endswith("_mean")},
         key=lambda n: (SHOWN_SPLITS.index(n.split("/")[0]), n),
     )
     ascending = not higher_is_better(rank_metric)
-    notes = []
+    notes: list[str] = []
     if f"{rank_metric}_mean" in frame.columns:
         frame = frame.sort_values(f"{rank_metric}_mean", ascending=ascending, na_position="last")
     elif metric_names:
@@ -199,8 +192,10 @@ def build_report(
 def _markdown(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-            for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body]) + "\n"
 
 
@@ -234,4 +229,4 @@ def render(frame: pd.DataFrame, meta: ReportMeta, fmt: str) -> None:
             table.add_column(str(column), justify="right" if column != "status" else "left")
         for row in shown.itertuples(index=False):
             table.add_row(*("" if pd.isna(v) else str(v) for v in row))
-        Console().print(table)
+        Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -25,12 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 import mlcli
 from mlcli import results
 from mlcli.build import instantiate
+from mlcli.config import NON_RESULT_KEYS
 from mlcli.cv import make_folds, test_split
 from mlcli.data.base import Dataset
 from mlcli.train import DivergedError, FoldData, batches_per_epoch, fit
 
-# Keys that never change what a run computes: they do not enter the run key.
-NON_RESULT_KEYS = ("outputs_root", "progress", "allow_targets")
 # Dataset keys read by the runner rather than the dataset's builder.
 RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
 
@@ -53,6 +52,13 @@ def enum_name(value: Any) -> str:
 def derived_seed(*numbers: int) -> int:
     """A well-mixed 32-bit seed from several integers (e.g. run seed and fold)."""
     return int(np.random.SeedSequence([abs(int(n)) for n in numbers]).generate_state(1)[0])
+
+
+def selection_metric(metric: str, task: str) -> str:
+    """Resolve ``metric=auto``: val/acc for classification, val/r2 for regression."""
+    if metric != "auto":
+        return metric
+    return "val/acc" if task == "classification" else "val/r2"
 
 
 def seed_everything(seed: int) -> None:
@@ -239,15 +245,21 @@ def run(
         )
         splitter = instantiate(cfg.cv, "cv", cfg.get("allow_targets", []))
         folds = make_folds(splitter, dataset, dev_idx)
-        status.update(task=dataset.task, n_folds=len(folds), n_test=len(test_idx))
+        status.update(
+            task=dataset.task,
+            metric=selection_metric(str(cfg.metric), dataset.task),
+            n_folds=len(folds),
+            n_test=len(test_idx),
+        )
         if reporter is not None:
-            reporter.start(len(folds), int(cfg.epochs), done_folds)
+            reporter.start(len(folds), int(cfg.epochs), done_folds, status["metric"])
 
         for fold, (train_idx, val_idx) in enumerate(folds):
             if fold in done_folds:
                 continue
-            rows.extend(_run_fold(cfg, key, fold, dataset, train_idx, val_idx, test_idx, device,
-                                  reporter))
+            rows.extend(
+                _run_fold(cfg, key, fold, dataset, train_idx, val_idx, test_idx, device, reporter)
+            )
             done_folds.add(fold)
             results.write_results(results_path, rows)
             status["folds_completed"] = sorted(done_folds)
