@@ -41,6 +41,7 @@ def _ledger(entry: dict[str, Any]) -> None:
 def task(cfg: DictConfig) -> str:
     """Run one job inside Hydra: returns its final state, never raises (but Ctrl-C)."""
     from mlcli import runner
+    from mlcli.build import root_cause
     from mlcli.display import ProgressReporter, summary_table
 
     hydra_cfg = HydraConfig.get()
@@ -54,9 +55,10 @@ def task(cfg: DictConfig) -> str:
     except KeyboardInterrupt:
         _ledger({**entry, "state": "INTERRUPTED", "error": "interrupted"})
         raise
-    except BaseException as error:
+    except BaseException as error:  # a job's failure must not end the sweep
         (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-        message = f"{type(error).__name__}: {error}"
+        cause = root_cause(error)
+        message = f"{type(cause).__name__}: {cause}"
         log.error("job failed: %s (traceback in %s)", message, run_dir / "error.log")
         _ledger({**entry, "state": "FAILED", "error": message})
         return "FAILED"
@@ -66,10 +68,12 @@ def task(cfg: DictConfig) -> str:
     _ledger({**entry, "state": outcome.state, "error": outcome.error, "run_key": outcome.run_key})
     if outcome.state == "COMPLETED":
         from rich.console import Console
+        from rich.markup import escape
 
         n_folds = json.loads((run_dir / "status.json").read_text())["n_folds"]
         console = reporter.console if reporter is not None else Console()
-        console.print(summary_table(outcome.summary, n_folds, " ".join(overrides) or "defaults"))
+        title = escape(" ".join(overrides) or "defaults")
+        console.print(summary_table(outcome.summary, n_folds, title))
         console.print(f"results: {run_dir}")
     elif outcome.state != "COMPLETED":
         log.warning("run %s: %s", outcome.state, outcome.error)

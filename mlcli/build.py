@@ -70,6 +70,15 @@ def find_targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:
     return found
 
 
+def root_cause(error: BaseException) -> BaseException:
+    """The user's own exception inside Hydra's ``InstantiationException`` wrapper."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
 def instantiate(node: Any, key: str, extra_allowed: Iterable[str] = (), **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` after checking every ``_target_`` in ``node``."""
     from hydra.utils import instantiate as hydra_instantiate

@@ -10,25 +10,27 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
+from typer.core import TyperCommand
 
 from mlcli.config import GROUPS, ConfigProblem, group_options
 
 EXIT_USAGE = 2
-err_console = Console(stderr=True)
+# Wide when not a terminal (logs, CI, pipes) so tables do not wrap mid-word.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-def _groups_help() -> str:
-    try:
+class _TrainCommand(TyperCommand):
+    """``train --help`` lists the config groups found now (packaged + ./conf), not at import."""
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
         options = group_options()
-    except FileNotFoundError:
-        return ""
-    lines = [f"  {group}: {' | '.join(options[group])}" for group in GROUPS]
-    return "Config groups (choose with GROUP=OPTION):\n\n" + "\n\n".join(lines)
+        with formatter.section("Config groups (choose with GROUP=OPTION)"):
+            formatter.write_dl([(group, " | ".join(options[group])) for group in GROUPS])
 
 
 app = typer.Typer(
@@ -76,7 +78,8 @@ def print_problems(problems: list[ConfigProblem], what: str = "mlcli train") -> 
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help="Run an experiment: mlcli train [HYDRA FLAGS] [GROUP=OPTION] [KEY=VALUE]...\n\n"
     "All Hydra syntax works: -m/--multirun with comma or range sweeps, hydra/launcher=joblib, "
-    "hydra/sweeper=..., --cfg job, --info, +key=value, ~key.\n\n" + _groups_help(),
+    "hydra/sweeper=..., --cfg job, --info, +key=value, ~key.",
+    cls=_TrainCommand,
 )
 def train(
     overrides: Annotated[
@@ -132,6 +135,7 @@ def _failures(ledger: Path) -> list[dict[str, str]]:
 
 
 def _print_failures(failures: list[dict[str, str]]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{len(failures)} job(s) did not complete", title_style="bold red")
@@ -139,10 +143,10 @@ def _print_failures(failures: list[dict[str, str]]) -> None:
         table.add_column(column, overflow="fold")
     for f in failures:
         table.add_row(
-            " ".join(f.get("overrides") or []) or "(defaults)",
+            escape(" ".join(f.get("overrides") or []) or "(defaults)"),
             str(f.get("state")),
-            str(f.get("error") or ""),
-            str(f.get("run_dir")),
+            escape(str(f.get("error") or "")),
+            escape(str(f.get("run_dir"))),
         )
     err_console.print(table)
 

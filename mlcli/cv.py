@@ -56,7 +56,9 @@ def make_folds(splitter: Any, dataset: Dataset, dev_index: np.ndarray) -> list[F
     return folds
 
 
-def test_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def hold_out_test(
+    dataset: Dataset, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (dev_index, test_index): the test rows are set aside before any fold is made.
 
     A dataset's own test split wins; otherwise ``test_fraction`` of the rows are drawn (stratified

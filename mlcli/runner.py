@@ -24,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import mlcli
 from mlcli import results
-from mlcli.build import instantiate
+from mlcli.build import instantiate, root_cause
 from mlcli.config import NON_RESULT_KEYS
-from mlcli.cv import make_folds, test_split
+from mlcli.cv import hold_out_test, make_folds
 from mlcli.data.base import Dataset
 from mlcli.train import DivergedError, FoldData, batches_per_epoch, fit
 
@@ -189,7 +189,6 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     key = run_key(cfg)
     torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(enum_name(cfg.device))
 
     status_path = run_dir / results.STATUS_FILE
     results_path = run_dir / results.RESULTS_FILE
@@ -218,7 +217,7 @@ def run(
         "pid": os.getpid(),
         "choices": dict(choices or {}),
         "overrides": list(overrides or []),
-        "device": str(device),
+        "device": enum_name(cfg.device),
         "threads": int(cfg.threads),
         "versions": versions(),
         "folds_completed": sorted(done_folds),
@@ -232,15 +231,18 @@ def run(
         status["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         status["duration_s"] = round(time.perf_counter() - started, 3)
         if error is not None:
+            error = root_cause(error)
             status["error"] = {"type": type(error).__name__, "message": str(error)}
             if isinstance(error, DivergedError):
                 status["error"].update(epoch=error.epoch, step=error.step)
         results.write_json(status_path, status)
 
     try:
+        device = resolve_device(enum_name(cfg.device))
+        status["device"] = str(device)
         seed_everything(int(cfg.seed))
         dataset = build_dataset(cfg)
-        dev_idx, test_idx = test_split(
+        dev_idx, test_idx = hold_out_test(
             dataset, float(cfg.dataset.get("test_fraction", 0.0)), int(cfg.dataset.get("seed", 0))
         )
         splitter = instantiate(cfg.cv, "cv", cfg.get("allow_targets", []))

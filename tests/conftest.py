@@ -1,0 +1,45 @@
+"""Shared fixtures: every test runs in its own empty directory and composes the real configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig
+from typer.testing import CliRunner
+
+from mlcli.cli import app
+from mlcli.preflight import compose_job
+
+# Small enough for CI: two folds, two epochs, no live display.
+TINY = ["epochs=2", "cv.n_splits=2", "progress=false"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLCLI_ALLOW_TARGETS", "MLCLI_LEDGER_DIR", "HYDRA_FULL_ERROR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def compose() -> Callable[..., DictConfig]:
+    """Compose mlcli's real config with overrides, as `mlcli train` would."""
+
+    def _compose(*overrides: str, config_dir: str | None = None) -> DictConfig:
+        return compose_job(list(overrides), config_dir, "config")
+
+    return _compose
+
+
+@pytest.fixture
+def cli() -> Callable[..., Any]:
+    """Invoke the CLI in-process; returns click's Result (exit_code, output)."""
+    runner = CliRunner()
+
+    def _invoke(*args: str) -> Any:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+
+    return _invoke
