@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,159 +70,11 @@ def group_options(config_dir: str | None = None) -> dict[str, list[str]]:
     return {group: sorted(names) for group, names in options.items()}
 
 
-# --------------------------------------------------------------------------------------------------
-# Schemas. Field metadata carries value ranges (``gt``, ``ge``, ``lt``, ``le``) that OmegaConf
-# itself does not check; ``validate_ranges`` does.
-
-
-def _range(default: Any, **bounds: float) -> Any:
-    return field(default=default, metadata=bounds)
-
-
-class Device(enum.Enum):
-    """Where training runs: ``auto`` picks CUDA when it is available."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Normalize(enum.Enum):
-    """Feature scaling, fitted on each fold's training rows only."""
-
-    standard = "standard"
-    minmax = "minmax"
-    none = "none"
-
-
-class Warmup(enum.Enum):
-    """Learning-rate warmup: ``constant`` holds ``warmup_lr``, ``linear`` ramps up from ~0."""
-
-    none = "none"
-    constant = "constant"
-    linear = "linear"
-
-
-@dataclass
-class BuiltinDatasetSchema:
-    """A dataset that ships with mlcli (generated or loaded from an installed package)."""
-
-    _target_: str = "???"
-    test_fraction: float = _range(0.2, ge=0.0, lt=1.0)
-    normalize: Normalize = Normalize.standard
-    normalize_target: bool = True
-    seed: int = 0
-
-
-@dataclass
-class LinearSchema:
-    """``y = b + w·x``."""
-
-    _target_: str = "mlcli.models.linear"
-
-
-@dataclass
-class MLPSchema:
-    """A multi-layer perceptron."""
-
-    _target_: str = "mlcli.models.mlp"
-    hidden: list[int] = field(default_factory=lambda: [128])
-    activation: str = "relu"
-    batch_norm: bool = False
-    dropout: float = _range(0.0, ge=0.0, lt=1.0)
-
-
-@dataclass
-class SGDSchema:
-    """Stochastic gradient descent with optional (Nesterov) momentum."""
-
-    _target_: str = "torch.optim.SGD"
-    _partial_: bool = True
-    lr: float = _range(0.05, gt=0.0)
-    momentum: float = _range(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    weight_decay: float = _range(0.0, ge=0.0)
-
-
-@dataclass
-class AdamSchema:
-    """Adam: momentum plus a per-parameter RMS-scaled step."""
-
-    _target_: str = "torch.optim.Adam"
-    _partial_: bool = True
-    lr: float = _range(1e-2, gt=0.0)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = _range(1e-8, gt=0.0)
-    weight_decay: float = _range(0.0, ge=0.0)
-
-
-@dataclass
-class SchedulerSchema:
-    """A learning-rate schedule stepped once per optimizer step, with optional warmup."""
-
-    _target_: str = "???"
-    _partial_: bool = True
-    warmup: Warmup = Warmup.none
-    warmup_steps: int = _range(0, ge=0)
-    warmup_lr: float = _range(1e-4, gt=0.0)
-    min_lr_ratio: float = _range(0.0, ge=0.0, le=1.0)
-
-
-@dataclass
-class KFoldSchema:
-    """K-fold cross-validation (scikit-learn's ``KFold``)."""
-
-    _target_: str = "mlcli.cv.kfold"
-    n_splits: int = _range(5, ge=2)
-    shuffle: bool = True
-    seed: int = 0
-
-
-@dataclass
-class HoldoutSchema:
-    """One train/validation split."""
-
-    _target_: str = "mlcli.cv.holdout"
-    val_fraction: float = _range(0.2, gt=0.0, lt=1.0)
-    shuffle: bool = True
-    seed: int = 0
-
-
-@dataclass
-class RunSchema:
-    """Top-level run settings; the groups are typed by their own schemas."""
-
-    dataset: Any = "???"
-    model: Any = "???"
-    optim: Any = "???"
-    scheduler: Any = "???"
-    cv: Any = "???"
-    seed: int = 0
-    epochs: int = _range(20, ge=1)
-    batch_size: int = _range(64, ge=1)
-    device: Device = Device.auto
-    threads: int = _range(1, ge=1)
-    metric: str = "auto"
-    clip_grad_norm: float | None = _range(None, gt=0.0)
-    outputs_root: str = "outputs"
-    progress: bool = True
-    allow_targets: list[str] = field(default_factory=list)
-
-
-SCHEMAS: dict[str, dict[str, type]] = {
-    "": {"run": RunSchema},
-    "dataset": {"builtin": BuiltinDatasetSchema},
-    "model": {"linear": LinearSchema, "mlp": MLPSchema},
-    "optim": {"sgd": SGDSchema, "adam": AdamSchema},
-    "scheduler": {"base": SchedulerSchema},
-    "cv": {"kfold": KFoldSchema, "holdout": HoldoutSchema},
-}
-"""Schemas stored in Hydra's ConfigStore as ``schema/<group>/<name>``; option files extend one."""
-
-
 def register_schemas() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
+
+    from mlcli.schemas import SCHEMAS
 
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():

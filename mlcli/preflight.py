@@ -157,7 +157,7 @@ def _translate(error: BaseException, overrides: list[str], config_dir: str | Non
 
 
 def _top_level_keys() -> list[str]:
-    from mlcli.config import RunSchema
+    from mlcli.schemas import RunSchema
 
     return [f.name for f in dataclasses.fields(RunSchema)]
 

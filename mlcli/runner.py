@@ -28,7 +28,8 @@ from mlcli.build import instantiate, root_cause
 from mlcli.config import NON_RESULT_KEYS
 from mlcli.cv import hold_out_test, make_folds
 from mlcli.data.base import Dataset
-from mlcli.train import DivergedError, FoldData, batches_per_epoch, fit
+from mlcli.preprocess import enum_name, fold_tensors
+from mlcli.train import DivergedError, batches_per_epoch, fit
 
 # Dataset keys read by the runner rather than the dataset's builder.
 RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
@@ -42,11 +43,6 @@ def run_key(cfg: DictConfig) -> str:
         container.pop(key, None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def enum_name(value: Any) -> str:
-    """The plain name of a config enum value (``Device.cpu`` -> ``cpu``) or string."""
-    return str(getattr(value, "name", value))
 
 
 def derived_seed(*numbers: int) -> int:
@@ -100,27 +96,6 @@ def versions() -> dict[str, Any]:
     }
 
 
-class Normalizer:
-    """Feature scaling whose statistics come from the training rows only."""
-
-    def __init__(self, kind: str, x_train: np.ndarray) -> None:
-        self.kind = kind
-        if kind == "standard":
-            self.shift = x_train.mean(axis=0)
-            scale = x_train.std(axis=0)
-        elif kind == "minmax":
-            self.shift = x_train.min(axis=0)
-            scale = x_train.max(axis=0) - self.shift
-        else:
-            self.shift, scale = np.zeros(1, np.float32), np.ones(1, np.float32)
-        # A constant feature (e.g. a digits corner pixel) is only shifted, never divided by 0.
-        self.scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        self.shift = self.shift.astype(np.float32)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.shift) / self.scale
-
-
 @dataclass
 class RunOutcome:
     """What a run ended as."""
@@ -141,35 +116,6 @@ def build_dataset(cfg: DictConfig) -> Dataset:
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset._target_ returned {type(dataset).__name__}, not mlcli Dataset")
     return dataset
-
-
-def _fold_tensors(
-    dataset: Dataset,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    test_idx: np.ndarray,
-    cfg: DictConfig,
-    device: torch.device,
-) -> FoldData:
-    """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
-    scaler = Normalizer(enum_name(cfg.dataset.get("normalize", "standard")), dataset.X[train_idx])
-    mean, std = 0.0, 1.0
-    y = dataset.y
-    if dataset.task == "regression" and cfg.dataset.get("normalize_target", True):
-        mean = float(y[train_idx].mean())
-        std = float(y[train_idx].std()) or 1.0
-        y = ((y - mean) / std).astype(np.float32)
-
-    def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            torch.from_numpy(scaler(dataset.X[index])).to(device),
-            torch.from_numpy(y[index]).to(device),
-        )
-
-    x_train, y_train = tensors(train_idx)
-    x_val, y_val = tensors(val_idx)
-    x_test, y_test = tensors(test_idx) if len(test_idx) else (None, None)
-    return FoldData(x_train, y_train, x_val, y_val, x_test, y_test, mean, std)
 
 
 def run(
@@ -293,7 +239,7 @@ def _run_fold(
     reporter: Any,
 ) -> list[dict[str, Any]]:
     """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows."""
-    data = _fold_tensors(dataset, train_idx, val_idx, test_idx, cfg, device)
+    data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
     allow = cfg.get("allow_targets", [])
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
     fold_seed = derived_seed(int(cfg.seed), fold)

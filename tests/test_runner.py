@@ -17,6 +17,7 @@ from sklearn.metrics import r2_score
 from mlcli import runner
 from mlcli.cv import hold_out_test, kfold, make_folds
 from mlcli.data import diabetes, digits
+from mlcli.preprocess import Normalizer
 from mlcli.results import read_json
 
 # From a real seeded run (torch 2.13 CPU, one thread): (epoch, split) -> loss.
@@ -111,10 +112,10 @@ def test_same_seed_gives_identical_results_in_fresh_processes(tmp_path):
 def test_normalization_statistics_come_from_training_rows_only():
     data = digits()
     train_idx, val_idx = np.arange(0, 100), np.arange(100, 150)
-    clean = runner.Normalizer("standard", data.X[train_idx])
+    clean = Normalizer("standard", data.X[train_idx])
     poisoned_X = data.X.copy()
     poisoned_X[val_idx] = 1e6  # a poisoned value in the val rows must not move the statistics
-    poisoned = runner.Normalizer("standard", poisoned_X[train_idx])
+    poisoned = Normalizer("standard", poisoned_X[train_idx])
     np.testing.assert_array_equal(clean.shift, poisoned.shift)
     np.testing.assert_array_equal(clean.scale, poisoned.scale)
     # and the statistics are those of the training rows

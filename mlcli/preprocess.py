@@ -1,0 +1,70 @@
+"""Per-fold preprocessing: every statistic is fitted on the fold's training rows only.
+
+Feature scaling (``dataset.normalize``) and the regression target's standardization are fitted on
+``train_idx`` and applied to the fold's val and test rows, so nothing about val/test leaks in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlcli.data.base import Dataset
+from mlcli.train import FoldData
+
+
+def enum_name(value: Any) -> str:
+    """The plain name of a config enum value (``Normalize.standard`` -> ``standard``) or string."""
+    return str(getattr(value, "name", value))
+
+
+class Normalizer:
+    """Feature scaling whose statistics come from the training rows only."""
+
+    def __init__(self, kind: str, x_train: np.ndarray) -> None:
+        self.kind = kind
+        if kind == "standard":
+            self.shift = x_train.mean(axis=0)
+            scale = x_train.std(axis=0)
+        elif kind == "minmax":
+            self.shift = x_train.min(axis=0)
+            scale = x_train.max(axis=0) - self.shift
+        else:
+            self.shift, scale = np.zeros(1, np.float32), np.ones(1, np.float32)
+        # A constant feature (e.g. a digits corner pixel) is only shifted, never divided by 0.
+        self.scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        self.shift = self.shift.astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.shift) / self.scale
+
+
+def fold_tensors(
+    dataset: Dataset,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray,
+    dataset_cfg: Any,
+    device: torch.device,
+) -> FoldData:
+    """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
+    scaler = Normalizer(enum_name(dataset_cfg.get("normalize", "standard")), dataset.X[train_idx])
+    mean, std = 0.0, 1.0
+    y = dataset.y
+    if dataset.task == "regression" and dataset_cfg.get("normalize_target", True):
+        mean = float(y[train_idx].mean())
+        std = float(y[train_idx].std()) or 1.0
+        y = ((y - mean) / std).astype(np.float32)
+
+    def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            torch.from_numpy(scaler(dataset.X[index])).to(device),
+            torch.from_numpy(y[index]).to(device),
+        )
+
+    x_train, y_train = tensors(train_idx)
+    x_val, y_val = tensors(val_idx)
+    x_test, y_test = tensors(test_idx) if len(test_idx) else (None, None)
+    return FoldData(x_train, y_train, x_val, y_val, x_test, y_test, mean, std)

@@ -1,0 +1,32 @@
+"""The top-level run settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlcli.schemas.base import Device, bound
+
+
+@dataclass
+class RunSchema:
+    """Top-level run settings; the groups are typed by their own schemas."""
+
+    dataset: Any = "???"
+    model: Any = "???"
+    optim: Any = "???"
+    scheduler: Any = "???"
+    cv: Any = "???"
+    seed: int = 0
+    epochs: int = bound(20, ge=1)
+    batch_size: int = bound(64, ge=1)
+    device: Device = Device.auto
+    threads: int = bound(1, ge=1)
+    metric: str = "auto"
+    clip_grad_norm: float | None = bound(None, gt=0.0)
+    outputs_root: str = "outputs"
+    progress: bool = True
+    allow_targets: list[str] = field(default_factory=list)
+
+
+SCHEMAS: dict[str, type] = {"run": RunSchema}
