@@ -28,6 +28,7 @@ from mlcli.build import instantiate, root_cause
 from mlcli.config import NON_RESULT_KEYS
 from mlcli.cv import hold_out_test, make_folds
 from mlcli.data.base import Dataset
+from mlcli.models import build_model
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import DivergedError, batches_per_epoch, fit
 
@@ -51,10 +52,11 @@ def derived_seed(*numbers: int) -> int:
 
 
 def selection_metric(metric: str, task: str) -> str:
-    """Resolve ``metric=auto``: val/acc for classification, val/r2 for regression."""
+    """Resolve ``metric=auto``: val/acc (classification, tagging), val/r2 (regression),
+    val/exact_match (seq2seq)."""
     if metric != "auto":
         return metric
-    return "val/acc" if task == "classification" else "val/r2"
+    return {"regression": "val/r2", "seq2seq": "val/exact_match"}.get(task, "val/acc")
 
 
 def seed_everything(seed: int) -> None:
@@ -244,9 +246,7 @@ def _run_fold(
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
     fold_seed = derived_seed(int(cfg.seed), fold)
     seed_everything(fold_seed)
-    model = instantiate(
-        cfg.model, "model", allow, in_shape=dataset.in_shape, out_features=dataset.out_features
-    ).to(device)
+    model = build_model(cfg.model, dataset, allow).to(device)
     optimizer = instantiate(cfg.optim, "optim", allow)(model.parameters())
     steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "regression", "tagging", "seq2seq"]
+
+# Special tokens of token-sequence datasets (seq2seq targets: BOS ... EOS, padded with PAD).
+PAD, BOS, EOS = 0, 1, 2
 
 
 @dataclass
@@ -28,12 +31,18 @@ class Dataset:
     test_index: np.ndarray | None = None
     groups: np.ndarray | None = None
     source: str = ""
+    lengths: np.ndarray | None = None
+    vocab_size: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.X) != len(self.y):
             raise ValueError(f"{self.name}: {len(self.X)} feature rows but {len(self.y)} targets")
-        self.X = np.ascontiguousarray(self.X, dtype=np.float32)
-        if self.task == "classification":
+        token_input = self.vocab_size is not None
+        self.X = np.ascontiguousarray(self.X, dtype=np.int64 if token_input else np.float32)
+        if self.lengths is not None:
+            self.lengths = np.asarray(self.lengths, dtype=np.int64)
+        if self.task in ("classification", "tagging", "seq2seq"):
             self.y = np.asarray(self.y, dtype=np.int64)
         else:
             self.y = np.asarray(self.y, dtype=np.float32)
@@ -53,6 +62,9 @@ class Dataset:
     @property
     def out_features(self) -> int:
         """Width of the model's output: one logit per class, or one value per target."""
-        if self.task == "classification":
+        if self.task == "seq2seq":
+            assert self.vocab_size is not None
+            return self.vocab_size
+        if self.task in ("classification", "tagging"):
             return self.n_classes
         return 1 if self.y.ndim == 1 else int(self.y.shape[1])
