@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mlcli import runner
 from mlcli.build import instantiate
 from mlcli.config import GROUPS, group_options, packaged_conf_dir, validate
+from mlcli.models import build_model
+from mlcli.preprocess import fold_tensors
+from mlcli.train import fit, forward
 
 CONF = packaged_conf_dir()
+CPU = torch.device("cpu")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -22,22 +27,40 @@ def test_every_option_file_has_a_usage_comment_and_a_target():
         assert "_target_:" in text, (group, option)
 
 
+# Options that need other data than the default digits, and the data they are built on.
+PAIRED: dict[tuple[str, str], list[str]] = {
+    ("model", "attention"): ["dataset._target_=tests.synthetic.vectors"],
+    ("model", "cnn1d"): ["dataset._target_=tests.synthetic.vectors"],
+    ("model", "transformer"): ["dataset._target_=tests.synthetic.reverse"],
+    ("model", "sigmoid_sum"): ["dataset=diabetes"],
+    ("model", "relu_sum"): ["dataset=diabetes"],
+}
+
+
+def _expected_shape(dataset, n: int) -> tuple[int, ...]:
+    if dataset.task in ("tagging", "seq2seq"):
+        return (n, dataset.y.shape[1], dataset.out_features)
+    return (n, dataset.out_features)
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=lambda v: str(v))
 def test_every_option_composes_validates_and_builds(compose, group, option):
-    cfg = compose(f"{group}={option}")
+    paired = PAIRED.get((group, option), [])
+    cfg = compose(f"{group}={option}", *paired, "allow_targets=[tests.synthetic]")
     assert validate(cfg) == []
     dataset = runner.build_dataset(cfg)
-    model = instantiate(
-        cfg.model, "model", in_shape=dataset.in_shape, out_features=dataset.out_features
-    )
+    model = build_model(cfg.model, dataset, cfg.allow_targets)
     optimizer = instantiate(cfg.optim, "optim")(model.parameters())
     scheduler = instantiate(cfg.scheduler, "scheduler")(optimizer, total_steps=10)
-    x = torch.from_numpy(dataset.X[:4])
-    out = model(x)
-    assert out.shape == (4, dataset.out_features)
-    out.float().sum().backward()
-    optimizer.step()
-    scheduler.step()
+    index = np.arange(len(dataset.y))
+    data = fold_tensors(dataset, index[:8], index[8:12], index[:0], cfg.dataset, CPU)
+    out = forward(model, dataset.task, data.x_train, data.lengths_train, data.y_train)
+    assert out.shape == _expected_shape(dataset, 8)
+    # Two optimizer steps through the real loop: finite train and val metrics, lr recorded.
+    rows = fit(model, optimizer, scheduler, data, task=dataset.task, epochs=1, batch_size=4,
+               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    metrics = {f"{split}/{metric}": value for _, split, metric, value in rows}
+    assert "train/lr" in metrics and all(np.isfinite(list(metrics.values())))
     splitter = instantiate(cfg.cv, "cv")
     assert splitter.get_n_splits() >= 1
 
