@@ -16,6 +16,7 @@ teacher forcing) and, in evaluation, ``token_acc`` and ``exact_match`` of greedy
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -79,13 +80,22 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 def forward(
     model: nn.Module, task: Task, x: torch.Tensor, lengths: torch.Tensor | None, y: torch.Tensor
 ) -> torch.Tensor:
-    """The model's output for a batch; seq2seq is teacher-forced (the decoder reads BOS + y)."""
+    """The model's output for a batch; seq2seq is teacher-forced (the decoder reads BOS + y).
+
+    Only a model whose ``forward`` takes ``lengths`` gets them; a fixed-size model (``mlp``)
+    reads zero-padded sequences as they are.
+    """
     if task == "seq2seq":
         target_in = torch.cat([torch.full_like(y[:, :1], BOS), y[:, :-1]], dim=1)
         return model(x, lengths, target_in)
-    if lengths is not None:
+    if lengths is not None and reads_lengths(model):
         return model(x, lengths)
     return model(x)
+
+
+def reads_lengths(model: nn.Module) -> bool:
+    """Whether a model's ``forward`` takes ``lengths`` (sequence models with padding masks)."""
+    return "lengths" in inspect.signature(model.forward).parameters
 
 
 def _token_targets(task: Task, y: torch.Tensor) -> torch.Tensor:

@@ -1,14 +1,15 @@
 """Model builders: plain functions ``(in_shape, out_features, **hparams) -> nn.Module``.
 
 Besides ``in_shape`` (one example's shape) and ``out_features`` (classes, tags, vocabulary size
-or regression targets), the runner passes what a builder needs to read the data
-(:func:`data_inputs`): ``vocab_size`` when the inputs are token ids, and ``variable_length=True``
-when the sequences are zero-padded with their lengths. A builder without those parameters cannot
-read such data, and :func:`build_model` says so before anything is built.
+or regression targets), a builder receives from the data, if it has the parameter:
+``vocab_size`` when the inputs are token ids (a builder without it cannot read them, and
+:func:`build_model` says so), and ``variable_length=True`` when the inputs are zero-padded
+sequences with their valid lengths.
 
-Forward conventions: ``model(x)`` for fixed-size inputs; ``model(x, lengths)`` for variable-length
-sequences; seq2seq models take ``model(source, lengths, target_in)`` (teacher forcing) and
-``model.generate(source, lengths, max_length)`` (greedy decoding to EOS).
+Forward conventions: ``model(x)``; a model whose ``forward`` has a ``lengths`` parameter gets
+``model(x, lengths)`` for variable-length sequences (a fixed-size model such as ``mlp`` reads the
+zero-padded sequences as they are); seq2seq models take ``model(source, lengths, target_in)``
+(teacher forcing) and ``model.generate(source, lengths, max_length)`` (greedy decoding to EOS).
 """
 
 from __future__ import annotations
@@ -38,32 +39,23 @@ __all__ = [
 ]
 
 
-def data_inputs(dataset: Dataset) -> dict[str, Any]:
-    """The keyword arguments a model builder receives from the data."""
+def data_inputs(builder: Callable[..., Any], name: str, dataset: Dataset) -> dict[str, Any]:
+    """The keyword arguments ``builder`` receives from ``dataset``, or a ``ValueError`` naming
+    what it cannot read."""
+    parameters = inspect.signature(builder).parameters
+    any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     inputs: dict[str, Any] = {"in_shape": dataset.in_shape, "out_features": dataset.out_features}
     if dataset.vocab_size is not None:
+        if "vocab_size" not in parameters and not any_keyword:
+            raise ValueError(
+                f"model {name} takes real-valued features, but dataset {dataset.name} holds token "
+                f"ids (vocab_size={dataset.vocab_size}); use a model that embeds tokens: "
+                "attention, cnn1d (or transformer for seq2seq)"
+            )
         inputs["vocab_size"] = dataset.vocab_size
-    if dataset.lengths is not None:
+    if dataset.lengths is not None and ("variable_length" in parameters or any_keyword):
         inputs["variable_length"] = True
     return inputs
-
-
-def check_inputs(builder: Callable[..., Any], name: str, dataset: Dataset) -> None:
-    """Raise ``ValueError`` naming what ``builder`` cannot read in ``dataset``."""
-    parameters = inspect.signature(builder).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    sequence_models = "attention, cnn1d"
-    if dataset.vocab_size is not None and "vocab_size" not in parameters:
-        raise ValueError(
-            f"model {name} takes real-valued features, but dataset {dataset.name} holds token ids "
-            f"(vocab_size={dataset.vocab_size}); use a model that embeds tokens: {sequence_models}"
-        )
-    if dataset.lengths is not None and "variable_length" not in parameters:
-        raise ValueError(
-            f"model {name} takes fixed-size inputs, but dataset {dataset.name} holds "
-            f"variable-length sequences; use a model with padding masks: {sequence_models}"
-        )
 
 
 def build_model(node: Any, dataset: Dataset, allow: Any = ()) -> nn.Module:
@@ -75,8 +67,8 @@ def build_model(node: Any, dataset: Dataset, allow: Any = ()) -> nn.Module:
     target = str(node._target_)
     check_target("model", target, allow)
     name = target.rsplit(".", 1)[-1]
-    check_inputs(get_method(target), name, dataset)
-    model = instantiate(node, "model", allow, **data_inputs(dataset))
+    inputs = data_inputs(get_method(target), name, dataset)
+    model = instantiate(node, "model", allow, **inputs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model._target_ {target} returned {type(model).__name__}, not nn.Module")
     decodes = callable(getattr(model, "generate", None))

@@ -174,7 +174,8 @@ class Seq2SeqTransformer(nn.Module):
         self.out = nn.Linear(d_model, vocab_size)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.embed(tokens) * self.d_model**0.5
+        # No sqrt(d_model) scaling: nn.Embedding starts at unit variance, the positions' scale.
+        h = self.embed(tokens)
         return self.dropout(h + sinusoidal_positions(tokens.shape[1], self.d_model, h.device))
 
     def encode(
