@@ -106,6 +106,8 @@ def train(
         print_problems(problems)
         raise typer.Exit(EXIT_USAGE)
 
+    if trust_overrides:
+        os.environ["MLCLI_TRUST_OVERRIDES"] = "1"  # recorded in every run's status.json
     ledger = tempfile.mkdtemp(prefix="mlcli-ledger-")
     os.environ["MLCLI_LEDGER_DIR"] = ledger
     sys.argv = ["mlcli", *args, *search_path_override(command.config_dir)]

@@ -38,10 +38,6 @@ _BOOL_FLAGS = {"--multirun", "-m", "--resolve", "--run", "-r", "--hydra-help", "
 _INFO_FLAGS = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--version", "--shell-completion",
                "-sc"}  # fmt: skip
 
-# Overrides that can run code or read files on the user's behalf (see issue: untrusted input).
-DANGEROUS_PREFIXES = ("hydra.job.env_set", "hydra.searchpath", "hydra.callbacks")
-DANGEROUS_GROUPS = ("hydra/job_logging", "hydra/hydra_logging")
-
 
 @dataclass
 class Command:
@@ -83,28 +79,15 @@ def split_args(args: list[str]) -> Command:
     return command
 
 
+def own_search_paths(config_dir: str | None) -> list[str]:
+    """The user's config dirs mlcli itself adds to Hydra's search path (``./conf`` or -cd)."""
+    return [f"file://{d}" for d in search_dirs(config_dir) if d != packaged_conf_dir()]
+
+
 def search_path_override(config_dir: str | None) -> list[str]:
     """The ``hydra.searchpath`` override that puts the user's ``./conf`` (or -cd) first."""
-    extra = [d for d in search_dirs(config_dir) if d != packaged_conf_dir()]
-    if not extra:
-        return []
-    return ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra) + "]"]
-
-
-def dangerous_overrides(overrides: list[str]) -> list[ConfigProblem]:
-    """Command-line overrides that could run code or load files, refused unless trusted."""
-    problems = []
-    for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith(DANGEROUS_PREFIXES) or key in DANGEROUS_GROUPS:
-            problems.append(
-                ConfigProblem(
-                    key,
-                    "this Hydra override can run code or read arbitrary files and is refused "
-                    "from the command line; pass --trust-overrides if you wrote it yourself",
-                )
-            )
-    return problems
+    paths = own_search_paths(config_dir)
+    return ["hydra.searchpath=[" + ",".join(paths) + "]"] if paths else []
 
 
 def _translate(error: BaseException, overrides: list[str], config_dir: str | None) -> ConfigProblem:
@@ -179,8 +162,13 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
-def compose_job(overrides: list[str], config_dir: str | None, config_name: str) -> Any:
-    """Compose one job's config with Hydra's compose API (no run dir, no logging)."""
+def compose_job(
+    overrides: list[str], config_dir: str | None, config_name: str, with_hydra: bool = False
+) -> Any:
+    """Compose one job's config with Hydra's compose API (no run dir, no logging).
+
+    ``with_hydra`` keeps the ``hydra`` node (launcher, callbacks, env_set ...) in the result.
+    """
     from hydra import compose, initialize_config_dir
 
     register_schemas()
@@ -189,11 +177,18 @@ def compose_job(overrides: list[str], config_dir: str | None, config_name: str) 
         initialize_config_dir(str(packaged_conf_dir()), version_base="1.3"),
         contextlib.redirect_stderr(io.StringIO()),
     ):
-        return compose(config_name, overrides=overrides + search_path_override(config_dir))
+        return compose(
+            config_name,
+            overrides=overrides + search_path_override(config_dir),
+            return_hydra_config=with_hydra,
+        )
 
 
 def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list[ConfigProblem]]:
     """Compose and validate every job of ``mlcli train ARGS``; return the problems found."""
+    from omegaconf import open_dict
+
+    from mlcli import security
     from mlcli.build import TargetNotAllowedError, check_target, find_targets
 
     command = split_args(args)
@@ -203,7 +198,7 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
         ]
     problems: list[ConfigProblem] = []
     if not trust_overrides:
-        problems.extend(dangerous_overrides(command.overrides))
+        problems.extend(security.dangerous_overrides(command.overrides))
     if command.info_only or problems:
         return command, problems
     try:
@@ -213,11 +208,16 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
     seen: set[str] = set()
     for job in jobs:
         try:
-            cfg = compose_job(job, command.config_dir, command.config_name)
+            cfg = compose_job(job, command.config_dir, command.config_name, with_hydra=True)
         except Exception as error:
             found = [_translate(error, job, command.config_dir)]
         else:
+            with open_dict(cfg):
+                hydra = cfg.pop("hydra")
             found = validate(cfg)
+            if not trust_overrides:
+                own_paths = own_search_paths(command.config_dir)
+                found.extend(security.hydra_config_problems(hydra, own_paths))
             allow = list(cfg.get("allow_targets") or [])
             for key, target in find_targets(cfg):
                 try:

@@ -23,8 +23,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mlcli
-from mlcli import results
-from mlcli.build import instantiate, root_cause
+from mlcli import results, security
+from mlcli.build import check_target, find_targets, instantiate, root_cause
 from mlcli.config import NON_RESULT_KEYS
 from mlcli.cv import hold_out_test, make_folds
 from mlcli.data.base import Dataset
@@ -136,6 +136,7 @@ def run(
     key = run_key(cfg)
     torch.set_num_threads(int(cfg.threads))
 
+    allow = list(cfg.get("allow_targets") or [])
     status_path = run_dir / results.STATUS_FILE
     results_path = run_dir / results.RESULTS_FILE
     rows: list[dict[str, Any]] = []
@@ -168,6 +169,11 @@ def run(
         "versions": versions(),
         "folds_completed": sorted(done_folds),
         "error": None,
+        "trust_overrides": security.trusted(),
+        "allowed_targets": {
+            key: {"target": target, "reason": check_target(key, target, allow)}
+            for key, target in find_targets(cfg)
+        },
     }
     results.write_json(status_path, status)
     started = time.perf_counter()
