@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,15 +80,13 @@ def split_args(args: list[str]) -> Command:
     return command
 
 
-def own_search_paths(config_dir: str | None) -> list[str]:
-    """The user's config dirs mlcli itself adds to Hydra's search path (``./conf`` or -cd)."""
-    return [f"file://{d}" for d in search_dirs(config_dir) if d != packaged_conf_dir()]
+def use_user_config_dirs(config_dir: str | None) -> None:
+    """Put the user's ``./conf`` (or ``--config-dir``) first on Hydra's search path.
 
-
-def search_path_override(config_dir: str | None) -> list[str]:
-    """The ``hydra.searchpath`` override that puts the user's ``./conf`` (or -cd) first."""
-    paths = own_search_paths(config_dir)
-    return ["hydra.searchpath=[" + ",".join(paths) + "]"] if paths else []
+    Done by mlcli's search-path plug-in (hydra_plugins/mlcli_plugins), which reads this variable.
+    """
+    dirs = [str(d) for d in search_dirs(config_dir) if d != packaged_conf_dir()]
+    os.environ["MLCLI_CONFIG_DIRS"] = os.pathsep.join(dirs)
 
 
 def _translate(error: BaseException, overrides: list[str], config_dir: str | None) -> ConfigProblem:
@@ -172,16 +171,13 @@ def compose_job(
     from hydra import compose, initialize_config_dir
 
     register_schemas()
+    use_user_config_dirs(config_dir)  # read when the search path is built, in initialize
     # Hydra prints deprecation chatter for some overrides; keep the screen for our errors.
     with (
         initialize_config_dir(str(packaged_conf_dir()), version_base="1.3"),
         contextlib.redirect_stderr(io.StringIO()),
     ):
-        return compose(
-            config_name,
-            overrides=overrides + search_path_override(config_dir),
-            return_hydra_config=with_hydra,
-        )
+        return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
 
 
 def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list[ConfigProblem]]:
@@ -216,8 +212,7 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
                 hydra = cfg.pop("hydra")
             found = validate(cfg)
             if not trust_overrides:
-                own_paths = own_search_paths(command.config_dir)
-                found.extend(security.hydra_config_problems(hydra, own_paths))
+                found.extend(security.hydra_config_problems(hydra))
             allow = list(cfg.get("allow_targets") or [])
             for key, target in find_targets(cfg):
                 try:

@@ -68,7 +68,7 @@ def _has_factory(node: Any) -> bool:
     return False
 
 
-def hydra_config_problems(hydra: Any, own_searchpath: list[str]) -> list[ConfigProblem]:
+def hydra_config_problems(hydra: Any) -> list[ConfigProblem]:
     """Check a composed ``hydra`` node, wherever its settings came from (command line or files)."""
     from omegaconf import OmegaConf
 
@@ -81,7 +81,7 @@ def hydra_config_problems(hydra: Any, own_searchpath: list[str]) -> list[ConfigP
         problems.append(
             ConfigProblem("hydra.job.env_set", f"sets environment variables ({names}): {_FIX}")
         )
-    extra = [str(p) for p in hydra.get("searchpath", []) if str(p) not in own_searchpath]
+    extra = [str(p) for p in hydra.get("searchpath", [])]
     if extra:
         problems.append(
             ConfigProblem(

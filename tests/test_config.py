@@ -65,3 +65,14 @@ def test_validate_reports_every_problem_at_once(compose):
 def test_conf_dir_ships_inside_the_wheel():
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert '"conf" = "mlcli/conf"' in text
+
+
+def test_user_conf_dir_is_searched_first(compose, tmp_path):
+    """A ./conf option with a packaged option's name replaces it (and adds new ones)."""
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "mlp.yaml").write_text(
+        "defaults:\n  - /schema/model/mlp@_here_\n  - _self_\n_target_: mlcli.models.mlp\n"
+        "hidden: [7]\n"
+    )
+    assert list(compose().model.hidden) == [7]
+    assert list(compose(config_dir=str(CONF)).model.hidden) == [128]
