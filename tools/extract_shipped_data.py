@@ -27,7 +27,8 @@ def sunspots() -> None:
     lines = [
         "# Yearly mean sunspot numbers, 1700-2008 (309 years).",
         "# Source: statsmodels.datasets.sunspots (statsmodels 0.15.0), from NOAA's National",
-        "# Geophysical Data Center, http://www.ngdc.noaa.gov/stp/solar/solarda3.html. Public domain.",
+        "# Geophysical Data Center, http://www.ngdc.noaa.gov/stp/solar/solarda3.html."
+        " Public domain.",
         "year,sunspots",
     ]
     lines += [f"{int(year)},{value:g}" for year, value in frame[["YEAR", "SUNACTIVITY"]].values]

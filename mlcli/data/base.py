@@ -65,8 +65,9 @@ class Dataset:
         if self.lengths is not None:
             self.lengths = np.asarray(self.lengths, dtype=np.int64)
             if self.lengths.shape != (len(self.X),):
+                shape = self.lengths.shape
                 raise ValueError(
-                    f"{self.name}: lengths has shape {self.lengths.shape}, expected ({len(self.X)},)"
+                    f"{self.name}: lengths has shape {shape}, expected ({len(self.X)},)"
                 )
 
     @property

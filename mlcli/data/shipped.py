@@ -3,6 +3,7 @@ README.md); ``tools/extract_shipped_data.py`` regenerates them. Nothing is downl
 
 from __future__ import annotations
 
+import itertools
 from importlib import resources
 from typing import Any
 
@@ -58,7 +59,7 @@ def japanese_vowels() -> Dataset:
     lengths = lengths.astype(np.int64)
     X = np.zeros((len(lengths), int(lengths.max()), frames.shape[1]), dtype=np.float32)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    for i, (begin, end) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+    for i, (begin, end) in enumerate(itertools.pairwise(offsets)):
         X[i, : end - begin] = frames[begin:end]
     return Dataset(
         name="japanese_vowels",
