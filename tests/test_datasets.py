@@ -17,7 +17,6 @@ from mlcli.data.hmm import HMM, posterior_marginals, random_hmm, sample, tag_acc
 from mlcli.data.shipped import sunspots_series
 from mlcli.results import read_json
 
-# One epoch on one train/validation split: enough to show the dataset trains end to end.
 QUICK = ["epochs=1", "cv=holdout", "progress=false"]
 
 FILES = Path(data.__file__).parent / "files"
@@ -263,23 +262,44 @@ def test_seq_reverse_refuses_more_samples_than_distinct_sequences():
 # ---- end to end -------------------------------------------------------------------------------
 
 
+def _readme_dataset_commands() -> list[str]:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Datasets", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_lists_every_dataset_option():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Datasets", 1)[1].split("\n## ", 1)[0]
+    for path in (Path(__file__).parents[1] / "conf" / "dataset").glob("*.yaml"):
+        assert f"| `{path.stem}` |" in section, path.stem
+
+
 @pytest.mark.parametrize(
-    ("name", "model"),
+    "command",
     [
-        ("iris", "linear"),
-        ("breast_cancer", "mlp"),
-        ("sunspots", "linear"),
-        ("curve", "mlp"),
-        ("japanese_vowels", "mlp"),
-        ("mnist1d", "mlp"),
+        *_readme_dataset_commands(),
+        "mlcli train dataset=iris model=linear",
+        "mlcli train dataset=breast_cancer model=mlp",
     ],
 )
-def test_train_runs_on_the_dataset(cli, name, model):
-    result = cli("train", f"dataset={name}", f"model={model}", *QUICK)
+def test_train_runs_on_the_dataset(cli, command):
+    args = command.split()
+    assert args[:2] == ["mlcli", "train"]
+    # The README's commands with one epoch on one split: enough to show each trains end to end.
+    result = cli(*args[1:], *QUICK)
     assert result.exit_code == 0, result.output
     (status_path,) = Path("outputs").rglob("status.json")
     status = read_json(status_path)
     assert status["state"] == "COMPLETED"
-    expected_test = {"sunspots": 60, "japanese_vowels": 370, "mnist1d": 1000}
-    if name in expected_test:
-        assert status["n_test"] == expected_test[name]
+    name = next(a.split("=")[1] for a in args if a.startswith("dataset="))
+    expected_test = {
+        "sunspots": 60,
+        "japanese_vowels": 370,
+        "mnist1d": 1000,
+        "curve": 100,
+        "iris": 30,
+        "breast_cancer": 114,
+    }
+    assert status["n_test"] == expected_test[name]
