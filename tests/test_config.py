@@ -12,6 +12,9 @@ from mlcli.build import instantiate
 from mlcli.config import GROUPS, group_options, packaged_conf_dir, validate
 
 CONF = packaged_conf_dir()
+# Datasets whose task needs a sequence model (per-token tags, or an output sequence).
+SEQUENCE_TASKS = ("tagging", "seq2seq")
+SEQUENCE_DATASETS = {"hmm_tagging", "seq_reverse"}
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -27,6 +30,12 @@ def test_every_option_composes_validates_and_builds(compose, group, option):
     cfg = compose(f"{group}={option}")
     assert validate(cfg) == []
     dataset = runner.build_dataset(cfg)
+    if dataset.task in SEQUENCE_TASKS:
+        # The default model (mlp) has no per-element or decoder output: only these two datasets
+        # may take this branch, and tests/test_datasets.py checks their contract.
+        assert option in SEQUENCE_DATASETS, f"{option}: pair this {dataset.task} set with a model"
+        assert dataset.lengths is not None and dataset.y.ndim == 2
+        return
     model = instantiate(
         cfg.model, "model", in_shape=dataset.in_shape, out_features=dataset.out_features
     )
