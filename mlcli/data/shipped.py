@@ -1,5 +1,5 @@
 """Datasets read from small files shipped inside mlcli (``mlcli/data/files/``, sources in its
-README.md); ``tools/extract_shipped_data.py`` regenerates them. Nothing is downloaded."""
+README.md); ``mlcli/data/files/extract_shipped_data.py`` regenerates them. Nothing is downloaded."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ mlcli never runs this: it reads the files. The packages it needs are heavy or pi
 
     python3 -m venv /tmp/extract-venv
     /tmp/extract-venv/bin/pip install statsmodels sktime mnist1d
-    /tmp/extract-venv/bin/python tools/extract_shipped_data.py
+    /tmp/extract-venv/bin/python mlcli/data/files/extract_shipped_data.py
 
 Versions used for the shipped files: statsmodels 0.15.0, sktime 1.2.0, mnist1d 0.0.2.post1.
 """
@@ -43,7 +43,9 @@ def japanese_vowels() -> None:
     """
     from sktime.datasets import load_japanese_vowels
 
-    frames, lengths, labels = [], [], []
+    frames: list[np.ndarray] = []
+    lengths: list[int] = []
+    labels: list[int] = []
     for split in ("train", "test"):
         X, y = load_japanese_vowels(split=split, return_X_y=True)
         for i in range(len(X)):
