@@ -21,8 +21,8 @@ test: check
 check: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check mlcli tests bench
-	$(BIN)/ruff format --check mlcli tests bench
+	$(BIN)/ruff check mlcli hydra_plugins tests bench
+	$(BIN)/ruff format --check mlcli hydra_plugins tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

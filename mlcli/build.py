@@ -44,12 +44,29 @@ def _under(target: str, prefix: str) -> bool:
     return target == prefix or target.startswith(prefix + ".")
 
 
-def check_target(key: str, target: Any, extra: Iterable[str] = ()) -> None:
-    """Raise :class:`TargetNotAllowedError` unless ``target`` is allowed."""
-    allowed = allowed_prefixes(extra)
-    name = str(target)
-    if any(_under(name, p) for p in ALWAYS_DENIED) or not any(_under(name, p) for p in allowed):
-        raise TargetNotAllowedError(key, name, allowed)
+def allow_reason(target: str, extra: Iterable[str] = ()) -> str | None:
+    """Why ``target`` may be built (which allowlist entry admits it), or None if it may not."""
+    if any(_under(target, p) for p in ALWAYS_DENIED):
+        return None
+    for prefix in BUILTIN_ALLOWED:
+        if _under(target, prefix):
+            return f"built-in allowlist ({prefix})"
+    for prefix in extra:
+        if _under(target, str(prefix)):
+            return f"allow_targets ({prefix})"
+    for prefix in allowed_prefixes()[len(BUILTIN_ALLOWED) :]:
+        if _under(target, prefix):
+            return f"MLCLI_ALLOW_TARGETS ({prefix})"
+    return None
+
+
+def check_target(key: str, target: Any, extra: Iterable[str] = ()) -> str:
+    """Return why ``target`` is allowed; raise :class:`TargetNotAllowedError` if it is not."""
+    extra = [str(e) for e in extra]
+    reason = allow_reason(str(target), extra)
+    if reason is None:
+        raise TargetNotAllowedError(key, str(target), allowed_prefixes(extra))
+    return reason
 
 
 def find_targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:

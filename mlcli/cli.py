@@ -96,7 +96,7 @@ def train(
     ] = False,
 ) -> None:
     """Run an experiment (or a sweep with -m)."""
-    from mlcli.preflight import check, search_path_override
+    from mlcli.preflight import check, use_user_config_dirs
 
     args = list(overrides or [])
     if debug:
@@ -106,9 +106,12 @@ def train(
         print_problems(problems)
         raise typer.Exit(EXIT_USAGE)
 
+    if trust_overrides:
+        os.environ["MLCLI_TRUST_OVERRIDES"] = "1"  # recorded in every run's status.json
     ledger = tempfile.mkdtemp(prefix="mlcli-ledger-")
     os.environ["MLCLI_LEDGER_DIR"] = ledger
-    sys.argv = ["mlcli", *args, *search_path_override(command.config_dir)]
+    use_user_config_dirs(command.config_dir)
+    sys.argv = ["mlcli", *args]
     from mlcli.app import hydra_main
 
     try:

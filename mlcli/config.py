@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-GROUPS: tuple[str, ...] = ("dataset", "model", "optim", "scheduler", "cv")
+GROUPS: tuple[str, ...] = ("dataset", "model", "optim", "scheduler", "cv", "analysis")
 """The config groups every experiment is made of, in the order of the defaults list."""
 
 CONFIG_NAME = "config"

@@ -62,7 +62,8 @@ def hold_out_test(
     """Return (dev_index, test_index): the test rows are set aside before any fold is made.
 
     A dataset's own test split wins; otherwise ``test_fraction`` of the rows are drawn (stratified
-    by class for classification). ``test_fraction=0`` means no test split.
+    by class for classification), or, for a time-ordered dataset (``meta["time_ordered"]``), the
+    last ``test_fraction`` of the rows. ``test_fraction=0`` means no test split.
     """
     n = len(dataset.y)
     everything = np.arange(n)
@@ -71,6 +72,10 @@ def hold_out_test(
         return np.setdiff1d(everything, test), test
     if test_fraction <= 0:
         return everything, np.array([], dtype=np.int64)
+    if dataset.meta.get("time_ordered"):
+        # A time series is tested on its future: the last rows, never a random draw.
+        n_test = max(1, round(n * test_fraction))
+        return everything[: n - n_test], everything[n - n_test :]
     from sklearn.model_selection import train_test_split
 
     stratify = dataset.y if dataset.task == "classification" else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,6 @@ _BOOL_FLAGS = {"--multirun", "-m", "--resolve", "--run", "-r", "--hydra-help", "
 # Flags after which Hydra prints something instead of running jobs: no validation needed.
 _INFO_FLAGS = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--version", "--shell-completion",
                "-sc"}  # fmt: skip
-
-# Overrides that can run code or read files on the user's behalf (see issue: untrusted input).
-DANGEROUS_PREFIXES = ("hydra.job.env_set", "hydra.searchpath", "hydra.callbacks")
-DANGEROUS_GROUPS = ("hydra/job_logging", "hydra/hydra_logging")
 
 
 @dataclass
@@ -83,28 +80,13 @@ def split_args(args: list[str]) -> Command:
     return command
 
 
-def search_path_override(config_dir: str | None) -> list[str]:
-    """The ``hydra.searchpath`` override that puts the user's ``./conf`` (or -cd) first."""
-    extra = [d for d in search_dirs(config_dir) if d != packaged_conf_dir()]
-    if not extra:
-        return []
-    return ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra) + "]"]
+def use_user_config_dirs(config_dir: str | None) -> None:
+    """Put the user's ``./conf`` (or ``--config-dir``) first on Hydra's search path.
 
-
-def dangerous_overrides(overrides: list[str]) -> list[ConfigProblem]:
-    """Command-line overrides that could run code or load files, refused unless trusted."""
-    problems = []
-    for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith(DANGEROUS_PREFIXES) or key in DANGEROUS_GROUPS:
-            problems.append(
-                ConfigProblem(
-                    key,
-                    "this Hydra override can run code or read arbitrary files and is refused "
-                    "from the command line; pass --trust-overrides if you wrote it yourself",
-                )
-            )
-    return problems
+    Done by mlcli's search-path plug-in (hydra_plugins/mlcli_plugins), which reads this variable.
+    """
+    dirs = [str(d) for d in search_dirs(config_dir) if d != packaged_conf_dir()]
+    os.environ["MLCLI_CONFIG_DIRS"] = os.pathsep.join(dirs)
 
 
 def _translate(error: BaseException, overrides: list[str], config_dir: str | None) -> ConfigProblem:
@@ -179,21 +161,30 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
-def compose_job(overrides: list[str], config_dir: str | None, config_name: str) -> Any:
-    """Compose one job's config with Hydra's compose API (no run dir, no logging)."""
+def compose_job(
+    overrides: list[str], config_dir: str | None, config_name: str, with_hydra: bool = False
+) -> Any:
+    """Compose one job's config with Hydra's compose API (no run dir, no logging).
+
+    ``with_hydra`` keeps the ``hydra`` node (launcher, callbacks, env_set ...) in the result.
+    """
     from hydra import compose, initialize_config_dir
 
     register_schemas()
+    use_user_config_dirs(config_dir)  # read when the search path is built, in initialize
     # Hydra prints deprecation chatter for some overrides; keep the screen for our errors.
     with (
         initialize_config_dir(str(packaged_conf_dir()), version_base="1.3"),
         contextlib.redirect_stderr(io.StringIO()),
     ):
-        return compose(config_name, overrides=overrides + search_path_override(config_dir))
+        return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
 
 
 def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list[ConfigProblem]]:
     """Compose and validate every job of ``mlcli train ARGS``; return the problems found."""
+    from omegaconf import open_dict
+
+    from mlcli import security
     from mlcli.build import TargetNotAllowedError, check_target, find_targets
 
     command = split_args(args)
@@ -203,7 +194,7 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
         ]
     problems: list[ConfigProblem] = []
     if not trust_overrides:
-        problems.extend(dangerous_overrides(command.overrides))
+        problems.extend(security.dangerous_overrides(command.overrides))
     if command.info_only or problems:
         return command, problems
     try:
@@ -213,11 +204,15 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
     seen: set[str] = set()
     for job in jobs:
         try:
-            cfg = compose_job(job, command.config_dir, command.config_name)
+            cfg = compose_job(job, command.config_dir, command.config_name, with_hydra=True)
         except Exception as error:
             found = [_translate(error, job, command.config_dir)]
         else:
+            with open_dict(cfg):
+                hydra = cfg.pop("hydra")
             found = validate(cfg)
+            if not trust_overrides:
+                found.extend(security.hydra_config_problems(hydra))
             allow = list(cfg.get("allow_targets") or [])
             for key, target in find_targets(cfg):
                 try:

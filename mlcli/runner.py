@@ -23,8 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mlcli
-from mlcli import results
-from mlcli.build import instantiate, root_cause
+from mlcli import results, security
+from mlcli.analysis import loss_function
+from mlcli.build import check_target, find_targets, instantiate, root_cause
 from mlcli.config import NON_RESULT_KEYS
 from mlcli.cv import hold_out_test, make_folds
 from mlcli.data.base import Dataset
@@ -138,6 +139,7 @@ def run(
     key = run_key(cfg)
     torch.set_num_threads(int(cfg.threads))
 
+    allow = list(cfg.get("allow_targets") or [])
     status_path = run_dir / results.STATUS_FILE
     results_path = run_dir / results.RESULTS_FILE
     rows: list[dict[str, Any]] = []
@@ -170,6 +172,11 @@ def run(
         "versions": versions(),
         "folds_completed": sorted(done_folds),
         "error": None,
+        "trust_overrides": security.trusted(),
+        "allowed_targets": {
+            key: {"target": target, "reason": check_target(key, target, allow)}
+            for key, target in find_targets(cfg)
+        },
     }
     results.write_json(status_path, status)
     started = time.perf_counter()
@@ -208,7 +215,9 @@ def run(
             if fold in done_folds:
                 continue
             rows.extend(
-                _run_fold(cfg, key, fold, dataset, train_idx, val_idx, test_idx, device, reporter)
+                _run_fold(
+                    cfg, key, fold, dataset, train_idx, val_idx, test_idx, device, reporter, run_dir
+                )
             )
             done_folds.add(fold)
             results.write_results(results_path, rows)
@@ -239,6 +248,7 @@ def _run_fold(
     test_idx: np.ndarray,
     device: torch.device,
     reporter: Any,
+    run_dir: Path,
 ) -> list[dict[str, Any]]:
     """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows."""
     data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
@@ -253,6 +263,12 @@ def _run_fold(
         optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
     )
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
+    analyzer = instantiate(cfg.analysis, "analysis", allow)(
+        loss_fn=loss_function(dataset.task),
+        out_dir=run_dir / "analysis",
+        fold=fold,
+        seed=fold_seed,
+    )
     fold_rows = fit(
         model,
         optimizer,
@@ -264,6 +280,7 @@ def _run_fold(
         generator=generator,
         clip_grad_norm=cfg.get("clip_grad_norm"),
         on_epoch=(lambda e, m: reporter.epoch(fold, e, m)) if reporter is not None else None,
+        analyzer=analyzer if analyzer.active else None,
     )
     return [
         {"run_key": key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}

@@ -19,19 +19,22 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mlcli.data.base import BOS, PAD, Task
+from mlcli.data.base import BOS, IGNORE_INDEX, PAD, Task
+
+if TYPE_CHECKING:
+    from mlcli.analysis import Analyzer
 
 MetricRow = tuple[int, str, str, float]
 """(epoch, split, metric, value)."""
 
 EVAL_CHUNK = 8192
-IGNORE = -100
+IGNORE = IGNORE_INDEX
 """Target value of positions that carry no label (padding); the loss and metrics skip them."""
 TOKEN_TASKS = ("tagging", "seq2seq")
 
@@ -194,6 +197,7 @@ def fit(
     generator: torch.Generator,
     clip_grad_norm: float | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    analyzer: Analyzer | None = None,
 ) -> list[MetricRow]:
     """Train ``model`` for ``epochs`` epochs on the fold's training rows; return metric rows.
 
@@ -261,6 +265,10 @@ def fit(
         for key, value in epoch_metrics.items():
             split, metric = key.split("/", 1)
             rows.append((epoch, split, metric, value))
+        if analyzer is not None:  # critical points / saddle escape / landscape (mlcli.analysis)
+            rows.extend(
+                analyzer.after_epoch(model, data.x_train, data.y_train, epoch, epoch == epochs)
+            )
         if on_epoch is not None:
             on_epoch(epoch, epoch_metrics)
 

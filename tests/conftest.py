@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from omegaconf import DictConfig
 from typer.testing import CliRunner
 
 from mlcli.cli import app
 from mlcli.preflight import compose_job
+
+# Like every mlcli run (threads=1): on a loaded 2-core machine more threads only contend.
+torch.set_num_threads(1)
 
 # Small enough for CI: two folds, two epochs, no live display.
 TINY = ["epochs=2", "cv.n_splits=2", "progress=false"]

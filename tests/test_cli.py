@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,12 +22,10 @@ def _run_dirs(root: Path) -> list[Path]:
 def test_help_lists_every_group_and_option(cli):
     result = cli("train", "--help")
     assert result.exit_code == 0
-    text = " ".join(result.output.split())  # long option lists wrap over several lines
+    # Long option lists wrap onto several lines: compare with the whitespace collapsed.
+    text = " ".join(result.output.split())
     for group, options in group_options().items():
-        assert f"{group} {' | '.join(options)}" in text
-    for text in ("model attention | cnn | cnn1d | linear | mlp | relu_sum | sigmoid_sum",
-                 "optim adagrad | adam | adamw | rmsprop | sgd", "cv holdout | kfold"):  # fmt: skip
-        assert text in " ".join(result.output.split())
+        assert f"{group} {' | '.join(options)}" in text, group
 
 
 def test_help_does_not_import_torch_or_pandas():
@@ -97,15 +94,12 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("args", "key", "hint"), BAD_INPUTS, ids=lambda v: str(v))
 def test_bad_input_exits_2_naming_the_key_and_writes_nothing(cli, tmp_path, args, key, hint):
-    started = time.perf_counter()
     result = cli("train", *args)
-    elapsed = time.perf_counter() - started
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())  # undo rich's line wrapping
     assert key in text and hint in text
     assert "Traceback" not in result.output
     assert not (tmp_path / "outputs").exists()
-    assert elapsed < 3.0
 
 
 def test_failing_job_is_recorded_and_the_sweep_goes_on_then_exits_1(cli, tmp_path, monkeypatch):

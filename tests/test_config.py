@@ -27,13 +27,15 @@ def test_every_option_file_has_a_usage_comment_and_a_target():
         assert "_target_:" in text, (group, option)
 
 
-# Options that need other data than the default digits, and the data they are built on.
+# Options that need other data or another model than the defaults (digits, mlp), and their pair.
 PAIRED: dict[tuple[str, str], list[str]] = {
-    ("model", "attention"): ["dataset._target_=tests.synthetic.vectors"],
-    ("model", "cnn1d"): ["dataset._target_=tests.synthetic.vectors"],
-    ("model", "transformer"): ["dataset._target_=tests.synthetic.reverse"],
-    ("model", "sigmoid_sum"): ["dataset=diabetes"],
-    ("model", "relu_sum"): ["dataset=diabetes"],
+    ("model", "sigmoid_sum"): ["dataset=curve"],
+    ("model", "relu_sum"): ["dataset=curve"],
+    ("model", "cnn1d"): ["dataset=mnist1d"],
+    ("model", "attention"): ["dataset=japanese_vowels"],
+    ("model", "transformer"): ["dataset=seq_reverse", "dataset.n_samples=100"],
+    ("dataset", "hmm_tagging"): ["model=attention", "model.head=token", "dataset.n_samples=100"],
+    ("dataset", "seq_reverse"): ["model=transformer", "dataset.n_samples=100"],
 }
 
 
@@ -46,10 +48,10 @@ def _expected_shape(dataset, n: int) -> tuple[int, ...]:
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=lambda v: str(v))
 def test_every_option_composes_validates_and_builds(compose, group, option):
     paired = PAIRED.get((group, option), [])
-    cfg = compose(f"{group}={option}", *paired, "allow_targets=[tests.synthetic]")
+    cfg = compose(f"{group}={option}", *paired)
     assert validate(cfg) == []
     dataset = runner.build_dataset(cfg)
-    model = build_model(cfg.model, dataset, cfg.allow_targets)
+    model = build_model(cfg.model, dataset)
     optimizer = instantiate(cfg.optim, "optim")(model.parameters())
     scheduler = instantiate(cfg.scheduler, "scheduler")(optimizer, total_steps=10)
     index = np.arange(len(dataset.y))
@@ -88,3 +90,14 @@ def test_validate_reports_every_problem_at_once(compose):
 def test_conf_dir_ships_inside_the_wheel():
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert '"conf" = "mlcli/conf"' in text
+
+
+def test_user_conf_dir_is_searched_first(compose, tmp_path):
+    """A ./conf option with a packaged option's name replaces it (and adds new ones)."""
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "mlp.yaml").write_text(
+        "defaults:\n  - /schema/model/mlp@_here_\n  - _self_\n_target_: mlcli.models.mlp\n"
+        "hidden: [7]\n"
+    )
+    assert list(compose().model.hidden) == [7]
+    assert list(compose(config_dir=str(CONF)).model.hidden) == [128]

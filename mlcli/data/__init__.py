@@ -1,6 +1,27 @@
 """Dataset builders: each returns one in-memory :class:`Dataset`."""
 
-from mlcli.data.base import Dataset, Task
-from mlcli.data.sklearn_sets import diabetes, digits, wine
+from mlcli.data.base import BOS, EOS, IGNORE_INDEX, PAD, Dataset, Task
+from mlcli.data.hmm import hmm_tagging
+from mlcli.data.shipped import japanese_vowels, mnist1d, sunspots
+from mlcli.data.sklearn_sets import breast_cancer, diabetes, digits, iris, wine
+from mlcli.data.synthetic import curve, seq_reverse
 
-__all__ = ["Dataset", "Task", "diabetes", "digits", "wine"]
+__all__ = [
+    "BOS",
+    "EOS",
+    "IGNORE_INDEX",
+    "PAD",
+    "Dataset",
+    "Task",
+    "breast_cancer",
+    "curve",
+    "diabetes",
+    "digits",
+    "hmm_tagging",
+    "iris",
+    "japanese_vowels",
+    "mnist1d",
+    "seq_reverse",
+    "sunspots",
+    "wine",
+]

@@ -1,4 +1,17 @@
-"""The one in-memory dataset type that every builder returns."""
+"""The one in-memory dataset type that every builder returns, and the data contract.
+
+Shapes and dtypes by task (N examples):
+
+- ``classification``: ``X`` float32 ``(N, *in_shape)`` (flat features, ``C×H×W`` images,
+  ``C×L`` signals, or zero-padded ``T×F`` sequences with ``lengths``); ``y`` int64 ``(N,)``.
+- ``regression``: ``X`` float32 ``(N, *in_shape)``; ``y`` float32 ``(N,)``.
+- ``tagging`` (one label per sequence element): ``X`` float32 ``(N, T, F)`` zero-padded (or int64
+  token ids ``(N, T)`` with ``PAD`` = 0 and ``vocab_size`` set); ``y`` int64 ``(N, T)`` with
+  ``IGNORE_INDEX`` (-100) at padded positions; ``lengths`` ``(N,)``.
+- ``seq2seq``: ``X`` int64 ``(N, T_in)`` source token ids padded with ``PAD``; ``lengths``;
+  ``y`` int64 ``(N, T_out)`` target token ids ending with ``EOS``, padded with ``PAD``;
+  ``vocab_size`` counts the special ids ``PAD``, ``BOS``, ``EOS``.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +22,21 @@ import numpy as np
 
 Task = Literal["classification", "regression", "tagging", "seq2seq"]
 
-# Special tokens of token-sequence datasets (seq2seq targets: BOS ... EOS, padded with PAD).
+# Special token ids shared by every token dataset and sequence model.
 PAD, BOS, EOS = 0, 1, 2
+# Target value of padded positions in a tagging target (PyTorch's cross-entropy ignore_index).
+IGNORE_INDEX = -100
 
 
 @dataclass
 class Dataset:
     """Features and targets held in memory, plus what a model needs to know about them.
 
-    ``X`` has shape ``(N, *in_shape)`` (flat features, ``C×H×W`` images or ``T×F`` sequences);
-    ``y`` holds class indices (classification) or real values (regression). ``test_index`` is the
-    dataset's own held-out test split, if it has one.
+    ``X`` has shape ``(N, *in_shape)``; ``y`` holds class indices, real values, per-element tags
+    or target token ids depending on ``task`` (see the module docstring). ``test_index`` is the
+    dataset's own held-out test split, if it has one. ``lengths`` is the valid length of each
+    variable-length sequence; ``vocab_size`` is set when ``X`` holds int64 token ids; ``meta``
+    holds facts about the data (e.g. ``time_ordered``, ``noise_variance``, ``bayes_accuracy``).
     """
 
     name: str
@@ -38,14 +55,20 @@ class Dataset:
     def __post_init__(self) -> None:
         if len(self.X) != len(self.y):
             raise ValueError(f"{self.name}: {len(self.X)} feature rows but {len(self.y)} targets")
-        token_input = self.vocab_size is not None
-        self.X = np.ascontiguousarray(self.X, dtype=np.int64 if token_input else np.float32)
+        # Token ids stay integers (an embedding looks them up); everything else is float32.
+        x_dtype = np.int64 if self.vocab_size is not None else np.float32
+        self.X = np.ascontiguousarray(self.X, dtype=x_dtype)
+        if self.task == "regression":
+            self.y = np.asarray(self.y, dtype=np.float32)
+        else:
+            self.y = np.asarray(self.y, dtype=np.int64)
         if self.lengths is not None:
             self.lengths = np.asarray(self.lengths, dtype=np.int64)
-        if self.task in ("classification", "tagging", "seq2seq"):
-            self.y = np.asarray(self.y, dtype=np.int64)
-        else:
-            self.y = np.asarray(self.y, dtype=np.float32)
+            if self.lengths.shape != (len(self.X),):
+                shape = self.lengths.shape
+                raise ValueError(
+                    f"{self.name}: lengths has shape {shape}, expected ({len(self.X)},)"
+                )
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -54,17 +77,22 @@ class Dataset:
 
     @property
     def n_classes(self) -> int:
-        """Number of classes (classification only)."""
+        """Number of classes (classification) or tags (tagging)."""
         if self.class_names is not None:
             return len(self.class_names)
         return int(self.y.max()) + 1
 
     @property
     def out_features(self) -> int:
-        """Width of the model's output: one logit per class, or one value per target."""
-        if self.task == "seq2seq":
-            assert self.vocab_size is not None
-            return self.vocab_size
+        """Width of the model's output.
+
+        One logit per class (classification) or tag (tagging, per element), one per token of the
+        vocabulary (seq2seq, per output step), or one value per target (regression).
+        """
         if self.task in ("classification", "tagging"):
             return self.n_classes
+        if self.task == "seq2seq":
+            if self.vocab_size is None:
+                raise ValueError(f"{self.name}: a seq2seq dataset needs vocab_size")
+            return self.vocab_size
         return 1 if self.y.ndim == 1 else int(self.y.shape[1])

@@ -49,3 +49,35 @@ def wine() -> Dataset:
         feature_names=list(bunch.feature_names),
         source="scikit-learn load_wine (UCI wine recognition)",
     )
+
+
+def iris() -> Dataset:
+    """Fisher's iris: 150 flowers, 4 measurements, 3 species."""
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris()
+    return Dataset(
+        name="iris",
+        X=bunch.data,
+        y=bunch.target,
+        task="classification",
+        class_names=[str(c) for c in bunch.target_names],
+        feature_names=list(bunch.feature_names),
+        source="scikit-learn load_iris (Fisher 1936, UCI iris)",
+    )
+
+
+def breast_cancer() -> Dataset:
+    """Wisconsin diagnostic breast cancer: 569 tumours, 30 features, malignant vs benign."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    return Dataset(
+        name="breast_cancer",
+        X=bunch.data,
+        y=bunch.target,
+        task="classification",
+        class_names=[str(c) for c in bunch.target_names],
+        feature_names=list(bunch.feature_names),
+        source="scikit-learn load_breast_cancer (UCI breast cancer Wisconsin, diagnostic)",
+    )

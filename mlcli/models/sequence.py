@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-PAD = 0
-"""Token id of padding in token inputs (the data's ``PAD``)."""
+from mlcli.data.base import PAD
 
 
 def valid_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ ConfigStore under ``schema/<group>/<name>`` by :func:`mlcli.config.register_sche
 
 from __future__ import annotations
 
-from mlcli.schemas import cv, dataset, model, optim, run, scheduler
+from mlcli.schemas import analysis, cv, dataset, model, optim, run, scheduler
 from mlcli.schemas.run import RunSchema
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -17,6 +17,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "optim": optim.SCHEMAS,
     "scheduler": scheduler.SCHEMAS,
     "cv": cv.SCHEMAS,
+    "analysis": analysis.SCHEMAS,
 }
 
 __all__ = ["SCHEMAS", "RunSchema"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlcli.schemas.analysis import AnalysisSchema
 from mlcli.schemas.base import Device, bound
 
 
@@ -17,6 +18,8 @@ class RunSchema:
     optim: Any = "???"
     scheduler: Any = "???"
     cv: Any = "???"
+    # Typed here (not in each option file) so that options combine: analysis=[hessian,landscape].
+    analysis: AnalysisSchema = field(default_factory=AnalysisSchema)
     seed: int = 0
     epochs: int = bound(20, ge=1)
     batch_size: int = bound(64, ge=1)

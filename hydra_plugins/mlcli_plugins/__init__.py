@@ -1,0 +1,1 @@
+"""mlcli's Hydra plug-ins (discovered by Hydra through the ``hydra_plugins`` namespace package)."""
