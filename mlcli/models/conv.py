@@ -38,19 +38,21 @@ def cnn(
         raise ValueError(f"cnn needs image inputs (C, H, W), got shape {tuple(in_shape)}")
     if pooling not in POOLING:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
-    width, height_px, width_px = in_shape
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (same-size padding), got {kernel_size}")
+    in_channels, height_px, width_px = in_shape
     layers: list[nn.Module] = []
     for size in channels:
-        layers.append(nn.Conv2d(width, size, kernel_size, padding=kernel_size // 2))
+        layers.append(nn.Conv2d(in_channels, size, kernel_size, padding=kernel_size // 2))
         if batch_norm:
             layers.append(nn.BatchNorm2d(size))
         layers.append(nn.ReLU())
         if pooling != "none" and min(height_px, width_px) >= 2:
             layers.append(nn.MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2))
             height_px, width_px = height_px // 2, width_px // 2
-        width = size
+        in_channels = size
     layers.append(nn.Flatten())
-    flat = width * height_px * width_px
+    flat = in_channels * height_px * width_px
     for size in hidden:
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -59,11 +61,12 @@ def cnn(
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(flat, out_features))
-    return _ImageNet(in_shape, layers)
+    return ImageCNN(in_shape, layers)
 
 
-class _ImageNet(nn.Sequential):
-    """``nn.Sequential`` that first gives ``(N, H, W)`` inputs their channel axis."""
+class ImageCNN(nn.Sequential):
+    """The ``cnn`` layers as an ``nn.Sequential`` that first gives ``(N, H, W)`` inputs their
+    channel axis."""
 
     def __init__(self, in_shape: Sequence[int], layers: list[nn.Module]) -> None:
         super().__init__(*layers)
