@@ -203,13 +203,19 @@ OPTIMIZER_TASK = "model=mlp dataset=digits cv=kfold cv.n_splits=5 epochs=10"
 OPTIMIZERS = {
     "sgd": "optim=sgd optim.lr=0.05",
     "sgd+momentum": "optim=sgd optim.lr=0.05 optim.momentum=0.9",
+    "adagrad": "optim=adagrad optim.lr=0.05",
     "rmsprop": "optim=rmsprop optim.lr=1e-3",
     "adam": "optim=adam optim.lr=1e-3",
+    "adamw": "optim=adamw optim.lr=1e-3 optim.weight_decay=0.01",
 }
-WARMUP_TASK = f"{SEQ2SEQ} model.norm_first=false optim.lr=2e-3 scheduler=inverse_sqrt"
+WARMUP_TASK = f"{SEQ2SEQ} model.norm_first=false scheduler=inverse_sqrt"  # post-LN, as published
+NO_WARMUP = "scheduler.warmup=none scheduler.timescale=200"
+LINEAR_WARMUP = "scheduler.warmup=linear scheduler.warmup_steps=200"
 WARMUPS = {
-    "none": "scheduler.warmup=none scheduler.timescale=200",
-    "linear, 200 steps": "scheduler.warmup=linear scheduler.warmup_steps=200",
+    "none, lr 2e-3": f"optim.lr=2e-3 {NO_WARMUP}",
+    "linear 200 steps, lr 2e-3": f"optim.lr=2e-3 {LINEAR_WARMUP}",
+    "none, lr 1e-2": f"optim.lr=1e-2 {NO_WARMUP}",
+    "linear 200 steps, lr 1e-2": f"optim.lr=1e-2 {LINEAR_WARMUP}",
 }
 
 
@@ -260,7 +266,7 @@ def _comparison(
         "|---|---|" + "---|" * len(marks) + "---|---|",
     ]
     for label, overrides in arms.items():
-        name = f"{prefix}-{label.split(',')[0].replace(' ', '_')}"
+        name = f"{prefix}-{label.replace(',', '').replace(' ', '_')}"
         summary, seconds, _ = run_one(name, f"{task} {overrides}", out)
         cells = [label, f"`{overrides}`", *_by_epoch(out / name, curve, marks)]
         cells += [_fmt(summary, final), f"{seconds:.0f} s"]

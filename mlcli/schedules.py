@@ -10,15 +10,13 @@ Every schedule is a multiplicative factor on each parameter group's base lr (``L
   from the base lr. With ``t`` the steps since warmup ended and ``p = t / (total_steps -
   warmup_steps)`` its progress, the decays are
 
-  ========================  ==================================================================
-  ``constant``              1
-  ``step``                  ``gamma ** (t // step_size)``
-  ``exponential``           ``gamma ** t``
-  ``cosine``                ``m + (1 - m) · (1 + cos(π p)) / 2`` with ``m = min_lr_ratio``
-  ``linear``                ``m + (1 - m) · (1 - p)`` (to 0 at the end when ``m = 0``)
-  ``inverse_sqrt``          ``sqrt(τ / (τ + t))`` with ``τ = timescale`` (default: warmup_steps,
-                            or 1 without warmup)
-  ========================  ==================================================================
+  - ``constant``: 1
+  - ``step``: ``gamma ** (t // step_size)``
+  - ``exponential``: ``gamma ** t``
+  - ``cosine``: ``m + (1 - m) · (1 + cos(π p)) / 2`` with ``m = min_lr_ratio``
+  - ``linear``: ``m + (1 - m) · (1 - p)`` (down to 0 at the end when ``m = 0``)
+  - ``inverse_sqrt``: ``sqrt(τ / (τ + t))`` with ``τ = timescale`` (default: ``warmup_steps``,
+    or 1 without warmup)
 
   ``inverse_sqrt`` with ``warmup=linear`` and ``timescale = warmup_steps = W`` is the Transformer
   paper's schedule normalized to peak at the base lr: ``(s + 1) / W`` for steps ``s < W``, then
