@@ -48,8 +48,9 @@ class Rules:
 def _wide(curves: pd.DataFrame, split: str, metric: str, index: pd.Index) -> pd.DataFrame:
     """Fold-mean curve of split/metric: one row per configuration, one column per epoch."""
     chosen = curves[(curves["split"] == split) & (curves["metric"] == metric)]
-    wide = chosen.pivot_table(index="config", columns="epoch", values="mean", aggfunc="first")
-    return wide.reindex(index=index)
+    if chosen.empty:
+        return pd.DataFrame(index=index, dtype=np.float64)
+    return chosen.pivot(index="config", columns="epoch", values="mean").reindex(index=index)
 
 
 def _last(wide: pd.DataFrame) -> np.ndarray:
