@@ -170,7 +170,11 @@ def _where_mask(runs: pd.DataFrame, configs: pd.DataFrame, where: tuple[str, ...
 
 
 def _auto_columns(runs: pd.DataFrame, keys: pd.DataFrame) -> list[str]:
-    """The config keys that vary between the runs, in the order the user's overrides name them."""
+    """The config keys that vary between the runs, in the order the user's overrides name them.
+
+    Runs whose config was rebuilt from overrides (no readable config.yaml) lack most keys, so
+    they do not take part in deciding what varies (unless no run has a config.yaml).
+    """
     order: list[str] = []
     for overrides in runs["overrides"]:
         for override in overrides:
@@ -178,12 +182,14 @@ def _auto_columns(runs: pd.DataFrame, keys: pd.DataFrame) -> list[str]:
             if key in keys.columns and key not in order:
                 order.append(key)
     order += [k for k in keys.columns if k not in order]
-    varying = [k for k in order if _is_candidate(k) and keys[k].nunique() > 1]
+    complete = runs["config_complete"].to_numpy(dtype=bool)
+    judged = keys[complete] if complete.any() else keys
+    varying = [k for k in order if _is_candidate(k) and judged[k].nunique() > 1]
     chosen = []
     for key in varying:
         group = key.split(".", 1)[0]
         # optim.betas exists only for adam: the option already says it.
-        if key != group and group in varying and keys.groupby(group)[key].nunique().max() <= 1:
+        if key != group and group in varying and judged.groupby(group)[key].nunique().max() <= 1:
             continue
         chosen.append(key)
     return chosen

@@ -39,7 +39,8 @@ class Collected:
 
     runs: pd.DataFrame
     """Columns: run_dir (as shown), state, run_key, metric, task, n_folds, folds_completed,
-    overrides, error (one line or ""), config (flattened dict: dotted keys + group choices)."""
+    overrides, error (one line or ""), config (flattened dict: dotted keys + group choices),
+    config_complete (False when config.yaml was unreadable and the config comes from overrides)."""
     results: pd.DataFrame
     """Columns: run (row number in ``runs``), fold, epoch, split, metric, value."""
     notes: list[str] = field(default_factory=list)
@@ -107,6 +108,7 @@ def _override_config(overrides: list[str]) -> dict[str, Any]:
 def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], str | None]:
     """One run dir's row (never raises for a missing or half-made run dir) and a note."""
     note = None
+    complete = True
     try:
         status = json.loads((path / STATUS_FILE).read_text(encoding="utf-8"))
         if not isinstance(status, dict):
@@ -119,6 +121,7 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], str | None]:
         config = flatten(loaded if isinstance(loaded, dict) else {})
     except (OSError, yaml.YAMLError):
         config = _override_config(overrides)
+        complete = False
         note = f"{shown}: {CONFIG_FILE} missing or unreadable; its config comes from its overrides"
     config.update({str(k): str(v) for k, v in (status.get("choices") or {}).items()})
     row = {
@@ -132,6 +135,7 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], str | None]:
         "overrides": overrides,
         "error": _error_text(status.get("error")),
         "config": config,
+        "config_complete": complete,
     }
     return row, note
 
