@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlcli.report.aggregate import Aggregated, ReportOptions, aggregate, higher_is_better
-from mlcli.report.collect import ReportError, collect
-from mlcli.report.diagnose import Rules, diagnose
+# Only names that are not also submodule names (``mlcli.report.collect`` stays the module).
+from mlcli.report import aggregate as _aggregate
+from mlcli.report import collect as _collect
+from mlcli.report.aggregate import Aggregated, ReportOptions, higher_is_better
+from mlcli.report.collect import ReportError
+from mlcli.report.diagnose import Rules
 
 __all__ = [
     "Aggregated",
@@ -24,11 +27,10 @@ __all__ = [
     "ReportOptions",
     "Rules",
     "build_report",
-    "diagnose",
     "higher_is_better",
 ]
 
 
 def build_report(roots: list[Path], options: ReportOptions | None = None) -> Aggregated:
     """Collect every run dir below ``roots`` and aggregate it (raises :class:`ReportError`)."""
-    return aggregate(collect(roots), options or ReportOptions())
+    return _aggregate.aggregate(_collect.collect(roots), options or ReportOptions())
