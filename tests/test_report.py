@@ -251,3 +251,32 @@ def test_report_help_does_not_import_pandas_or_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _readme_report_section() -> str:
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## Report\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_readme_report_example_runs(cli, tmp_path):
+    """Each `mlcli report` line of the README, verbatim, on a copy of tests/data/runs."""
+    import shlex
+    import shutil
+
+    shutil.copytree(DATA / "runs" / "sweep", tmp_path / "outputs/sweeps/2026-11-25_10-00-00-000000")
+    for name in ("failed", "diverged"):
+        shutil.copytree(DATA / "runs" / name, tmp_path / "outputs" / "runs" / name)
+    shutil.copytree(DATA / "runs", tmp_path / "tests" / "data" / "runs")
+    section = _readme_report_section()
+    commands = [line.split("#")[0] for line in section.splitlines() if line.startswith("mlcli ")]
+    assert len(commands) == 7
+    outputs = {}
+    for command in commands:
+        result = cli(*shlex.split(command)[1:])
+        assert result.exit_code == 0, (command, result.output)
+        outputs[command.strip()] = result.stdout
+    assert (tmp_path / "plots" / "compare_optim.png").is_file()
+    assert (tmp_path / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    # The sample output in the README is what the command prints.
+    sample = section.split("```text\n", 1)[1].split("```", 1)[0]
+    assert sample in outputs["mlcli report tests/data/runs --format markdown"]
