@@ -6,6 +6,7 @@ written; files are then written atomically (temp file, fsync, rename).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -14,9 +15,17 @@ from mlcli.report.aggregate import Aggregated, ReportOptions, aggregate
 from mlcli.report.collect import ReportError, collect
 from mlcli.report.diagnose import Rules
 from mlcli.report.export import to_csv, to_html, to_json, to_markdown, to_table
-from mlcli.results import atomic_write_bytes, atomic_write_text
+from mlcli.results import atomic_write_bytes
 
 __all__ = ["ReportError", "render", "run_report"]
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomic write, then the permissions a plain ``open`` would give (temp files are 0600)."""
+    atomic_write_bytes(path, data)
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def render(agg: Aggregated, fmt: str, plots: dict[str, bytes], width: int | None = None) -> str:
@@ -79,10 +88,10 @@ def run_report(
 
     if plots is not None:
         for name, data in figures.items():
-            atomic_write_bytes(plots / name, data)
+            _write(plots / name, data)
         print(f"wrote {len(figures)} plots to {plots}", file=sys.stderr)
     if out is not None:
-        atomic_write_text(out, text)
+        _write(out, text.encode("utf-8"))
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -218,7 +218,8 @@ h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28
 p.meta { color: #555; margin-top: 0; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border: 1px solid #d0d0d0; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f2f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f0f2f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
 .good { color: #116611; font-weight: 600; } .bias, .over { color: #b25a00; font-weight: 600; }
 .bad { color: #b00020; font-weight: 600; }
@@ -264,7 +265,7 @@ def _captions(agg: Aggregated, plots: dict[str, bytes]) -> list[tuple[str, str, 
             curve_number += 1
             items.append(("Learning curves (fold mean ± 1 std)", agg.labels[group], name))
         elif name == "lr.png":
-            items.append(("Learning rate per epoch", name, name))
+            items.append(("Learning rate per epoch", "lr at each epoch's last step", name))
         else:
             items.append((f"{agg.rank_metric} vs each swept hyperparameter", name, name))
     return items
