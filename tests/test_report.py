@@ -136,29 +136,25 @@ def test_where_top_metric_and_by(cli, in_data):
     assert set(completed["status"]) == {"COMPLETED×2"}
 
 
-def test_compare_puts_each_option_at_its_best_setting_side_by_side(cli, in_data, tmp_path):
+def test_compare_puts_each_option_at_its_best_setting_side_by_side_with_plots(
+    cli, in_data, tmp_path
+):
     plots = tmp_path / "plots"
     result = cli("report", "runs", "--compare", "optim", "--format", "csv", "--plots", str(plots))
     frame = csv_of(result)
     assert list(frame["optim"]) == ["adam", "sgd"]
     assert list(frame["optim.lr"]) == [0.01, 0.1]  # each optimizer's best learning rate
-    assert (plots / "compare_optim.png").read_bytes().startswith(b"\x89PNG")
-    table = cli("report", "runs", "--compare", "optim")
-    assert "optim: each at its best setting" in table.stdout
-
-
-def test_plots_are_written_as_png(cli, in_data, tmp_path):
-    result = cli("report", "runs", "--plots", str(tmp_path / "plots"), "--format", "markdown")
-    assert result.exit_code == 0, result.output
-    names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    names = sorted(p.name for p in plots.iterdir())
     assert names == [
-        "curves_01.png", "curves_02.png", "curves_03.png", "curves_04.png", "lr.png",
+        "compare_optim.png", "curves_01.png", "curves_02.png", "lr.png",
         "val_acc_vs_optim.lr.png", "val_acc_vs_optim.png",
     ]  # fmt: skip
     # optim.nesterov has a value other than False only in the FAILED run: nothing to plot.
     for name in names:
-        data = (tmp_path / "plots" / name).read_bytes()
+        data = (plots / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5_000
+    table = cli("report", "runs", "--compare", "optim")
+    assert "optim: each at its best setting" in table.stdout
 
 
 class _Page(html.parser.HTMLParser):
