@@ -249,19 +249,27 @@ def _stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         levels.append(np.asarray(uniques))
     shape = tuple(max(len(u), 1) for u in levels)
     key = np.ravel_multi_index(codes, shape) if len(frame) else np.zeros(0, dtype=np.int64)
-    unique, inverse = np.unique(key, return_inverse=True)
+    space = math.prod(shape)
+    if space <= max(4 * len(frame), 1 << 20):
+        inverse, bins = key, space  # small key space: count straight into it, no sort
+    else:
+        unique, inverse = np.unique(key, return_inverse=True)
+        bins = len(unique)
     values = frame["value"].to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
-    size = np.bincount(inverse, minlength=len(unique))
-    n = np.bincount(inverse, weights=finite, minlength=len(unique)).astype(np.int64)
+    size = np.bincount(inverse, minlength=bins)
+    n = np.bincount(inverse, weights=finite, minlength=bins).astype(np.int64)
     clean = np.where(finite, values, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.bincount(inverse, weights=clean, minlength=len(unique)) / n
+        mean = np.bincount(inverse, weights=clean, minlength=bins) / n
         deviation = np.where(finite, clean - mean[inverse], 0.0)
-        variance = np.bincount(inverse, weights=deviation**2, minlength=len(unique)) / (n - 1)
+        variance = np.bincount(inverse, weights=deviation**2, minlength=bins) / (n - 1)
     std = np.where(n > 1, np.sqrt(variance), np.nan)
     broken = n < size
     mean[broken], std[broken] = np.nan, np.nan
+    if bins == space:
+        unique = np.flatnonzero(size)
+        size, n, mean, std = size[unique], n[unique], mean[unique], std[unique]
     positions = np.unravel_index(unique, shape)
     stats = pd.DataFrame({c: level[i] for c, level, i in zip(by, levels, positions, strict=True)})
     for column in ("split", "metric"):
@@ -342,7 +350,8 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     group_of_run = np.full(len(all_runs), -1, dtype=np.int64)
     group_of_run[runs.index.to_numpy()] = runs["group"].to_numpy()
     results = collected.results
-    rows = results[np.isin(results["run"].to_numpy(), included.to_numpy())]
+    keep = np.isin(results["run"].to_numpy(), included.to_numpy())
+    rows = results if keep.all() else results[keep]  # no copy of a million rows when not needed
     if pruned.any():
         pruned_folds = runs.loc[pruned, "folds_completed"]
         finished = {
@@ -353,7 +362,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
         is_pruned = np.isin(rows["run"].to_numpy(), runs.index[pruned].to_numpy())
         pair = rows["run"].to_numpy(np.int64) * 1_000_000 + rows["fold"].to_numpy(np.int64)
         rows = rows[~is_pruned | np.isin(pair, list(finished))]
-    rows = rows.assign(group=group_of_run[rows["run"].to_numpy()])
+    row_group = group_of_run[rows["run"].to_numpy()]
     table["partial"] = pruned.groupby(runs["group"]).any()
     seeds = _seed_ids(keys)
     table["n_seeds"] = (
@@ -366,10 +375,16 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     # Fold-mean curves (train and val, lr included) for the best epoch, diagnosis and plots.
     is_curve = rows["split"].isin(("train", "val")).to_numpy()
     curve_rows = rows[is_curve]
+    curve_rows.insert(len(curve_rows.columns), "group", row_group[is_curve])
     curves = _stats(curve_rows, ["group", "split", "metric", "epoch"])
+    test_rows = rows[(rows["split"] == "test").to_numpy()]
+    test_rows.insert(len(test_rows.columns), "group", group_of_run[test_rows["run"].to_numpy()])
+    recorded = {(str(s), str(m)) for s, m in curves[["split", "metric"]].drop_duplicates().values}
+    recorded |= {
+        (str(s), str(m)) for s, m in test_rows[["split", "metric"]].drop_duplicates().values
+    }
     names = sorted(
-        {f"{s}/{m}" for s, m in _stats(rows, ["split", "metric"])[["split", "metric"]].values}
-        - {"train/lr"},
+        {f"{s}/{m}" for s, m in recorded} - {"train/lr"},
         key=lambda n: (SPLIT_ORDER.index(n.split("/")[0]) if n.split("/")[0] in SPLIT_ORDER
                        else len(SPLIT_ORDER), n),
     )  # fmt: skip
@@ -384,7 +399,8 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     best_epoch = val_curve.loc[best_index.to_numpy(), ["group", "epoch"]].set_index("group")
     table["best_epoch"] = best_epoch["epoch"].reindex(table.index).astype("Int64")
 
-    last_epoch = curve_rows.groupby(["run", "fold"], observed=True)["epoch"].transform("max")
+    run_fold = curve_rows["run"].to_numpy(np.int64) * 1_000_000 + curve_rows["fold"].to_numpy()
+    last_epoch = curve_rows["epoch"].groupby(run_fold).transform("max")
     if options.at == "best":
         wanted = table["best_epoch"].reindex(curve_rows["group"]).to_numpy(dtype=np.float64)
         wanted = np.where(np.isnan(wanted), last_epoch.to_numpy(), wanted)
@@ -403,7 +419,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
         .size()
         .reindex(table.index, fill_value=0)
     )
-    at_rows = pd.concat([chosen, rows[rows["split"] == "test"]])
+    at_rows = pd.concat([chosen, test_rows])
     stats = _stats(at_rows[at_rows["metric"] != "lr"], ["group", "split", "metric"])
     stats["name"] = stats["split"] + "/" + stats["metric"]
     for name in names:

@@ -172,7 +172,6 @@ def _read_results(path: Path) -> Any:
 
 def collect(roots: list[Path], threads: int = 8) -> Collected:
     """Read every run dir below ``roots`` into a :class:`Collected`."""
-    import numpy as np
     import pyarrow as pa
 
     dirs = find_run_dirs(roots)
@@ -192,28 +191,37 @@ def collect(roots: list[Path], threads: int = 8) -> Collected:
     # pyarrow releases the GIL while it reads, so a few threads overlap the file system's latency.
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         tables = list(pool.map(_read_results, [path for path, _ in dirs]))
+    for index, table in enumerate(tables):
+        if isinstance(table, str):
+            notes.append(f"{dirs[index][1]}: {RESULTS_FILE} unreadable; its results are left out")
+    results = _to_frame(tables)
+    del tables
+    pa.default_memory_pool().release_unused()  # the per-file buffers: ~40% of the peak memory
+    return Collected(pd.DataFrame(rows), results, notes)
+
+
+def _to_frame(tables: list[Any]) -> pd.DataFrame:
+    """One long frame (run, fold, epoch, split, metric, value) from the per-run tables."""
+    import numpy as np
+    import pyarrow as pa
 
     pieces = []
     schema = _schema()
     for index, table in enumerate(tables):
-        if isinstance(table, str):
-            notes.append(f"{dirs[index][1]}: {RESULTS_FILE} unreadable; its results are left out")
-        elif table is not None and table.num_rows:
+        if table is not None and not isinstance(table, str) and table.num_rows:
             table = table.select(list(READ_COLUMNS)).cast(schema)
             run = pa.array(np.full(table.num_rows, index, dtype=np.int32))
             pieces.append(table.append_column("run", run))
-    if pieces:
-        results = pa.concat_tables(pieces).to_pandas()  # dictionaries → one categorical each
-    else:
-        results = pd.DataFrame(
+    if not pieces:
+        return pd.DataFrame(
             {
+                "run": pd.Series(dtype="int32"),
                 "fold": pd.Series(dtype="int32"),
                 "epoch": pd.Series(dtype="int32"),
                 "split": pd.Categorical([]),
                 "metric": pd.Categorical([]),
                 "value": pd.Series(dtype="float64"),
-                "run": pd.Series(dtype="int32"),
             }
         )
-    results = results[["run", *READ_COLUMNS]]
-    return Collected(pd.DataFrame(rows), results, notes)
+    results = pa.concat_tables(pieces).to_pandas()  # dictionaries → one categorical each
+    return results[["run", *READ_COLUMNS]]
