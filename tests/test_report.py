@@ -202,8 +202,8 @@ def test_markdown_and_table_show_every_state(cli, in_data):
     lines = markdown.splitlines()
     assert lines[0] == "### Configurations"
     header = next(line for line in lines if line.startswith("| rank"))
-    assert header.startswith("| rank | optim | optim.lr | optim.nesterov | status | folds |")
-    assert "| 1 | adam | 0.01 |  | COMPLETED×2 | 4 | 0.9754 ± 0.0135 |" in markdown
+    assert header.startswith("| rank | optim | optim.lr | optim.nesterov | status | folds | best")
+    assert "| 1 | adam | 0.01 |  | COMPLETED×2 | 4 | 6 | 0.9754 ± 0.0135 |" in markdown
     assert "| runs/failed | FAILED | sgd | 0.05 | True | 0/2 | ValueError" in markdown
     table = cli("report", "runs").stdout
     for text in ("DIVERGED", "FAILED", "high bias", "overfitting", "good fit", "0.9754 ± 0.0135"):

@@ -158,8 +158,9 @@ def diagnose(
                     f"val loss lowest at epoch {e_k}, within {rules.overfit_tolerance:.0%} of it "
                     f"at epoch {e_last}"
                 )
-        if np.isfinite(val_error[i] - train_error[i]):
-            parts.append(f"gap {val_error[i] - train_error[i]:+.3f}")
+        gap = val_error[i] - train_error[i]
+        if np.isfinite(gap):
+            parts.append(f"gap {round(gap, 3) + 0.0:+.3f}")  # + 0.0: no "-0.000"
         label = ", ".join(
             name for name, flag in ((HIGH_BIAS, high_bias[i]), (OVERFITTING, overfit[i])) if flag
         )

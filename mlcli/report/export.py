@@ -22,6 +22,7 @@ from mlcli.report.aggregate import Aggregated
 from mlcli.report.diagnose import Rules
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
+NUMERIC_COLUMNS = ("rank", "folds", "best epoch")
 
 
 def _plain(value: Any) -> Any:
@@ -45,13 +46,28 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+def _decimals(value: float) -> int:
+    """4 decimals, 1 for large numbers (an MSE in the thousands)."""
+    return 4 if abs(value) < 1000 else 1
+
+
 def _fmt(value: Any) -> str:
-    """A number for people: 4 decimals, fewer for large numbers."""
+    """A number for people (see :func:`_decimals`); missing values are blank."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float | np.floating):
-        return f"{value:.4f}" if abs(float(value)) < 1000 else f"{value:.1f}"
+        return f"{value:.{_decimals(float(value))}f}"
     return str(value)
+
+
+def _mean_std(mean: float, std: float) -> str:
+    """'mean ± std' with both at the mean's precision; the mean alone when std is undefined."""
+    if pd.isna(mean):
+        return ""
+    decimals = _decimals(mean)
+    if pd.isna(std):
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
 def direction(agg: Aggregated) -> str:
@@ -77,16 +93,12 @@ def display_frame(agg: Aggregated) -> pd.DataFrame:
     table = agg.shown
     shown = table[["rank", *agg.group_columns, "status", "n_folds"]].copy()
     shown = shown.rename(columns={"n_folds": "folds"})
-    if agg.at == "best":
-        shown["best epoch"] = table["best_epoch"]
+    shown["best epoch"] = table["best_epoch"]  # of the fold-mean val curve of the rank metric
     for name in agg.metric_names:
         if name.startswith("train/"):
             continue
         mean, std = table[f"{name}_mean"], table[f"{name}_std"]
-        shown[name] = [
-            "" if pd.isna(m) else _fmt(m) if pd.isna(s) else f"{_fmt(m)} ± {_fmt(s)}"
-            for m, s in zip(mean, std, strict=True)
-        ]
+        shown[name] = [_mean_std(m, s) for m, s in zip(mean, std, strict=True)]
     shown["diagnosis"] = [
         f"{d} (partial)" if p else d
         for d, p in zip(table["diagnosis"], table["partial"], strict=True)
@@ -158,7 +170,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
     lines = [
         "| " + " | ".join(cell(c) for c in frame.columns) + " |",
-        "|" + "|".join("---:" if c in ("rank", "folds") else "---" for c in frame.columns) + "|",
+        "|" + "|".join("---:" if c in NUMERIC_COLUMNS else "---" for c in frame.columns) + "|",
     ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.values]
     return "\n".join(lines) + "\n"
@@ -187,7 +199,7 @@ def to_table(agg: Aggregated, width: int | None = None) -> str:
     title = f"{agg.compare_key}: each at its best setting" if agg.compare is not None else None
     table = Table(title=title or headline(agg), title_justify="left")
     for column in shown.columns:
-        numeric = column in ("rank", "folds", "best epoch") or "/" in str(column)
+        numeric = column in NUMERIC_COLUMNS or "/" in str(column)
         table.add_column(
             str(column),
             justify="right" if numeric else "left",
@@ -274,7 +286,7 @@ def _captions(agg: Aggregated, plots: dict[str, bytes]) -> list[tuple[str, str, 
 def to_html(agg: Aggregated, plots: dict[str, bytes]) -> str:
     """One self-contained page: tables, diagnosis rules, notes and every plot embedded."""
     shown = display_frame(agg)
-    numeric = {"rank", "folds", "best epoch", *[c for c in shown.columns if "/" in str(c)]}
+    numeric = {*NUMERIC_COLUMNS, *[c for c in shown.columns if "/" in str(c)]}
     title = f"Comparison of {agg.compare_key}" if agg.compare is not None else "Configurations"
     parts = [
         "<!DOCTYPE html>",
