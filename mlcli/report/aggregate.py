@@ -4,8 +4,8 @@
   default, every config key whose value differs between the runs found, except seeds (runs that
   differ only in ``seed``/``*.seed`` are replicates, counted in ``n_seeds``), keys that do not
   change results (``outputs_root``, ``progress``, ``allow_targets``, ``device``, ``threads``,
-  ``metric``, ``_target_``) and sub-keys that the group option already determines (``optim.betas``
-  when it only changes with ``optim``).
+  ``metric``) and sub-keys that the group option already determines (``optim.betas`` or
+  ``optim._target_`` when they only change with ``optim``).
 * **Only COMPLETED runs enter the numbers.** A configuration without a COMPLETED run but with
   PRUNED runs (trials stopped early by a sweeper) is summarized from their finished folds and
   marked ``partial``; every other state (RUNNING, FAILED, DIVERGED, INTERRUPTED, ...) is listed
@@ -105,7 +105,7 @@ def _is_candidate(key: str) -> bool:
     return not (
         key.startswith("hydra")
         or key in EXCLUDED_KEYS
-        or last in ("_target_", "_partial_")
+        or last == "_partial_"
         or is_replicate_key(key)
     )
 

@@ -82,9 +82,11 @@ def headline(agg: Aggregated) -> str:
         f"{n} {s}" for s, n in sorted(states.items(), key=lambda kv: (-kv[1], kv[0]))
     )
     at = "the final epoch" if agg.at == "final" else "each configuration's best epoch"
+    runs, configurations = len(agg.runs), len(agg.table)
     return (
-        f"{len(agg.runs)} runs ({counts}) in {len(agg.table)} configurations, ranked by "
-        f"{agg.rank_metric} {direction(agg)} at {at}"
+        f"{runs} run{'s' * (runs != 1)} ({counts}) in {configurations} "
+        f"configuration{'s' * (configurations != 1)}, ranked by {agg.rank_metric} "
+        f"{direction(agg)} at {at}"
     )
 
 
