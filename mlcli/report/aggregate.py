@@ -1,11 +1,8 @@
 """Group runs into configurations, aggregate their folds at the final or best epoch, and rank.
 
-* A **configuration** is a set of runs with equal values of the grouping keys: ``--by`` or, by
-  default, every config key whose value differs between the runs found, except seeds (runs that
-  differ only in ``seed``/``*.seed`` are replicates, counted in ``n_seeds``), keys that do not
-  change results (``outputs_root``, ``progress``, ``allow_targets``, ``device``, ``threads``,
-  ``metric``) and sub-keys that the group option already determines (``optim.betas`` or
-  ``optim._target_`` when they only change with ``optim``).
+* A **configuration** is a set of runs with equal values of the grouping keys (``--by``, or the
+  config keys that vary between the runs: see :mod:`mlcli.report.configs`); runs that differ
+  only in their seeds are its replicates (``n_seeds``).
 * **Only COMPLETED runs enter the numbers.** A configuration without a COMPLETED run but with
   PRUNED runs (trials stopped early by a sweeper) is summarized from their finished folds and
   marked ``partial``; every other state (RUNNING, FAILED, DIVERGED, INTERRUPTED, ...) is listed
@@ -22,25 +19,29 @@
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import reduce
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlcli.config import NON_RESULT_KEYS
 from mlcli.report.collect import Collected, ReportError
+from mlcli.report.configs import (
+    auto_columns,
+    check_keys,
+    config_keys,
+    is_candidate,
+    is_replicate_key,
+    seed_ids,
+    value_key,
+    where_mask,
+)
 from mlcli.report.diagnose import Rules, diagnose
 from mlcli.results import STATES
 
 SPLIT_ORDER = ("val", "test", "train")
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err")
-EXCLUDED_KEYS = (*NON_RESULT_KEYS, "device", "threads", "metric")
 CONFIGURATION = "configuration"
 """The one descriptive column used when nothing varies between the runs."""
 
@@ -95,118 +96,6 @@ def higher_is_better(metric: str) -> bool:
     return not any(name == m or name.endswith(m) for m in LOWER_IS_BETTER)
 
 
-def is_replicate_key(key: str) -> bool:
-    """Seeds make replicates of one configuration, not configurations of their own."""
-    return key == "seed" or key.endswith(".seed")
-
-
-def _is_candidate(key: str) -> bool:
-    last = key.rsplit(".", 1)[-1]
-    return not (
-        key.startswith("hydra")
-        or key in EXCLUDED_KEYS
-        or last == "_partial_"
-        or is_replicate_key(key)
-    )
-
-
-def value_key(value: Any) -> str:
-    """A canonical text for grouping and sorting (None and NaN are both ``null``)."""
-    if isinstance(value, str):  # the common case first: option names, JSON text of lists
-        return json.dumps(value)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "null"
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _keys(configs: pd.DataFrame) -> pd.DataFrame:
-    """:func:`value_key` of every config value, computed once per distinct value of a column."""
-    keys = {}
-    for column in configs.columns:
-        values = configs[column]
-        codes, uniques = pd.factorize(values, use_na_sentinel=False)
-        keys[column] = np.asarray([value_key(v) for v in uniques], dtype=object)[codes]
-    return pd.DataFrame(keys, index=configs.index, dtype=object)
-
-
-def _suggest(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-
-
-def _check_keys(option: str, wanted: list[str], known: list[str]) -> None:
-    for key in wanted:
-        if key not in known:
-            raise ReportError(
-                f"{option} {key}: no run has this config key.{_suggest(key, known)} "
-                f"Keys that vary here: {', '.join(known[:12]) or '(none)'}"
-            )
-
-
-def _matches(value: Any, wanted: str) -> bool:
-    """Does a config value equal the text of a ``--where`` value (numbers compared as numbers)?"""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return wanted.lower() in ("null", "none", "")
-    if isinstance(value, bool):
-        return wanted.lower() in (("true", "yes", "1") if value else ("false", "no", "0"))
-    if isinstance(value, int | float):
-        try:
-            return math.isclose(float(value), float(wanted), rel_tol=1e-9, abs_tol=0.0)
-        except ValueError:
-            return False
-    return str(value) == wanted
-
-
-def _where_mask(runs: pd.DataFrame, configs: pd.DataFrame, where: tuple[str, ...]) -> pd.Series:
-    """Runs that satisfy every ``key=value[,value...]`` (a value list means any of them)."""
-    mask = pd.Series(True, index=runs.index)
-    known = sorted(configs.columns)
-    for item in where:
-        key, sep, values = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ReportError(
-                f"--where {item}: expected KEY=VALUE (e.g. --where optim=adam, "
-                "--where optim.lr=0.01,0.1, --where state=COMPLETED)"
-            )
-        wanted = [v.strip() for v in values.split(",")]
-        if key == "state":
-            column = runs["state"]
-        else:
-            _check_keys("--where", [key], known)
-            column = configs[key]
-        mask &= column.map(lambda v, w=wanted: any(_matches(v, x) for x in w))
-    if not mask.any():
-        raise ReportError(f"--where {' '.join(where)}: no run matches")
-    return mask
-
-
-def _auto_columns(runs: pd.DataFrame, keys: pd.DataFrame) -> list[str]:
-    """The config keys that vary between the runs, in the order the user's overrides name them.
-
-    Runs whose config was rebuilt from overrides (no readable config.yaml) lack most keys, so
-    they do not take part in deciding what varies (unless no run has a config.yaml).
-    """
-    order: list[str] = []
-    for overrides in runs["overrides"]:
-        for override in overrides:
-            key = override.lstrip("+~").split("=", 1)[0]
-            if key in keys.columns and key not in order:
-                order.append(key)
-    order += [k for k in keys.columns if k not in order]
-    complete = runs["config_complete"].to_numpy(dtype=bool)
-    judged = keys[complete] if complete.any() else keys
-    varying = [k for k in order if _is_candidate(k) and judged[k].nunique() > 1]
-    chosen = []
-    for key in varying:
-        group = key.split(".", 1)[0]
-        # optim.betas exists only for adam: the option already says it.
-        if key != group and group in varying and judged.groupby(group)[key].nunique().max() <= 1:
-            continue
-        chosen.append(key)
-    return chosen
-
-
 def _state_counts(states: pd.Series) -> str:
     """'COMPLETED' or e.g. 'COMPLETED×3,FAILED' for a configuration's runs."""
     counts = Counter(states)
@@ -226,13 +115,6 @@ def _not_completed_reason(group_runs: pd.DataFrame) -> tuple[str, str]:
         "PRUNED": "pruned before any fold finished",
     }.get(state, "no results")
     return state.lower(), reason
-
-
-def _seed_ids(keys: pd.DataFrame) -> pd.Series:
-    columns = [c for c in keys.columns if is_replicate_key(c)]
-    if not columns:
-        return pd.Series("", index=keys.index)
-    return reduce(lambda a, b: a + "|" + b, (keys[c] for c in columns))
 
 
 def _stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -279,23 +161,54 @@ def _stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return stats
 
 
+def _included_rows(runs: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """The result rows that enter the numbers, and which runs count as partial (PRUNED).
+
+    COMPLETED runs count; PRUNED runs (their finished folds only) count where the configuration
+    has no COMPLETED run, and then it is marked partial; no other state ever counts.
+    """
+    completed = runs["state"] == "COMPLETED"
+    has_completed = completed.groupby(runs["group"]).transform("any")
+    pruned = (runs["state"] == "PRUNED") & ~has_completed
+    included = runs.index[completed | pruned]
+    keep = np.isin(results["run"].to_numpy(), included.to_numpy())
+    rows = results if keep.all() else results[keep]  # no copy of a million rows when not needed
+    if pruned.any():
+        pruned_folds = runs.loc[pruned, "folds_completed"]
+        finished = {
+            int(run) * 1_000_000 + int(fold)
+            for run, folds in zip(pruned_folds.index.to_numpy(), pruned_folds, strict=True)
+            for fold in folds
+        }
+        is_pruned = np.isin(rows["run"].to_numpy(), runs.index[pruned].to_numpy())
+        pair = rows["run"].to_numpy(np.int64) * 1_000_000 + rows["fold"].to_numpy(np.int64)
+        rows = rows[~is_pruned | np.isin(pair, list(finished))]
+    return rows, pruned
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    """val metrics first, then test, then train; by name within a split."""
+    split = name.split("/", 1)[0]
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), name)
+
+
 def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     """Group, aggregate, diagnose and rank (see the module docstring for the rules)."""
     notes = list(collected.notes)
     all_runs = collected.runs
     configs = pd.DataFrame.from_records(all_runs["config"].tolist(), index=all_runs.index)
-    mask = _where_mask(all_runs, configs, options.where)
+    mask = where_mask(all_runs, configs, options.where)
     runs, configs = all_runs[mask].copy(), configs[mask]
     configs = configs.dropna(axis=1, how="all")
-    keys = _keys(configs)
+    keys = config_keys(configs)
 
     if options.by:
         columns = list(dict.fromkeys(options.by))
-        _check_keys("--by", columns, sorted(keys.columns))
+        check_keys("--by", columns, sorted(keys.columns))
     else:
-        columns = _auto_columns(runs, keys)
+        columns = auto_columns(runs, keys)
     if options.compare:
-        _check_keys("--compare", [options.compare], sorted(keys.columns))
+        check_keys("--compare", [options.compare], sorted(keys.columns))
         if keys[options.compare].nunique() < 2:
             value = configs[options.compare].iloc[0]
             raise ReportError(
@@ -323,15 +236,13 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
             ]
     else:
         shown = [
-            o for o in first["overrides"].iloc[0] if _is_candidate(o.lstrip("+~").split("=")[0])
+            o for o in first["overrides"].iloc[0] if is_candidate(o.lstrip("+~").split("=")[0])
         ]
         table[CONFIGURATION] = " ".join(shown) or "(defaults)"
     display_columns = columns or [CONFIGURATION]
     labels = pd.Series(
         [
-            ", ".join(
-                f"{c}={v}" for c, v in zip(display_columns, row, strict=True) if v is not None
-            )
+            ", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True) if v is not None)
             if columns
             else str(row[0])
             for row in table[display_columns].itertuples(index=False)
@@ -341,30 +252,13 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     table["status"] = runs.groupby("group")["state"].agg(_state_counts)
     table["n_runs"] = runs.groupby("group").size()
 
-    # Which runs enter the numbers: COMPLETED ones; PRUNED ones (finished folds) only where
-    # the configuration has no COMPLETED run, and then the row is marked partial.
     completed = runs["state"] == "COMPLETED"
-    has_completed = completed.groupby(runs["group"]).transform("any")
-    pruned = (runs["state"] == "PRUNED") & ~has_completed
-    included = runs.index[completed | pruned]
+    rows, pruned = _included_rows(runs, collected.results)
     group_of_run = np.full(len(all_runs), -1, dtype=np.int64)
     group_of_run[runs.index.to_numpy()] = runs["group"].to_numpy()
-    results = collected.results
-    keep = np.isin(results["run"].to_numpy(), included.to_numpy())
-    rows = results if keep.all() else results[keep]  # no copy of a million rows when not needed
-    if pruned.any():
-        pruned_folds = runs.loc[pruned, "folds_completed"]
-        finished = {
-            int(run) * 1_000_000 + int(fold)
-            for run, folds in zip(pruned_folds.index.to_numpy(), pruned_folds, strict=True)
-            for fold in folds
-        }
-        is_pruned = np.isin(rows["run"].to_numpy(), runs.index[pruned].to_numpy())
-        pair = rows["run"].to_numpy(np.int64) * 1_000_000 + rows["fold"].to_numpy(np.int64)
-        rows = rows[~is_pruned | np.isin(pair, list(finished))]
     row_group = group_of_run[rows["run"].to_numpy()]
     table["partial"] = pruned.groupby(runs["group"]).any()
-    seeds = _seed_ids(keys)
+    seeds = seed_ids(keys)
     table["n_seeds"] = (
         seeds[runs.index.isin(rows["run"].unique())]
         .groupby(runs["group"])
@@ -383,11 +277,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     recorded |= {
         (str(s), str(m)) for s, m in test_rows[["split", "metric"]].drop_duplicates().values
     }
-    names = sorted(
-        {f"{s}/{m}" for s, m in recorded} - {"train/lr"},
-        key=lambda n: (SPLIT_ORDER.index(n.split("/")[0]) if n.split("/")[0] in SPLIT_ORDER
-                       else len(SPLIT_ORDER), n),
-    )  # fmt: skip
+    names = sorted({f"{s}/{m}" for s, m in recorded} - {"train/lr"}, key=_metric_order)
     rank_metric = _rank_metric(options.metric, runs, names)
     ascending = not higher_is_better(rank_metric)
 
