@@ -71,7 +71,10 @@ def find_run_dirs(roots: list[Path]) -> list[tuple[Path, str]]:
     found: dict[Path, str] = {}
     for root in roots:
         if not root.exists():
-            raise ReportError(f"{root}: no such file or directory")
+            raise ReportError(
+                f"{root}: no such file or directory (pass the run or sweep dirs to read; "
+                "`mlcli train` writes them below outputs/)"
+            )
         if not root.is_dir():
             raise ReportError(f"{root}: not a directory (pass a run dir or a folder of runs)")
         for directory, subdirs, files in os.walk(root):
