@@ -26,7 +26,7 @@ from mlcli.results import CONFIG_FILE, RESULTS_FILE, STATUS_FILE
 
 READ_COLUMNS = ("fold", "epoch", "split", "metric", "value")
 UNKNOWN_STATE = "UNKNOWN"
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ReportError(ValueError):
@@ -102,7 +102,7 @@ def _override_config(overrides: list[str]) -> dict[str, Any]:
         key, sep, value = override.lstrip("+~").partition("=")
         if sep and not key.startswith("hydra"):
             try:
-                config[key] = yaml.load(value, Loader=_YAML_LOADER)
+                config[key] = yaml.load(value, Loader=_SAFE_YAML_LOADER)
             except yaml.YAMLError:
                 config[key] = value
     return config
@@ -120,7 +120,9 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], str | None]:
         status = {"state": UNKNOWN_STATE, "error": f"status.json unreadable: {error}"}
     overrides = [str(o) for o in status.get("overrides") or []]
     try:
-        loaded = yaml.load((path / CONFIG_FILE).read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+        loaded = yaml.load(
+            (path / CONFIG_FILE).read_text(encoding="utf-8"), Loader=_SAFE_YAML_LOADER
+        )
         config = flatten(loaded if isinstance(loaded, dict) else {})
     except (OSError, yaml.YAMLError):
         config = _override_config(overrides)
