@@ -146,6 +146,12 @@ def test_reading_while_runs_are_being_written(tmp_path):
             first_done.set()
             i += 1
 
+    # One run that stays half-written (interrupted after fold 0) whatever the thread timing.
+    stuck = root / "stuck"
+    stuck.mkdir(parents=True)
+    shutil.copy(source / "config.yaml", stuck / "config.yaml")
+    write_results(stuck / "results.parquet", both[both["fold"] == 0].to_dict("records"))
+    write_json(stuck / "status.json", {**status, "state": "RUNNING", "folds_completed": [0]})
     thread = threading.Thread(target=writer)
     thread.start()
     try:
