@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -17,6 +17,13 @@ class Dataset:
     ``X`` has shape ``(N, *in_shape)`` (flat features, ``C×H×W`` images or ``T×F`` sequences);
     ``y`` holds class indices (classification) or real values (regression). ``test_index`` is the
     dataset's own held-out test split, if it has one.
+
+    ``categorical`` lists the columns of a flat ``X`` that hold category codes (one-hot encoded
+    per fold, fitted on the training rows); ``X`` may hold NaN where a builder was asked to leave
+    missing cells for per-fold imputation (``missing=mean``). ``ordered`` says the rows are in time
+    order, so the test split is the last rows. ``lengths`` are the true lengths of padded
+    sequences. ``notes`` state what a builder inferred or did (task, dropped rows...): the runner
+    logs them and writes them to status.json.
     """
 
     name: str
@@ -28,6 +35,10 @@ class Dataset:
     test_index: np.ndarray | None = None
     groups: np.ndarray | None = None
     source: str = ""
+    categorical: tuple[int, ...] = ()
+    ordered: bool = False
+    lengths: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.X) != len(self.y):

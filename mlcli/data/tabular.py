@@ -1,0 +1,651 @@
+"""``dataset=csv``: a CSV file of your own, turned into one in-memory :class:`Dataset`.
+
+Every check happens here, before any training, and a failed one raises :class:`DataError` naming
+the file, the column, how many rows are bad and the first bad line (the header is line 1).
+Nothing is silently turned into NaN: an empty or ``NA`` cell is an error unless
+``missing=drop|mean`` says what to do with it, and a cell that is not a number in a numeric column
+is always an error.
+
+The file is read with Python's ``csv`` module (which knows the line each record starts on, so
+short and long rows are reported by line) and checked column by column with pandas.
+"""
+
+from __future__ import annotations
+
+import csv as csv_module
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlcli.config import did_you_mean
+from mlcli.data.base import Dataset
+from mlcli.data.errors import DataError, bad_rows
+from mlcli.data.labels import TaskGuess, encode_labels, infer_task
+
+DEFAULT_NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
+"""Cells that count as missing (after stripping spaces)."""
+
+_MISSING_FIX = (
+    "Fill those cells, or set dataset.missing=drop (drop such rows) or dataset.missing=mean "
+    "(impute each fold with its training rows' mean)"
+)
+
+
+def plain(value: Any) -> str:
+    """The plain name of a config enum value (``Missing.drop`` -> ``drop``) or a string."""
+    return str(getattr(value, "name", value))
+
+
+def _names(values: Sequence[Any] | None) -> list[str] | None:
+    return None if values is None else [str(v) for v in values]
+
+
+def _listing(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def existing_file(path: str, key: str) -> Path:
+    """``path`` as a :class:`Path`, or a :class:`DataError` when there is no such file."""
+    file = Path(path).expanduser()
+    if file.is_file():
+        return file
+    problem = "is a directory, not a file" if file.is_dir() else "no such file"
+    raise DataError(
+        path,
+        f"{problem} (looked in {file.resolve().parent})",
+        fix=f"Check {key} (a relative path starts at the directory you run mlcli in)",
+        key=key,
+    )
+
+
+@dataclass
+class Table:
+    """A CSV file's cells as text (stripped), with the line each row starts on."""
+
+    where: str
+    key: str
+    columns: list[str]
+    frame: Any  # pandas.DataFrame of str
+    lines: np.ndarray
+    header_line: int
+    sha256: str
+
+    def subset(self, keep: np.ndarray) -> Table:
+        """The rows where ``keep`` is true."""
+        return Table(
+            self.where,
+            self.key,
+            self.columns,
+            self.frame[keep].reset_index(drop=True),
+            self.lines[keep],
+            self.header_line,
+            self.sha256,
+        )
+
+    def column(self, name: str, role: str = "") -> str:
+        """``name`` if the header has it, else a :class:`DataError` with a did-you-mean."""
+        if name in self.columns:
+            return name
+        raise DataError(
+            self.where,
+            f"the header (line {self.header_line}) has no {role}column {name!r}"
+            f".{did_you_mean(name, self.columns)}",
+            column=name,
+            line=self.header_line,
+            fix=f"Columns: {_listing(self.columns, 30)}",
+            key=self.key,
+        )
+
+
+def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
+    """Read a CSV file with a header line into text cells; every row must have the header's width."""
+    import pandas as pd
+
+    file = existing_file(path, key)
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (spreadsheet exports) is not a column
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(
+            path,
+            f"is not UTF-8 text (first undecodable byte on line {line})",
+            line=line,
+            fix="Save it as UTF-8 (\"CSV UTF-8\" in spreadsheet programs)",
+            key=key,
+        ) from None
+    reader = csv_module.reader(io.StringIO(text, newline=""), delimiter=sep)
+    header: list[str] | None = None
+    header_line = 1
+    records: list[list[str]] = []
+    lines: list[int] = []
+    previous = 0
+    try:
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # blank line
+            if header is None:
+                header, header_line = [name.strip() for name in record], start
+            else:
+                records.append(record)
+                lines.append(start)
+    except csv_module.Error as error:
+        raise DataError(
+            path, f"line {reader.line_num}: {error}", line=reader.line_num, key=key
+        ) from None
+    if header is None:
+        raise DataError(path, "is empty (no header line)", fix="The first line names the columns")
+    columns = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
+    for name in columns:
+        if columns.count(name) > 1:
+            raise DataError(
+                path,
+                f"the header (line {header_line}) names column {name!r} twice",
+                column=name,
+                line=header_line,
+                fix="Give every column its own name",
+                key=key,
+            )
+    if not records:
+        raise DataError(path, "has a header but no data rows", line=header_line, key=key)
+    widths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
+    wrong = np.flatnonzero(widths != len(columns))
+    if wrong.size:
+        first = int(wrong[0])
+        width = int(widths[first])
+        if width < len(columns):
+            column: str | None = columns[width]
+            detail = f"{width} fields, column {columns[width]!r} onwards missing"
+        else:
+            column = None
+            detail = f"{width} fields, an extra field after the last column {columns[-1]!r}"
+        raise DataError(
+            path,
+            f"{wrong.size} {'row has' if wrong.size == 1 else 'rows have'} a different number of "
+            f"fields than the header's {len(columns)} (first at line {lines[first]}: {detail})",
+            column=column,
+            n_bad=int(wrong.size),
+            line=lines[first],
+            fix=f"Every row needs one value per column; quote values that contain {sep!r}",
+            key=key,
+        )
+    frame = pd.DataFrame(records, columns=columns, dtype=str)
+    return Table(
+        path,
+        key,
+        columns,
+        frame,
+        np.asarray(lines, dtype=np.int64),
+        header_line,
+        hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _numbers(text: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Cells parsed as float64 and whether each one is a finite number."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan, copy=True
+    )
+    return numbers, np.isfinite(numbers)
+
+
+def _missing_cells(table: Table, used: list[str], na: set[str]) -> Any:
+    """A boolean frame: which cells of ``used`` are empty or an NA marker."""
+    return table.frame[used].isin(na)
+
+
+def _refuse_missing(table: Table, used: list[str], is_na: Any, fix: str) -> None:
+    bad_columns = [c for c in used if is_na[c].any()]
+    if not bad_columns:
+        return
+    # Name the column of the earliest bad cell; list the others in the fix.
+    column = min(bad_columns, key=lambda c: int(np.argmax(is_na[c].to_numpy())))
+    mask = is_na[column].to_numpy()
+    others = [c for c in bad_columns if c != column]
+    also = f"Columns {_listing(others)} have missing cells too. " if others else ""
+    raise bad_rows(
+        table.where,
+        column,
+        "have an empty or NA cell",
+        table.lines[mask],
+        table.frame[column][mask].tolist(),
+        fix=also + fix,
+        key=table.key,
+    )
+
+
+def _handle_missing(
+    table: Table, features: list[str], required: list[str], missing: str, na: set[str]
+) -> tuple[Table, list[str]]:
+    """Apply ``missing=error|drop|mean`` to one table; return it and what was done (notes).
+
+    ``required`` columns (target, group) cannot be imputed: under ``mean`` their rows are dropped.
+    """
+    used = [*required, *features]
+    is_na = _missing_cells(table, used, na)
+    if not is_na.to_numpy().any():
+        return table, []
+    if missing == "error":
+        _refuse_missing(table, used, is_na, _MISSING_FIX)
+    drop_if = used if missing == "drop" else required
+    drop = is_na[drop_if].any(axis=1).to_numpy() if drop_if else np.zeros(len(table.lines), bool)
+    notes = []
+    if drop.any():
+        lines = table.lines[drop]
+        notes.append(
+            f"dropped {int(drop.sum())} of {len(drop)} rows of {table.where} with missing cells "
+            f"in {', '.join(c for c in drop_if if is_na[c].any())} (dataset.missing={missing}; "
+            f"first at line {int(lines[0])})"
+        )
+    if drop.all():
+        raise bad_rows(
+            table.where,
+            None,
+            "have missing cells, so no row is left",
+            table.lines,
+            fix="Fill the file's empty cells",
+            key=table.key,
+        )
+    table = table.subset(~drop)
+    if missing == "mean":
+        n_cells = int(is_na[features].to_numpy()[~drop].sum())
+        if n_cells:
+            notes.append(
+                f"{n_cells} missing feature cells of {table.where} are imputed per fold with the "
+                "training rows' mean (most frequent category for categorical columns)"
+            )
+    return table, notes
+
+
+def _looks_like_id(name: str, numbers: np.ndarray) -> bool:
+    """A distinct integer on every row that counts up, or a column named like an id."""
+    if len(numbers) < 3 or not np.all(np.isfinite(numbers) & (numbers == np.round(numbers))):
+        return False
+    ordered = np.sort(numbers)
+    if np.any(np.diff(ordered) == 0):
+        return False
+    lowered = name.lower()
+    return bool(np.all(np.diff(ordered) == 1)) or lowered in {"id", "idx", "index"} or (
+        lowered.startswith("unnamed")
+    )
+
+
+def _feature_matrix(
+    train: Table,
+    test: Table | None,
+    features: list[str],
+    categorical: list[str] | None,
+    na: set[str],
+    notes: list[str],
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Features as float32: numbers, category codes (one-hot per fold later), NaN where missing."""
+    tables = [t for t in (train, test) if t is not None]
+    X = np.empty((sum(len(t.lines) for t in tables), len(features)), dtype=np.float32)
+    positions: list[int] = []
+    inferred: list[str] = []
+    id_like: list[str] = []
+    for j, column in enumerate(features):
+        text = train.frame[column]
+        is_na = text.isin(na).to_numpy()
+        numbers, finite = _numbers(text)
+        present = finite[~is_na]
+        if categorical is not None:
+            is_categorical = column in categorical
+        else:  # inferred: a column whose values are mostly not numbers holds categories
+            is_categorical = present.size > 0 and present.mean() < 0.5
+            if is_categorical:
+                inferred.append(column)
+        if is_categorical:
+            positions.append(j)
+            texts = [t.frame[column].to_numpy(dtype=object) for t in tables]
+            missing = [t.frame[column].isin(na).to_numpy() for t in tables]
+            values = np.concatenate(texts)
+            is_missing = np.concatenate(missing)
+            categories = np.unique(values[~is_missing].astype(str))
+            codes = np.searchsorted(categories, values.astype(str)).astype(np.float32)
+            codes[is_missing] = np.nan
+            X[:, j] = codes
+            continue
+        start = 0
+        for table in tables:
+            text = table.frame[column]
+            is_na = text.isin(na).to_numpy()
+            numbers, finite = _numbers(text)
+            bad = ~finite & ~is_na
+            if bad.any():
+                raise bad_rows(
+                    table.where,
+                    column,
+                    "hold a value that is not a (finite) number",
+                    table.lines[bad],
+                    text[bad].tolist(),
+                    fix="Fix those cells; if the column holds categories, list it: "
+                    f"dataset.categorical=[{column}]",
+                    key=table.key,
+                )
+            numbers[is_na] = np.nan
+            X[start : start + len(numbers), j] = numbers
+            start += len(numbers)
+        if _looks_like_id(column, X[: len(train.lines), j]):
+            id_like.append(column)
+    numeric = [c for j, c in enumerate(features) if j not in positions]
+    cat_names = [features[j] for j in positions]
+    notes.append(
+        f"features ({len(features)}): {len(numeric)} numeric"
+        + (f" ({_listing(numeric)})" if numeric else "")
+        + (
+            f", {len(cat_names)} categorical, one-hot per fold ({_listing(cat_names)}"
+            + (", inferred: their values are not numbers" if inferred else "")
+            + ")"
+            if cat_names
+            else ""
+        )
+    )
+    for column in id_like:
+        notes.append(
+            f"column {column!r} looks like a row id (a distinct integer on every row): "
+            f"if it is one, leave it out with dataset.drop=[{column}]"
+        )
+    return X, tuple(positions)
+
+
+def _target(
+    train: Table, test: Table | None, target: str, task: str, notes: list[str]
+) -> tuple[np.ndarray, str, list[str] | None]:
+    """The target as class indices or floats; the task, inferred (and said so) when ``auto``."""
+    tables = [t for t in (train, test) if t is not None]
+    text = train.frame[target]
+    numbers, finite = _numbers(text)
+    if task == "auto":
+        if finite.all():
+            guess = infer_task(numbers, target)
+        elif finite.mean() < 0.5:
+            guess = TaskGuess("classification", f"target {target!r} holds text labels")
+        else:
+            bad = ~finite
+            raise bad_rows(
+                train.where,
+                target,
+                "hold a target that is not a number",
+                train.lines[bad],
+                text[bad].tolist(),
+                fix="Fix them, or set dataset.task=classification if the target is a label",
+                key=train.key,
+            )
+        task = guess.task
+        notes.append(f"task: {task} (inferred: {guess.reason})")
+    parsed = [_numbers(t.frame[target]) for t in tables]
+    if task == "regression":
+        for table, (_, ok) in zip(tables, parsed, strict=True):
+            if not ok.all():
+                raise bad_rows(
+                    table.where,
+                    target,
+                    "hold a regression target that is not a (finite) number",
+                    table.lines[~ok],
+                    table.frame[target][~ok].tolist(),
+                    fix="Fix them, or set dataset.task=classification if the target is a label",
+                    key=table.key,
+                )
+        return np.concatenate([n for n, _ in parsed]), task, None
+    numeric = all(ok.all() for _, ok in parsed)
+    values = (
+        np.concatenate([n for n, _ in parsed])
+        if numeric
+        else np.concatenate([t.frame[target].to_numpy(dtype=object) for t in tables])
+    )
+    y, names = encode_labels(values, numeric)
+    train_classes = np.unique(y[: len(train.lines)])
+    if len(train_classes) < 2:
+        n = len(train.lines)
+        raise DataError(
+            train.where,
+            f"all {n} rows have the same class {names[int(train_classes[0])]!r} (first at line "
+            f"{int(train.lines[0])}); a classifier needs at least two classes",
+            column=target,
+            n_bad=n,
+            line=int(train.lines[0]),
+            fix="Check dataset.target, or set dataset.task=regression",
+            key="dataset.target",
+        )
+    unseen = sorted(set(range(len(names))) - set(train_classes.tolist()))
+    if unseen and test is not None:
+        notes.append(
+            f"{test.where} has classes that {train.where} lacks: "
+            f"{_listing([names[i] for i in unseen])} (no model can predict them)"
+        )
+    return y, "classification", names
+
+
+def _select_features(
+    table: Table,
+    target: str,
+    features: list[str] | None,
+    drop: list[str],
+    group: str | None,
+    window: int | None,
+) -> list[str]:
+    """The feature columns: those given, or every column but the target, ``drop`` and ``group``."""
+    table.column(target, "target ")
+    for name in drop:
+        try:
+            table.column(name, "")
+        except DataError as error:
+            error.key = "dataset.drop"
+            raise
+    if group is not None:
+        table.column(group, "group ")
+    if features is None:
+        if window is not None:
+            return []  # a windowed series predicts from its own past unless told otherwise
+        excluded = {target, *drop, *([group] if group else [])}
+        chosen = [c for c in table.columns if c not in excluded]
+        if not chosen:
+            raise DataError(
+                table.where,
+                f"has no feature column besides the target {target!r}",
+                line=table.header_line,
+                key=table.key,
+            )
+        return chosen
+    for name in features:
+        try:
+            table.column(name, "feature ")
+        except DataError as error:
+            error.key = "dataset.features"
+            raise
+        if name == target or name in drop:
+            raise DataError(
+                table.where,
+                f"column {name!r} is in dataset.features and is also "
+                + ("the target" if name == target else "in dataset.drop"),
+                column=name,
+                key="dataset.features",
+            )
+    return features
+
+
+def _windowed(
+    train: Table,
+    test: Table | None,
+    target: str,
+    features: list[str],
+    window: int,
+    task: str,
+    na: set[str],
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, str, list[str] | None, np.ndarray | None]:
+    """(previous ``window`` values → next value) rows from a series in file order.
+
+    X has shape ``(rows, window, channels)``: the target's own past first, then any ``features``
+    given. A test file continues the series: its first rows are predicted from the training file's
+    last values (known at that time).
+    """
+    channels = [target, *features]
+    tables = [t for t in (train, test) if t is not None]
+    blocks = []
+    for table in tables:
+        _refuse_missing(
+            table,
+            channels,
+            _missing_cells(table, channels, na),
+            "A windowed series must have no gaps: fill them first (dataset.missing does not "
+            "apply to windowed data)",
+        )
+        block = np.empty((len(table.lines), len(channels)), dtype=np.float64)
+        for j, column in enumerate(channels):
+            numbers, finite = _numbers(table.frame[column])
+            if not finite.all():
+                raise bad_rows(
+                    table.where,
+                    column,
+                    "hold a value that is not a (finite) number",
+                    table.lines[~finite],
+                    table.frame[column][~finite].tolist(),
+                    fix="A windowed series must be numbers",
+                    key=table.key,
+                )
+            block[:, j] = numbers
+        blocks.append(block)
+    values = np.concatenate(blocks)
+    n_train = len(train.lines)
+    if n_train <= window:
+        raise DataError(
+            train.where,
+            f"{n_train} rows, but dataset.window={window} needs at least {window + 1} "
+            "(the window plus one value to predict)",
+            column=target,
+            key="dataset.window",
+            fix="Use a shorter window",
+        )
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    X = sliding_window_view(values, window, axis=0)[:-1].transpose(0, 2, 1)
+    y = values[window:, 0]
+    test_index = np.arange(n_train - window, len(y)) if test is not None else None
+    ignored = [c for c in train.columns if c not in channels]
+    notes.append(
+        f"window: the previous {window} values of {_listing(channels)} predict the next "
+        f"{target!r}: {len(y)} rows in file order"
+        + (f" (columns not used: {_listing(ignored)})" if ignored else "")
+    )
+    if task == "auto":
+        task = "regression"
+        notes.append("task: regression (inferred: a windowed series predicts its next value)")
+    if task == "classification":
+        labels, names = encode_labels(y, numeric=True)
+        return X, labels, task, names, test_index
+    return X, y, task, None, test_index
+
+
+def csv(
+    path: str,
+    target: str,
+    features: Sequence[str] | None = None,
+    drop: Sequence[str] = (),
+    task: Any = "auto",
+    categorical: Sequence[str] | None = None,
+    missing: Any = "error",
+    group: str | None = None,
+    test_path: str | None = None,
+    window: int | None = None,
+    sep: str = ",",
+    na_values: Sequence[str] = DEFAULT_NA_VALUES,
+) -> Dataset:
+    """A CSV file with a header line: ``target`` is predicted from the ``features`` columns.
+
+    ``features`` defaults to every other column but ``drop`` and ``group``. ``task`` is
+    ``auto|classification|regression`` (``auto`` infers it from the target and says so).
+    ``categorical`` columns are one-hot encoded per fold (default: inferred, the columns whose
+    values are mostly not numbers). ``missing`` is ``error|drop|mean``. ``group`` names a column of
+    group ids for grouped splits. ``test_path`` is a separate test file with the same columns.
+    ``window=N`` turns the target series into (previous N values → next value) rows.
+    """
+    task, missing = plain(task), plain(missing)
+    drop_names = _names(drop) or []
+    feature_names = _names(features)
+    categorical_names = _names(categorical)
+    na = {str(v).strip() for v in na_values}
+    train = read_table(str(path), sep, "dataset.path")
+    test = read_table(str(test_path), sep, "dataset.test_path") if test_path else None
+    chosen = _select_features(train, target, feature_names, drop_names, group, window)
+    if test is not None:
+        for name in [target, *chosen]:
+            test.column(name, "")
+    notes = [
+        f"read {path}: {len(train.lines)} rows, {len(train.columns)} columns "
+        f"(sha256 {train.sha256[:16]})"
+    ]
+    if test is not None:
+        notes.append(
+            f"test split: {test_path} ({len(test.lines)} rows, sha256 {test.sha256[:16]}); "
+            "dataset.test_fraction is not used"
+        )
+    if window is not None:
+        if group is not None or categorical_names:
+            raise DataError(
+                str(path),
+                "dataset.window cannot be combined with dataset.group or dataset.categorical",
+                key="dataset.window",
+            )
+        X, y, task, class_names, test_index = _windowed(
+            train, test, target, chosen, int(window), task, na, notes
+        )
+        return Dataset(
+            name=Path(path).stem,
+            X=X,
+            y=y,
+            task=task,  # type: ignore[arg-type]
+            class_names=class_names,
+            test_index=test_index,
+            source=str(path),
+            ordered=True,
+            notes=notes,
+        )
+
+    if categorical_names is not None:
+        for name in categorical_names:
+            if name not in chosen:
+                raise DataError(
+                    str(path),
+                    f"dataset.categorical names {name!r}, which is not a feature column",
+                    column=name,
+                    key="dataset.categorical",
+                    fix=f"Feature columns: {_listing(chosen)}",
+                )
+    required = [target, *([group] if group else [])]
+    train, dropped = _handle_missing(train, chosen, required, missing, na)
+    notes.extend(dropped)
+    if test is not None:
+        test, dropped = _handle_missing(test, chosen, [target], missing, na)
+        notes.extend(dropped)
+    X, positions = _feature_matrix(train, test, chosen, categorical_names, na, notes)
+    y, task, class_names = _target(train, test, target, task, notes)
+    n_train = len(train.lines)
+    groups = None
+    if group is not None:
+        _, codes = np.unique(train.frame[group].to_numpy(dtype=str), return_inverse=True)
+        groups = np.concatenate([codes, np.full(len(y) - n_train, -1)]).astype(np.int64)
+        notes.append(f"groups: {int(codes.max()) + 1} distinct values of {group!r}")
+    return Dataset(
+        name=Path(path).stem,
+        X=X,
+        y=y,
+        task=task,  # type: ignore[arg-type]
+        class_names=class_names,
+        feature_names=chosen,
+        test_index=np.arange(n_train, len(y)) if test is not None else None,
+        groups=groups,
+        source=str(path),
+        categorical=positions,
+        notes=notes,
+    )
