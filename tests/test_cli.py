@@ -23,8 +23,9 @@ def test_help_lists_every_group_and_option(cli):
     result = cli("train", "--help")
     assert result.exit_code == 0
     lines = [" ".join(line.split()) for line in result.output.splitlines()]
-    for text in ("dataset diabetes | digits | wine", "model linear | mlp", "optim adam | sgd",
-                 "scheduler constant | cosine", "cv holdout | kfold"):  # fmt: skip
+    for text in ("dataset csv | diabetes | digits | npz | wine", "model linear | mlp",
+                 "optim adam | sgd", "scheduler constant | cosine",
+                 "cv group | holdout | kfold | repeated | stratified | timeseries"):  # fmt: skip
         assert text in lines
 
 
