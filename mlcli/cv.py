@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,6 +161,11 @@ class _TailSplit:
         return f"TailSplit(val_fraction={self.val_fraction})"
 
 
+def _where(dataset: Dataset) -> str:
+    """The file a dataset came from (for messages), else its name."""
+    return dataset.source if dataset.source and Path(dataset.source).is_file() else dataset.name
+
+
 def resolve(splitter: Any, dataset: Dataset) -> Any:
     """The concrete scikit-learn splitter for ``dataset`` (``stratify: null`` picks by task)."""
     if isinstance(splitter, ByTask):
@@ -167,7 +173,7 @@ def resolve(splitter: Any, dataset: Dataset) -> Any:
     if isinstance(splitter, NeedsClasses):
         if dataset.task != "classification":
             raise DataError(
-                dataset.source or dataset.name,
+                _where(dataset),
                 f"{splitter.option} stratifies by class, but the task is {dataset.task}",
                 fix="Use cv=kfold (or cv.stratify=false), or set dataset.task=classification",
                 key="cv",
@@ -247,7 +253,7 @@ def plan(dataset: Dataset, splitter: Any, test_fraction: float, seed: int) -> Pl
 
     ``seed`` draws the test split (``dataset.seed``); the folds use the splitter's own seed.
     """
-    where = dataset.source or dataset.name
+    where = _where(dataset)
     concrete = resolve(splitter, dataset)
     try:
         dev, test = hold_out_test(dataset, test_fraction, seed, is_ordered(concrete, dataset))

@@ -16,7 +16,7 @@ import numpy as np
 from mlcli.data.base import Dataset
 from mlcli.data.errors import DataError, bad_rows
 from mlcli.data.labels import encode_labels, infer_task
-from mlcli.data.tabular import existing_file, plain
+from mlcli.data.reading import existing_file, plain
 
 _SHAPES = "N×F features, N×C×H×W images or N×T×F sequences"
 
@@ -47,9 +47,7 @@ def _finite_rows(path: str, name: str, array: np.ndarray) -> None:
         )
     finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
     if not finite.all():
-        raise bad_rows(
-            path, name, "hold NaN or infinite values", np.flatnonzero(~finite), unit="index"
-        )
+        raise bad_rows(path, name, "NaN or infinite values", np.flatnonzero(~finite), unit="index")
 
 
 def _lengths(path: str, name: str, lengths: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -65,7 +63,7 @@ def _lengths(path: str, name: str, lengths: np.ndarray, X: np.ndarray) -> np.nda
         raise bad_rows(
             path,
             name,
-            f"hold a length outside 1..{X.shape[1]} (the padded length T)",
+            f"a length outside 1..{X.shape[1]} (the padded length T)",
             bad,
             lengths[bad].tolist(),
             unit="index",
@@ -93,7 +91,9 @@ def npz(path: str, task: Any = "auto") -> Dataset:
     if has_test and not ("X_test" in arrays and "y_test" in arrays):
         raise DataError(path, "has only one of X_test and y_test", fix="Save both, or neither")
     parts = [("X", "y", "lengths")] + ([("X_test", "y_test", "lengths_test")] if has_test else [])
-    xs, ys, lengths = [], [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
     for x_name, y_name, len_name in parts:
         X, y = arrays[x_name], arrays[y_name]
         if X.ndim not in (2, 3, 4):
@@ -117,7 +117,9 @@ def npz(path: str, task: Any = "auto") -> Dataset:
             lengths.append(_lengths(path, len_name, arrays[len_name], X))
     y_all = np.concatenate(ys)
     n_train = len(ys[0])
-    notes = [f"read {path}: X {xs[0].shape}, y {ys[0].shape}" + (" + its own test split" * has_test)]
+    notes = [
+        f"read {path}: X {xs[0].shape}, y {ys[0].shape}" + (" + its own test split" * has_test)
+    ]
     text_labels = not np.issubdtype(y_all.dtype, np.number) or y_all.dtype == np.bool_
     if not text_labels:
         _finite_rows(path, "y", ys[0])
@@ -157,7 +159,7 @@ def npz(path: str, task: Any = "auto") -> Dataset:
         name=str(path).rsplit("/", 1)[-1].removesuffix(".npz"),
         X=np.concatenate(xs),
         y=y_all,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         class_names=class_names,
         test_index=np.arange(n_train, len(y_all)) if has_test else None,
         groups=groups,

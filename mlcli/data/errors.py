@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 
 class DataError(ValueError):
     """A data file (or data set) that mlcli cannot train on as configured.
@@ -37,21 +39,25 @@ class DataError(ValueError):
         self.fix = fix
         self.key = key
         place = self.where if column is None else f"{self.where}, column {column!r}"
-        super().__init__(f"{place}: {problem}" + (f". {fix}" if fix else ""))
+        stop = "" if problem.endswith((".", "?", "!")) else "."
+        super().__init__(f"{place}: {problem}" + (f"{stop} {fix}" if fix else ""))
 
 
 def bad_rows(
     where: str,
     column: str | None,
     what: str,
-    lines: Sequence[int],
+    lines: Sequence[int] | np.ndarray,
     values: Sequence[Any] = (),
     *,
     fix: str = "",
     key: str = "dataset.path",
     unit: str = "line",
 ) -> DataError:
-    """A :class:`DataError` for rows that break a rule: how many, and the first one.
+    """A :class:`DataError` for rows that break a rule: what, how many, and the first one.
+
+    ``what`` names the problem (``"an empty or NA cell"``), as in "an empty or NA cell in 3 rows
+    (first at line 7: '')".
 
     ``lines`` are the bad rows' line numbers (or array row indices with ``unit="row"``), in order;
     ``values`` the offending values in the same order (the first is quoted in the message).
@@ -60,5 +66,5 @@ def bad_rows(
     first = int(lines[0])
     shown = f": {values[0]!r}" if len(values) else ""
     plural = "row" if n == 1 else "rows"
-    problem = f"{n} {plural} {what} (first at {unit} {first}{shown})"
+    problem = f"{what} in {n} {plural} (first at {unit} {first}{shown})"
     return DataError(where, problem, column=column, n_bad=n, line=first, fix=fix, key=key)

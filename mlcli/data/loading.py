@@ -45,7 +45,7 @@ def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
     """
     from omegaconf import OmegaConf
 
-    from mlcli.build import instantiate
+    from mlcli.build import instantiate, root_cause
     from mlcli.cv import plan
 
     problems: list[ConfigProblem] = []
@@ -58,11 +58,12 @@ def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
         if data_key not in built:
             try:
                 built[data_key] = build_dataset(cfg)
-            except DataError as error:
+            except Exception as error:  # a builder's DataError arrives wrapped by Hydra
                 built[data_key] = None
-                problems.append(ConfigProblem(error.key, str(error)))
-            except Exception:  # not a data problem: the job records it as its failure
-                built[data_key] = None
+                cause = root_cause(error)
+                if isinstance(cause, DataError):
+                    problems.append(ConfigProblem(cause.key, str(cause)))
+                # anything else is not a data problem: the job records it as its failure
         dataset = built[data_key]
         split_key = data_key + OmegaConf.to_yaml(cfg.cv)
         own_cv = str(cfg.cv.get("_target_", "")).startswith("mlcli.cv.")
@@ -72,8 +73,8 @@ def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
         try:
             splitter = instantiate(cfg.cv, "cv", cfg.get("allow_targets", []))
             plan(dataset, splitter, *split_config(cfg))
-        except DataError as error:
-            problems.append(ConfigProblem(error.key, str(error)))
-        except Exception:  # not a data problem: the job records it as its failure
-            continue
+        except Exception as error:
+            cause = root_cause(error)
+            if isinstance(cause, DataError):
+                problems.append(ConfigProblem(cause.key, str(cause)))
     return problems

@@ -6,26 +6,22 @@ Nothing is silently turned into NaN: an empty or ``NA`` cell is an error unless
 ``missing=drop|mean`` says what to do with it, and a cell that is not a number in a numeric column
 is always an error.
 
-The file is read with Python's ``csv`` module (which knows the line each record starts on, so
-short and long rows are reported by line) and checked column by column with pandas.
+The file is read by :mod:`mlcli.data.reading` (which knows the line each row starts on) and
+checked column by column with pandas.
 """
 
 from __future__ import annotations
 
-import csv as csv_module
-import hashlib
-import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlcli.config import did_you_mean
 from mlcli.data.base import Dataset
 from mlcli.data.errors import DataError, bad_rows
 from mlcli.data.labels import TaskGuess, encode_labels, infer_task
+from mlcli.data.reading import Table, as_names, listing, plain, read_table
 
 DEFAULT_NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 """Cells that count as missing (after stripping spaces)."""
@@ -34,158 +30,6 @@ _MISSING_FIX = (
     "Fill those cells, or set dataset.missing=drop (drop such rows) or dataset.missing=mean "
     "(impute each fold with its training rows' mean)"
 )
-
-
-def plain(value: Any) -> str:
-    """The plain name of a config enum value (``Missing.drop`` -> ``drop``) or a string."""
-    return str(getattr(value, "name", value))
-
-
-def _names(values: Sequence[Any] | None) -> list[str] | None:
-    return None if values is None else [str(v) for v in values]
-
-
-def _listing(names: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def existing_file(path: str, key: str) -> Path:
-    """``path`` as a :class:`Path`, or a :class:`DataError` when there is no such file."""
-    file = Path(path).expanduser()
-    if file.is_file():
-        return file
-    problem = "is a directory, not a file" if file.is_dir() else "no such file"
-    raise DataError(
-        path,
-        f"{problem} (looked in {file.resolve().parent})",
-        fix=f"Check {key} (a relative path starts at the directory you run mlcli in)",
-        key=key,
-    )
-
-
-@dataclass
-class Table:
-    """A CSV file's cells as text (stripped), with the line each row starts on."""
-
-    where: str
-    key: str
-    columns: list[str]
-    frame: Any  # pandas.DataFrame of str
-    lines: np.ndarray
-    header_line: int
-    sha256: str
-
-    def subset(self, keep: np.ndarray) -> Table:
-        """The rows where ``keep`` is true."""
-        return Table(
-            self.where,
-            self.key,
-            self.columns,
-            self.frame[keep].reset_index(drop=True),
-            self.lines[keep],
-            self.header_line,
-            self.sha256,
-        )
-
-    def column(self, name: str, role: str = "") -> str:
-        """``name`` if the header has it, else a :class:`DataError` with a did-you-mean."""
-        if name in self.columns:
-            return name
-        raise DataError(
-            self.where,
-            f"the header (line {self.header_line}) has no {role}column {name!r}"
-            f".{did_you_mean(name, self.columns)}",
-            column=name,
-            line=self.header_line,
-            fix=f"Columns: {_listing(self.columns, 30)}",
-            key=self.key,
-        )
-
-
-def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
-    """Read a CSV file with a header line into text cells; every row must have the header's width."""
-    import pandas as pd
-
-    file = existing_file(path, key)
-    raw = file.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")  # a byte-order mark (spreadsheet exports) is not a column
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise DataError(
-            path,
-            f"is not UTF-8 text (first undecodable byte on line {line})",
-            line=line,
-            fix="Save it as UTF-8 (\"CSV UTF-8\" in spreadsheet programs)",
-            key=key,
-        ) from None
-    reader = csv_module.reader(io.StringIO(text, newline=""), delimiter=sep)
-    header: list[str] | None = None
-    header_line = 1
-    records: list[list[str]] = []
-    lines: list[int] = []
-    previous = 0
-    try:
-        for record in reader:
-            start, previous = previous + 1, reader.line_num
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue  # blank line
-            if header is None:
-                header, header_line = [name.strip() for name in record], start
-            else:
-                records.append(record)
-                lines.append(start)
-    except csv_module.Error as error:
-        raise DataError(
-            path, f"line {reader.line_num}: {error}", line=reader.line_num, key=key
-        ) from None
-    if header is None:
-        raise DataError(path, "is empty (no header line)", fix="The first line names the columns")
-    columns = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
-    for name in columns:
-        if columns.count(name) > 1:
-            raise DataError(
-                path,
-                f"the header (line {header_line}) names column {name!r} twice",
-                column=name,
-                line=header_line,
-                fix="Give every column its own name",
-                key=key,
-            )
-    if not records:
-        raise DataError(path, "has a header but no data rows", line=header_line, key=key)
-    widths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
-    wrong = np.flatnonzero(widths != len(columns))
-    if wrong.size:
-        first = int(wrong[0])
-        width = int(widths[first])
-        if width < len(columns):
-            column: str | None = columns[width]
-            detail = f"{width} fields, column {columns[width]!r} onwards missing"
-        else:
-            column = None
-            detail = f"{width} fields, an extra field after the last column {columns[-1]!r}"
-        raise DataError(
-            path,
-            f"{wrong.size} {'row has' if wrong.size == 1 else 'rows have'} a different number of "
-            f"fields than the header's {len(columns)} (first at line {lines[first]}: {detail})",
-            column=column,
-            n_bad=int(wrong.size),
-            line=lines[first],
-            fix=f"Every row needs one value per column; quote values that contain {sep!r}",
-            key=key,
-        )
-    frame = pd.DataFrame(records, columns=columns, dtype=str)
-    return Table(
-        path,
-        key,
-        columns,
-        frame,
-        np.asarray(lines, dtype=np.int64),
-        header_line,
-        hashlib.sha256(raw).hexdigest(),
-    )
 
 
 def _numbers(text: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -207,15 +51,15 @@ def _refuse_missing(table: Table, used: list[str], is_na: Any, fix: str) -> None
     bad_columns = [c for c in used if is_na[c].any()]
     if not bad_columns:
         return
-    # Name the column of the earliest bad cell; list the others in the fix.
-    column = min(bad_columns, key=lambda c: int(np.argmax(is_na[c].to_numpy())))
+    # Name the column of the earliest bad cell; list the others (by first bad line) in the fix.
+    bad_columns.sort(key=lambda c: int(np.argmax(is_na[c].to_numpy())))
+    column, others = bad_columns[0], bad_columns[1:]
     mask = is_na[column].to_numpy()
-    others = [c for c in bad_columns if c != column]
-    also = f"Columns {_listing(others)} have missing cells too. " if others else ""
+    also = f"Columns {listing(others)} have missing cells too. " if others else ""
     raise bad_rows(
         table.where,
         column,
-        "have an empty or NA cell",
+        "an empty or NA cell",
         table.lines[mask],
         table.frame[column][mask].tolist(),
         fix=also + fix,
@@ -250,7 +94,7 @@ def _handle_missing(
         raise bad_rows(
             table.where,
             None,
-            "have missing cells, so no row is left",
+            "missing cells, leaving no row",
             table.lines,
             fix="Fill the file's empty cells",
             key=table.key,
@@ -274,8 +118,10 @@ def _looks_like_id(name: str, numbers: np.ndarray) -> bool:
     if np.any(np.diff(ordered) == 0):
         return False
     lowered = name.lower()
-    return bool(np.all(np.diff(ordered) == 1)) or lowered in {"id", "idx", "index"} or (
-        lowered.startswith("unnamed")
+    return (
+        bool(np.all(np.diff(ordered) == 1))
+        or lowered in {"id", "idx", "index"}
+        or (lowered.startswith("unnamed"))
     )
 
 
@@ -325,7 +171,7 @@ def _feature_matrix(
                 raise bad_rows(
                     table.where,
                     column,
-                    "hold a value that is not a (finite) number",
+                    "a value that is not a (finite) number",
                     table.lines[bad],
                     text[bad].tolist(),
                     fix="Fix those cells; if the column holds categories, list it: "
@@ -341,9 +187,9 @@ def _feature_matrix(
     cat_names = [features[j] for j in positions]
     notes.append(
         f"features ({len(features)}): {len(numeric)} numeric"
-        + (f" ({_listing(numeric)})" if numeric else "")
+        + (f" ({listing(numeric)})" if numeric else "")
         + (
-            f", {len(cat_names)} categorical, one-hot per fold ({_listing(cat_names)}"
+            f", {len(cat_names)} categorical, one-hot per fold ({listing(cat_names)}"
             + (", inferred: their values are not numbers" if inferred else "")
             + ")"
             if cat_names
@@ -375,7 +221,7 @@ def _target(
             raise bad_rows(
                 train.where,
                 target,
-                "hold a target that is not a number",
+                "a target that is not a number",
                 train.lines[bad],
                 text[bad].tolist(),
                 fix="Fix them, or set dataset.task=classification if the target is a label",
@@ -390,7 +236,7 @@ def _target(
                 raise bad_rows(
                     table.where,
                     target,
-                    "hold a regression target that is not a (finite) number",
+                    "a regression target that is not a (finite) number",
                     table.lines[~ok],
                     table.frame[target][~ok].tolist(),
                     fix="Fix them, or set dataset.task=classification if the target is a label",
@@ -421,7 +267,7 @@ def _target(
     if unseen and test is not None:
         notes.append(
             f"{test.where} has classes that {train.where} lacks: "
-            f"{_listing([names[i] for i in unseen])} (no model can predict them)"
+            f"{listing([names[i] for i in unseen])} (no model can predict them)"
         )
     return y, "classification", names
 
@@ -435,15 +281,11 @@ def _select_features(
     window: int | None,
 ) -> list[str]:
     """The feature columns: those given, or every column but the target, ``drop`` and ``group``."""
-    table.column(target, "target ")
+    table.column(target, "target ", "dataset.target")
     for name in drop:
-        try:
-            table.column(name, "")
-        except DataError as error:
-            error.key = "dataset.drop"
-            raise
+        table.column(name, "", "dataset.drop")
     if group is not None:
-        table.column(group, "group ")
+        table.column(group, "group ", "dataset.group")
     if features is None:
         if window is not None:
             return []  # a windowed series predicts from its own past unless told otherwise
@@ -458,11 +300,7 @@ def _select_features(
             )
         return chosen
     for name in features:
-        try:
-            table.column(name, "feature ")
-        except DataError as error:
-            error.key = "dataset.features"
-            raise
+        table.column(name, "feature ", "dataset.features")
         if name == target or name in drop:
             raise DataError(
                 table.where,
@@ -508,7 +346,7 @@ def _windowed(
                 raise bad_rows(
                     table.where,
                     column,
-                    "hold a value that is not a (finite) number",
+                    "a value that is not a (finite) number",
                     table.lines[~finite],
                     table.frame[column][~finite].tolist(),
                     fix="A windowed series must be numbers",
@@ -534,9 +372,9 @@ def _windowed(
     test_index = np.arange(n_train - window, len(y)) if test is not None else None
     ignored = [c for c in train.columns if c not in channels]
     notes.append(
-        f"window: the previous {window} values of {_listing(channels)} predict the next "
+        f"window: the previous {window} values of {listing(channels)} predict the next "
         f"{target!r}: {len(y)} rows in file order"
-        + (f" (columns not used: {_listing(ignored)})" if ignored else "")
+        + (f" (columns not used: {listing(ignored)})" if ignored else "")
     )
     if task == "auto":
         task = "regression"
@@ -571,9 +409,9 @@ def csv(
     ``window=N`` turns the target series into (previous N values → next value) rows.
     """
     task, missing = plain(task), plain(missing)
-    drop_names = _names(drop) or []
-    feature_names = _names(features)
-    categorical_names = _names(categorical)
+    drop_names = as_names(drop) or []
+    feature_names = as_names(features)
+    categorical_names = as_names(categorical)
     na = {str(v).strip() for v in na_values}
     train = read_table(str(path), sep, "dataset.path")
     test = read_table(str(test_path), sep, "dataset.test_path") if test_path else None
@@ -604,7 +442,7 @@ def csv(
             name=Path(path).stem,
             X=X,
             y=y,
-            task=task,  # type: ignore[arg-type]
+            task=task,
             class_names=class_names,
             test_index=test_index,
             source=str(path),
@@ -620,7 +458,7 @@ def csv(
                     f"dataset.categorical names {name!r}, which is not a feature column",
                     column=name,
                     key="dataset.categorical",
-                    fix=f"Feature columns: {_listing(chosen)}",
+                    fix=f"Feature columns: {listing(chosen)}",
                 )
     required = [target, *([group] if group else [])]
     train, dropped = _handle_missing(train, chosen, required, missing, na)
@@ -640,7 +478,7 @@ def csv(
         name=Path(path).stem,
         X=X,
         y=y,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         class_names=class_names,
         feature_names=chosen,
         test_index=np.arange(n_train, len(y)) if test is not None else None,
