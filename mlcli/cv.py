@@ -255,8 +255,24 @@ def plan(dataset: Dataset, splitter: Any, test_fraction: float, seed: int) -> Pl
     """
     where = _where(dataset)
     concrete = resolve(splitter, dataset)
+    ordered = is_ordered(concrete, dataset)
+    stratified_test = dataset.test_index is None and test_fraction > 0 and not ordered
+    if stratified_test and dataset.groups is None and dataset.task == "classification":
+        counts = np.bincount(dataset.y, minlength=dataset.n_classes)
+        single = [i for i, c in enumerate(counts) if c == 1]
+        if single:
+            labels = ", ".join(repr(dataset.class_names[i]) if dataset.class_names else str(i)
+                               for i in single)  # fmt: skip
+            raise DataError(
+                where,
+                f"{len(single)} class(es) have a single row ({labels}); a test split stratified "
+                "by class needs at least 2 rows of each",
+                n_bad=len(single),
+                key="dataset.test_fraction",
+                fix="Add rows of those classes, leave them out, or set dataset.test_fraction=0",
+            )
     try:
-        dev, test = hold_out_test(dataset, test_fraction, seed, is_ordered(concrete, dataset))
+        dev, test = hold_out_test(dataset, test_fraction, seed, ordered)
     except ValueError as error:  # e.g. a class with one row cannot be stratified
         raise DataError(
             where,

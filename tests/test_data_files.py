@@ -88,6 +88,8 @@ BAD_DATA = [
      ["data.csv", "9 rows are left", "setting aside 3 test rows", "fewer than the 10 folds"]),
     ("regression-target-text", _edit(8, "7,3.5,4,high"), ["dataset.task=regression"],
      ["data.csv", "column 'target'", "1 row ", "line 8", "'high'"]),
+    ("class-with-one-row", "x,target\n1,a\n2,a\n3,b\n4,a\n5,c\n6,b\n7,a\n8,b\n", [],
+     ["data.csv", "1 class(es) have a single row ('c')", "dataset.test_fraction=0"]),
     ("group-without-column", GOOD, ["cv=group"], ["data.csv", "no group column", "dataset.group"]),
     ("not-utf8", "x,target\n1,0\n", [], ["data.csv", "not UTF-8", "line 3"]),
 ]  # fmt: skip

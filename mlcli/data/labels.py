@@ -47,6 +47,7 @@ def encode_labels(values: np.ndarray, numeric: bool) -> tuple[np.ndarray, list[s
         classes, index = np.unique(numbers, return_inverse=True)
         names = [f"{c:g}" for c in classes]
     else:
-        classes, index = np.unique(values.astype(str), return_inverse=True)
+        text = values if values.dtype.kind in "UT" else values.astype(str)  # T: StringDType
+        classes, index = np.unique(text, return_inverse=True)
         names = [str(c) for c in classes]
     return index.astype(np.int64), names

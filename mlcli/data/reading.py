@@ -1,8 +1,9 @@
 """Read a CSV file into text cells, knowing the line each row starts on.
 
 Python's ``csv`` module parses (it reports the line of every record, so short and long rows,
-quoted newlines and blank lines are all accounted for); pandas holds the cells as text for the
-column checks that follow. The header is line 1.
+quoted newlines and blank lines are all accounted for); each column is then held as a numpy
+string array, so the checks that follow (missing cells, numbers) are vectorized. The header is
+line 1.
 """
 
 from __future__ import annotations
@@ -53,15 +54,19 @@ def existing_file(path: str, key: str) -> Path:
 
 @dataclass
 class Table:
-    """A CSV file's cells as text (stripped), with the line each row starts on."""
+    """A CSV file's cells as text (stripped), one numpy string array a column, with the line
+    each row starts on."""
 
     where: str
     key: str
     columns: list[str]
-    frame: Any  # pandas.DataFrame of str
+    cells: dict[str, np.ndarray]
     lines: np.ndarray
     header_line: int
     sha256: str
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self.cells[column]
 
     def subset(self, keep: np.ndarray) -> Table:
         """The rows where ``keep`` is true."""
@@ -69,7 +74,7 @@ class Table:
             self.where,
             self.key,
             self.columns,
-            self.frame[keep].reset_index(drop=True),
+            {name: cells[keep] for name, cells in self.cells.items()},
             self.lines[keep],
             self.header_line,
             self.sha256,
@@ -95,8 +100,6 @@ class Table:
 
 def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
     """Read a CSV file with a header line into text cells; every row has the header's width."""
-    import pandas as pd
-
     file = existing_file(path, key)
     raw = file.read_bytes()
     try:
@@ -174,13 +177,17 @@ def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
             fix=f"Every row needs one value per column; quote values that contain {sep!r}",
             key=key,
         )
-    frame = pd.DataFrame(records, columns=columns, dtype=str)
-    frame = frame.apply(lambda cells: cells.str.strip())  # " 3.5" is 3.5, " red" is "red"
+    # numpy's variable-width strings: vectorized strip, compare and float parsing
+    strings = np.dtypes.StringDType()
+    cells = {
+        name: np.strings.strip(np.array(column, dtype=strings))  # " 3.5" is 3.5, " red" is "red"
+        for name, column in zip(columns, zip(*records, strict=True), strict=True)
+    }
     return Table(
         path,
         key,
         columns,
-        frame,
+        cells,
         np.asarray(lines, dtype=np.int64),
         header_line,
         hashlib.sha256(raw).hexdigest(),

@@ -7,7 +7,7 @@ Nothing is silently turned into NaN: an empty or ``NA`` cell is an error unless
 is always an error.
 
 The file is read by :mod:`mlcli.data.reading` (which knows the line each row starts on) and
-checked column by column with pandas.
+checked column by column with vectorized numpy operations.
 """
 
 from __future__ import annotations
@@ -32,36 +32,57 @@ _MISSING_FIX = (
 )
 
 
-def _numbers(text: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Cells parsed as float64 and whether each one is a finite number."""
-    import pandas as pd
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
 
-    numbers = pd.to_numeric(text, errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan, copy=True
-    )
+
+def _numbers(cells: np.ndarray, is_na: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cells parsed as float64 (NaN where missing or not a number); which are finite numbers.
+
+    Python's ``float`` rules throughout: numpy's cast on the fast path, ``float`` per cell when
+    some cell is not a number.
+    """
+    if is_na is not None and is_na.any():
+        cells = cells.copy()
+        cells[is_na] = "nan"
+    try:
+        numbers = cells.astype(np.float64)
+    except ValueError:
+        numbers = np.array([_float(c) for c in cells.tolist()], dtype=np.float64)
     return numbers, np.isfinite(numbers)
 
 
-def _missing_cells(table: Table, used: list[str], na: set[str]) -> Any:
-    """A boolean frame: which cells of ``used`` are empty or an NA marker."""
-    return table.frame[used].isin(na)
+def _is_na(cells: np.ndarray, na: set[str]) -> np.ndarray:
+    """Which cells are empty or an NA marker."""
+    missing = np.zeros(len(cells), dtype=bool)
+    for marker in na:
+        missing |= cells == marker
+    return missing
 
 
-def _refuse_missing(table: Table, used: list[str], is_na: Any, fix: str) -> None:
+def _missing_cells(table: Table, used: list[str], na: set[str]) -> dict[str, np.ndarray]:
+    """For each column of ``used``: which cells are empty or an NA marker."""
+    return {column: _is_na(table[column], na) for column in used}
+
+
+def _refuse_missing(table: Table, used: list[str], is_na: dict[str, np.ndarray], fix: str) -> None:
     bad_columns = [c for c in used if is_na[c].any()]
     if not bad_columns:
         return
     # Name the column of the earliest bad cell; list the others (by first bad line) in the fix.
-    bad_columns.sort(key=lambda c: int(np.argmax(is_na[c].to_numpy())))
+    bad_columns.sort(key=lambda c: int(np.argmax(is_na[c])))
     column, others = bad_columns[0], bad_columns[1:]
-    mask = is_na[column].to_numpy()
+    mask = is_na[column]
     also = f"Columns {listing(others)} have missing cells too. " if others else ""
     raise bad_rows(
         table.where,
         column,
         "an empty or NA cell",
         table.lines[mask],
-        table.frame[column][mask].tolist(),
+        table[column][mask].tolist(),
         fix=also + fix,
         key=table.key,
     )
@@ -76,12 +97,14 @@ def _handle_missing(
     """
     used = [*required, *features]
     is_na = _missing_cells(table, used, na)
-    if not is_na.to_numpy().any():
+    if not any(mask.any() for mask in is_na.values()):
         return table, []
     if missing == "error":
         _refuse_missing(table, used, is_na, _MISSING_FIX)
     drop_if = used if missing == "drop" else required
-    drop = is_na[drop_if].any(axis=1).to_numpy() if drop_if else np.zeros(len(table.lines), bool)
+    drop = np.zeros(len(table.lines), dtype=bool)
+    for column in drop_if:
+        drop |= is_na[column]
     notes = []
     if drop.any():
         lines = table.lines[drop]
@@ -101,7 +124,7 @@ def _handle_missing(
         )
     table = table.subset(~drop)
     if missing == "mean":
-        n_cells = int(is_na[features].to_numpy()[~drop].sum())
+        n_cells = sum(int(is_na[c][~drop].sum()) for c in features)
         if n_cells:
             notes.append(
                 f"{n_cells} missing feature cells of {table.where} are imputed per fold with the "
@@ -140,10 +163,14 @@ def _feature_matrix(
     inferred: list[str] = []
     id_like: list[str] = []
     for j, column in enumerate(features):
-        text = train.frame[column]
-        is_na = text.isin(na).to_numpy()
-        numbers, finite = _numbers(text)
-        present = finite[~is_na]
+        # Each table's column parsed once: text, missing cells, numbers, finite numbers.
+        parsed = []
+        for table in tables:
+            text = table[column]
+            is_na = _is_na(text, na)
+            parsed.append((table, text, is_na, *_numbers(text, is_na)))
+        _, _, train_na, _, train_finite = parsed[0]
+        present = train_finite[~train_na]
         if categorical is not None:
             is_categorical = column in categorical
         else:  # inferred: a column whose values are mostly not numbers holds categories
@@ -152,20 +179,15 @@ def _feature_matrix(
                 inferred.append(column)
         if is_categorical:
             positions.append(j)
-            texts = [t.frame[column].to_numpy(dtype=object) for t in tables]
-            missing = [t.frame[column].isin(na).to_numpy() for t in tables]
-            values = np.concatenate(texts)
-            is_missing = np.concatenate(missing)
-            categories = np.unique(values[~is_missing].astype(str))
-            codes = np.searchsorted(categories, values.astype(str)).astype(np.float32)
+            values = np.concatenate([text for _, text, *_ in parsed])
+            is_missing = np.concatenate([is_na for _, _, is_na, _, _ in parsed])
+            categories = np.unique(values[~is_missing])
+            codes = np.searchsorted(categories, values).astype(np.float32)
             codes[is_missing] = np.nan
             X[:, j] = codes
             continue
         start = 0
-        for table in tables:
-            text = table.frame[column]
-            is_na = text.isin(na).to_numpy()
-            numbers, finite = _numbers(text)
+        for table, text, is_na, numbers, finite in parsed:
             bad = ~finite & ~is_na
             if bad.any():
                 raise bad_rows(
@@ -209,7 +231,7 @@ def _target(
 ) -> tuple[np.ndarray, str, list[str] | None]:
     """The target as class indices or floats; the task, inferred (and said so) when ``auto``."""
     tables = [t for t in (train, test) if t is not None]
-    text = train.frame[target]
+    text = train[target]
     numbers, finite = _numbers(text)
     if task == "auto":
         if finite.all():
@@ -229,7 +251,7 @@ def _target(
             )
         task = guess.task
         notes.append(f"task: {task} (inferred: {guess.reason})")
-    parsed = [_numbers(t.frame[target]) for t in tables]
+    parsed = [_numbers(t[target]) for t in tables]
     if task == "regression":
         for table, (_, ok) in zip(tables, parsed, strict=True):
             if not ok.all():
@@ -238,7 +260,7 @@ def _target(
                     target,
                     "a regression target that is not a (finite) number",
                     table.lines[~ok],
-                    table.frame[target][~ok].tolist(),
+                    table[target][~ok].tolist(),
                     fix="Fix them, or set dataset.task=classification if the target is a label",
                     key=table.key,
                 )
@@ -247,7 +269,7 @@ def _target(
     values = (
         np.concatenate([n for n, _ in parsed])
         if numeric
-        else np.concatenate([t.frame[target].to_numpy(dtype=object) for t in tables])
+        else np.concatenate([t[target] for t in tables])
     )
     y, names = encode_labels(values, numeric)
     train_classes = np.unique(y[: len(train.lines)])
@@ -341,14 +363,14 @@ def _windowed(
         )
         block = np.empty((len(table.lines), len(channels)), dtype=np.float64)
         for j, column in enumerate(channels):
-            numbers, finite = _numbers(table.frame[column])
+            numbers, finite = _numbers(table[column])
             if not finite.all():
                 raise bad_rows(
                     table.where,
                     column,
                     "a value that is not a (finite) number",
                     table.lines[~finite],
-                    table.frame[column][~finite].tolist(),
+                    table[column][~finite].tolist(),
                     fix="A windowed series must be numbers",
                     key=table.key,
                 )
@@ -471,7 +493,7 @@ def csv(
     n_train = len(train.lines)
     groups = None
     if group is not None:
-        _, codes = np.unique(train.frame[group].to_numpy(dtype=str), return_inverse=True)
+        _, codes = np.unique(train[group], return_inverse=True)
         groups = np.concatenate([codes, np.full(len(y) - n_train, -1)]).astype(np.int64)
         notes.append(f"groups: {int(codes.max()) + 1} distinct values of {group!r}")
     return Dataset(
