@@ -315,3 +315,28 @@ def test_readme_data_and_cv_examples_run(cli, tmp_path):
         assert result.exit_code == 0, (args, result.output)
     states = [json.loads(p.read_text())["state"] for p in tmp_path.rglob("status.json")]
     assert states == ["COMPLETED"] * len(commands)
+
+
+def _quoted_header(text: str) -> str:
+    """The same file with its header's names quoted: read by Python's csv module, not pandas."""
+    header, rest = text.split("\n", 1)
+    return ",".join(f'"{name}"' for name in header.split(",")) + "\n" + rest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [GOOD, GOOD.replace("\n", "\r\n"), "value\n1\n2\n\n3\n\n"]
+    + [case[1] for case in BAD_DATA if case[1] is not None and case[0] != "not-utf8"],
+)
+def test_files_with_and_without_quotes_read_the_same(tmp_path, text):
+    """Unquoted files are parsed by pandas' C parser, quoted ones by Python's csv module."""
+    results = []
+    for name, content in (("plain.csv", text), ("quoted.csv", _quoted_header(text))):
+        path = _write(tmp_path, content, name)
+        target = "target" if "target" in text else "value"
+        try:
+            dataset = csv(str(path), target, missing="error")
+            results.append((dataset.X.tolist(), dataset.y.tolist(), dataset.task))
+        except DataError as error:
+            results.append((error.column, error.n_bad, error.line, error.problem))
+    assert results[0] == results[1]

@@ -99,7 +99,18 @@ class Table:
 
 
 def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
-    """Read a CSV file with a header line into text cells; every row has the header's width."""
+    """Read a CSV file with a header line into text cells; every row has the header's width.
+
+    ``sep`` is one character; ``tab`` (or ``\\t`` as typed on a command line) means a tab.
+    """
+    sep = {"tab": "\t", "\\t": "\t"}.get(sep, sep)
+    if len(sep) != 1:
+        raise DataError(
+            path,
+            f"dataset.sep={sep!r} is not one character",
+            fix="Use e.g. dataset.sep=';' or dataset.sep=tab",
+            key="dataset.sep",
+        )
     file = existing_file(path, key)
     raw = file.read_bytes()
     try:
@@ -113,6 +124,88 @@ def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
             fix='Save it as UTF-8 ("CSV UTF-8" in spreadsheet programs)',
             key=key,
         ) from None
+    quoted = '"' in text
+    header, header_line, records, lines = (
+        _quoted_records(path, key, text, sep) if quoted else _plain_lines(text, sep)
+    )
+    if header is None:
+        raise DataError(path, "is empty (no header line)", fix="The first line names the columns")
+    columns = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
+    for name in columns:
+        if columns.count(name) > 1:
+            raise DataError(
+                path,
+                f"the header (line {header_line}) names column {name!r} twice",
+                column=name,
+                line=header_line,
+                fix="Give every column its own name",
+                key=key,
+            )
+    if not records:
+        raise DataError(path, "has a header but no data rows", line=header_line, key=key)
+    if quoted:
+        widths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
+    else:  # without quotes, a line's fields are its separators plus one
+        widths = np.fromiter((r.count(sep) + 1 for r in records), np.int64, len(records))
+    wrong = np.flatnonzero(widths != len(columns))
+    if wrong.size:
+        first = int(wrong[0])
+        width = int(widths[first])
+        if width < len(columns):
+            column: str | None = columns[width]
+            detail = f"{width} fields, column {columns[width]!r} onwards missing"
+        else:
+            column = None
+            detail = f"{width} fields, an extra field after the last column {columns[-1]!r}"
+        raise DataError(
+            path,
+            f"{wrong.size} {'row has' if wrong.size == 1 else 'rows have'} a different number of "
+            f"fields than the header's {len(columns)} (first at line {lines[first]}: {detail})",
+            column=column,
+            n_bad=int(wrong.size),
+            line=lines[first],
+            fix=f"Every row needs one value per column; quote values that contain {sep!r}",
+            key=key,
+        )
+    if quoted:
+        cells = {
+            name: strip_text(np.array(column, dtype=TEXT))
+            for name, column in zip(columns, zip(*records, strict=True), strict=True)
+        }
+    else:
+        cells = _parse_plain(records, sep, columns)  # type: ignore[arg-type]
+    return Table(
+        path,
+        key,
+        columns,
+        cells,
+        np.asarray(lines, dtype=np.int64),
+        header_line,
+        hashlib.sha256(raw).hexdigest(),
+    )
+
+
+TEXT = np.dtypes.StringDType()
+"""numpy's variable-width strings: vectorized strip, compare and float parsing."""
+
+
+def strip_text(cells: np.ndarray) -> np.ndarray:
+    """Cells without surrounding spaces: " 3.5" is 3.5, " red" is "red"."""
+    return np.strings.strip(cells)
+
+
+def as_text(cells: np.ndarray) -> np.ndarray:
+    """A column as text, whether it was read as numbers or as strings."""
+    if cells.dtype.kind in "iuf":
+        return np.array([str(v) for v in cells.tolist()], dtype=TEXT)
+    return cells
+
+
+def _quoted_records(
+    path: str, key: str, text: str, sep: str
+) -> tuple[list[str] | None, int, list[list[str]], list[int]]:
+    """(header, its line, records, each record's first line) with Python's csv module, which
+    follows quoted separators and newlines."""
     reader = csv_module.reader(io.StringIO(text, newline=""), delimiter=sep)
     header: list[str] | None = None
     header_line = 1
@@ -141,54 +234,75 @@ def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
         ) from None
     while blanks and blanks[-1]:  # blank lines at the end of the file are not rows
         records.pop(), lines.pop(), blanks.pop()
-    if header is None:
-        raise DataError(path, "is empty (no header line)", fix="The first line names the columns")
-    columns = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
-    for name in columns:
-        if columns.count(name) > 1:
-            raise DataError(
-                path,
-                f"the header (line {header_line}) names column {name!r} twice",
-                column=name,
-                line=header_line,
-                fix="Give every column its own name",
-                key=key,
-            )
-    if not records:
-        raise DataError(path, "has a header but no data rows", line=header_line, key=key)
-    widths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
-    wrong = np.flatnonzero(widths != len(columns))
-    if wrong.size:
-        first = int(wrong[0])
-        width = int(widths[first])
-        if width < len(columns):
-            column: str | None = columns[width]
-            detail = f"{width} fields, column {columns[width]!r} onwards missing"
-        else:
-            column = None
-            detail = f"{width} fields, an extra field after the last column {columns[-1]!r}"
-        raise DataError(
-            path,
-            f"{wrong.size} {'row has' if wrong.size == 1 else 'rows have'} a different number of "
-            f"fields than the header's {len(columns)} (first at line {lines[first]}: {detail})",
-            column=column,
-            n_bad=int(wrong.size),
-            line=lines[first],
-            fix=f"Every row needs one value per column; quote values that contain {sep!r}",
-            key=key,
+    return header, header_line, records, lines
+
+
+def _plain_lines(text: str, sep: str) -> tuple[list[str] | None, int, list[str], list[int]]:
+    """The same as :func:`_quoted_records` for a file without quotes, where every line is a row:
+    the rows stay lines of text (pandas parses their fields)."""
+    header: list[str] | None = None
+    header_line = 1
+    rows: list[str] = []
+    lines: list[int] = []
+    blanks: list[bool] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        blank = not line.strip()
+        if header is None:
+            if not blank:
+                header, header_line = [name.strip() for name in line.split(sep)], number
+            continue
+        if blank and len(header) > 1:  # as in _quoted_records
+            continue
+        rows.append("" if blank else line)
+        lines.append(number)
+        blanks.append(blank)
+    while blanks and blanks[-1]:
+        rows.pop(), lines.pop(), blanks.pop()
+    return header, header_line, rows, lines
+
+
+def _parse_plain(rows: list[str], sep: str, columns: list[str]) -> dict[str, np.ndarray]:
+    """Fields of unquoted rows with pandas' C parser: a column of clean numbers arrives as
+    numbers; any other column (text, empty cells, NA markers, inf, true/false) as stripped text,
+    exactly as written."""
+    import pandas as pd
+
+    body = ("\n".join(rows) + "\n").encode("utf-8")  # bytes: a StringIO would hold 4 bytes a char
+
+    def read(as_text: list[str]) -> Any:
+        return pd.read_csv(
+            io.BytesIO(body),
+            encoding="utf-8",
+            sep=sep,
+            header=None,
+            names=columns,
+            index_col=False,
+            dtype=dict.fromkeys(as_text, str) or None,
+            na_filter=False,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            quoting=csv_module.QUOTE_NONE,
+            low_memory=False,
+            engine="c",
         )
-    # numpy's variable-width strings: vectorized strip, compare and float parsing
-    strings = np.dtypes.StringDType()
-    cells = {
-        name: np.strings.strip(np.array(column, dtype=strings))  # " 3.5" is 3.5, " red" is "red"
-        for name, column in zip(columns, zip(*records, strict=True), strict=True)
-    }
-    return Table(
-        path,
-        key,
-        columns,
-        cells,
-        np.asarray(lines, dtype=np.int64),
-        header_line,
-        hashlib.sha256(raw).hexdigest(),
-    )
+
+    def numbers(values: np.ndarray) -> bool:
+        if values.dtype.kind in "iu":
+            return True
+        return values.dtype.kind == "f" and bool(np.isfinite(values).all())
+
+    frame = read([])
+    retry = [
+        c for c in columns if frame[c].dtype.kind in "iufb" and not numbers(frame[c].to_numpy())
+    ]
+    if retry:  # inf, nan or true/false read as values: keep those columns' text as written
+        frame = read(retry)
+    cells = {}
+    for name in columns:
+        values = frame[name].to_numpy()
+        if numbers(values) and name not in retry:
+            cells[name] = values
+        else:
+            cells[name] = strip_text(np.asarray(values, dtype=object).astype(TEXT))
+    return cells

@@ -21,7 +21,7 @@ import numpy as np
 from mlcli.data.base import Dataset
 from mlcli.data.errors import DataError, bad_rows
 from mlcli.data.labels import TaskGuess, encode_labels, infer_task
-from mlcli.data.reading import Table, as_names, listing, plain, read_table
+from mlcli.data.reading import Table, as_names, as_text, listing, plain, read_table
 
 DEFAULT_NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 """Cells that count as missing (after stripping spaces)."""
@@ -45,6 +45,9 @@ def _numbers(cells: np.ndarray, is_na: np.ndarray | None = None) -> tuple[np.nda
     Python's ``float`` rules throughout: numpy's cast on the fast path, ``float`` per cell when
     some cell is not a number.
     """
+    if cells.dtype.kind in "iuf":  # read as numbers already
+        numbers = cells.astype(np.float64)
+        return numbers, np.isfinite(numbers)
     if is_na is not None and is_na.any():
         cells = cells.copy()
         cells[is_na] = "nan"
@@ -58,6 +61,8 @@ def _numbers(cells: np.ndarray, is_na: np.ndarray | None = None) -> tuple[np.nda
 def _is_na(cells: np.ndarray, na: set[str]) -> np.ndarray:
     """Which cells are empty or an NA marker."""
     missing = np.zeros(len(cells), dtype=bool)
+    if cells.dtype.kind in "iuf":  # a column read as numbers has no such cell
+        return missing
     for marker in na:
         missing |= cells == marker
     return missing
@@ -179,7 +184,7 @@ def _feature_matrix(
                 inferred.append(column)
         if is_categorical:
             positions.append(j)
-            values = np.concatenate([text for _, text, *_ in parsed])
+            values = np.concatenate([as_text(text) for _, text, *_ in parsed])
             is_missing = np.concatenate([is_na for _, _, is_na, _, _ in parsed])
             categories = np.unique(values[~is_missing])
             codes = np.searchsorted(categories, values).astype(np.float32)
@@ -269,7 +274,7 @@ def _target(
     values = (
         np.concatenate([n for n, _ in parsed])
         if numeric
-        else np.concatenate([t[target] for t in tables])
+        else np.concatenate([as_text(t[target]) for t in tables])
     )
     y, names = encode_labels(values, numeric)
     train_classes = np.unique(y[: len(train.lines)])
@@ -331,6 +336,10 @@ def _select_features(
                 column=name,
                 key="dataset.features",
             )
+    if not features and window is None:
+        raise DataError(
+            table.where, "dataset.features is empty", key="dataset.features", fix="Name some"
+        )
     return features
 
 
