@@ -136,6 +136,16 @@ def test_missing_drop_and_mean(tmp_path):
     assert any("2 missing feature cells" in n for n in imputed.notes)
 
 
+def test_a_numeric_missing_marker_counts_as_missing(tmp_path):
+    path = _write(tmp_path, "a,b,target\n1,2,0\n-999,3,1\n4,5,0\n6,7,1\n")
+    with pytest.raises(
+        DataError, match=r"column 'a': an empty or NA cell in 1 row \(first at line 3"
+    ):
+        csv(str(path), "target", na_values=["", "-999"])
+    imputed = csv(str(path), "target", na_values=["-999"], missing="mean")
+    assert np.isnan(imputed.X[1, 0]) and imputed.X[0, 0] == 1
+
+
 def test_categorical_columns_are_inferred_and_one_hot_per_fold(compose, tmp_path):
     rng = np.random.default_rng(0)
     colors = rng.choice(["red", "green", "blue"], size=60)

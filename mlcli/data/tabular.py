@@ -61,7 +61,10 @@ def _numbers(cells: np.ndarray, is_na: np.ndarray | None = None) -> tuple[np.nda
 def _is_na(cells: np.ndarray, na: set[str]) -> np.ndarray:
     """Which cells are empty or an NA marker."""
     missing = np.zeros(len(cells), dtype=bool)
-    if cells.dtype.kind in "iuf":  # a column read as numbers has no such cell
+    if cells.dtype.kind in "iuf":  # a column read as numbers: only numeric markers (-999)
+        for number in {_float(marker) for marker in na}:
+            if np.isfinite(number):
+                missing |= cells == number
         return missing
     for marker in na:
         missing |= cells == marker
