@@ -41,6 +41,13 @@ class ByTask:
         """Number of folds (the same for both choices)."""
         return int(self.regression.get_n_splits())
 
+    def split(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: which splitter applies depends on the task (use :func:`resolve` first)."""
+        raise TypeError(
+            "this splitter depends on the task (cv.stratify=null): call "
+            "mlcli.cv.resolve(splitter, dataset) or mlcli.cv.make_folds(...) instead"
+        )
+
 
 @dataclass
 class NeedsClasses:
@@ -52,6 +59,10 @@ class NeedsClasses:
     def get_n_splits(self, *args: Any, **kwargs: Any) -> int:
         """Number of folds."""
         return int(self.splitter.get_n_splits())
+
+    def split(self, X: Any, y: Any = None, groups: Any = None) -> Any:
+        """The stratified splitter's folds (``y`` holds class labels)."""
+        return self.splitter.split(X, y, groups)
 
 
 def _by_task(stratify: bool | None, stratified: Any, plain: Any, option: str) -> Any:
@@ -308,7 +319,8 @@ def plan(dataset: Dataset, splitter: Any, test_fraction: float, seed: int) -> Pl
     if isinstance(concrete, RepeatedKFold | RepeatedStratifiedKFold):
         n_splits = int(concrete.cvargs["n_splits"])
     # TimeSeriesSplit trains its first fold on rows before the first val block: one row more.
-    if len(dev) < n_splits + int(isinstance(concrete, TimeSeriesSplit)):
+    extra = int(isinstance(concrete, TimeSeriesSplit))
+    if len(dev) < n_splits + extra:
         held = f" after setting aside {len(test)} test rows" if len(test) else ""
         raise DataError(
             where,
@@ -316,7 +328,7 @@ def plan(dataset: Dataset, splitter: Any, test_fraction: float, seed: int) -> Pl
             f"{n_splits} folds of cv",
             n_bad=len(dev),
             key="cv.n_splits",
-            fix=f"Use fewer folds (cv.n_splits={max(2, len(dev) - 1)}), a smaller "
+            fix=f"Use fewer folds (cv.n_splits={max(2, len(dev) - extra)}), a smaller "
             "dataset.test_fraction, or more data",
         )
     try:
