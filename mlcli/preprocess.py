@@ -2,10 +2,15 @@
 
 Feature scaling (``dataset.normalize``) and the regression target's standardization are fitted on
 ``train_idx`` and applied to the fold's val and test rows, so nothing about val/test leaks in.
+Tables with categorical columns or missing cells (``dataset=csv``) go through a scikit-learn
+``ColumnTransformer`` fitted the same way: mean imputation and scaling of the numeric columns,
+most-frequent imputation and one-hot encoding (unknown categories -> all zeros) of the
+categorical ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -41,6 +46,59 @@ class Normalizer:
         return (x - self.shift) / self.scale
 
 
+def needs_table_encoder(dataset: Dataset) -> bool:
+    """Categorical columns or missing cells: preprocess with :func:`table_encoder`."""
+    return bool(dataset.categorical) or bool(np.isnan(dataset.X).any())
+
+
+def table_encoder(kind: str, n_features: int, categorical: tuple[int, ...]) -> Any:
+    """An unfitted ``ColumnTransformer`` for a flat table of numbers and category codes.
+
+    Numeric columns: mean imputation, then ``kind`` scaling (standard | minmax | none);
+    categorical columns: most-frequent imputation, then one-hot encoding. Fit it on a fold's
+    training rows only.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+
+    scalers = {"standard": StandardScaler(), "minmax": MinMaxScaler(), "none": "passthrough"}
+    numeric = [j for j in range(n_features) if j not in categorical]
+    return ColumnTransformer(
+        [
+            (
+                "numeric",
+                make_pipeline(
+                    SimpleImputer(strategy="mean", keep_empty_features=True), scalers[kind]
+                ),
+                numeric,
+            ),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                ),
+                list(categorical),
+            ),
+        ],
+        sparse_threshold=0.0,
+    )
+
+
+def fold_scaler(
+    dataset: Dataset, train_idx: np.ndarray, dataset_cfg: Any
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The feature transform of one fold, fitted on ``train_idx`` alone."""
+    kind = enum_name(dataset_cfg.get("normalize", "standard"))
+    if not needs_table_encoder(dataset):
+        return Normalizer(kind, dataset.X[train_idx])
+    encoder = table_encoder(kind, dataset.X.shape[1], dataset.categorical)
+    encoder.fit(dataset.X[train_idx])
+    return lambda x: np.asarray(encoder.transform(x), dtype=np.float32)
+
+
 def fold_tensors(
     dataset: Dataset,
     train_idx: np.ndarray,
@@ -50,7 +108,7 @@ def fold_tensors(
     device: torch.device,
 ) -> FoldData:
     """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
-    scaler = Normalizer(enum_name(dataset_cfg.get("normalize", "standard")), dataset.X[train_idx])
+    scaler = fold_scaler(dataset, train_idx, dataset_cfg)
     mean, std = 0.0, 1.0
     y = dataset.y
     if dataset.task == "regression" and dataset_cfg.get("normalize_target", True):

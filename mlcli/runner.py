@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import random
@@ -27,13 +28,14 @@ from mlcli import results, security
 from mlcli.analysis import loss_function
 from mlcli.build import check_target, find_targets, instantiate, root_cause
 from mlcli.config import NON_RESULT_KEYS
-from mlcli.cv import hold_out_test, make_folds
+from mlcli.cv import plan
 from mlcli.data.base import Dataset
+from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
+from mlcli.data.loading import build_dataset, split_config
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import DivergedError, batches_per_epoch, fit
 
-# Dataset keys read by the runner rather than the dataset's builder.
-RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
+log = logging.getLogger("mlcli")
 
 
 def run_key(cfg: DictConfig) -> str:
@@ -106,17 +108,6 @@ class RunOutcome:
     run_dir: Path
     summary: dict[str, tuple[float, float]] = field(default_factory=dict)
     error: str | None = None
-
-
-def build_dataset(cfg: DictConfig) -> Dataset:
-    """Build ``cfg.dataset`` with its builder (the runner's own keys removed)."""
-    node = OmegaConf.masked_copy(
-        cfg.dataset, [k for k in cfg.dataset if k not in RUNNER_DATASET_KEYS]
-    )
-    dataset = instantiate(node, "dataset", cfg.get("allow_targets", []))
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset._target_ returned {type(dataset).__name__}, not mlcli Dataset")
-    return dataset
 
 
 def run(
@@ -195,16 +186,19 @@ def run(
         status["device"] = str(device)
         seed_everything(int(cfg.seed))
         dataset = build_dataset(cfg)
-        dev_idx, test_idx = hold_out_test(
-            dataset, float(cfg.dataset.get("test_fraction", 0.0)), int(cfg.dataset.get("seed", 0))
-        )
         splitter = instantiate(cfg.cv, "cv", cfg.get("allow_targets", []))
-        folds = make_folds(splitter, dataset, dev_idx)
+        # The test split is set aside before any fold is made (mlcli.cv.plan).
+        split = plan(dataset, splitter, *split_config(cfg))
+        folds, test_idx = split.folds, split.test
+        for note in [*dataset.notes, f"folds: {split.splitter!r}"]:
+            log.info("%s", note)
         status.update(
             task=dataset.task,
             metric=selection_metric(str(cfg.metric), dataset.task),
             n_folds=len(folds),
             n_test=len(test_idx),
+            splitter=repr(split.splitter),
+            data_notes=list(dataset.notes),
         )
         if reporter is not None:
             reporter.start(len(folds), int(cfg.epochs), done_folds, status["metric"])
@@ -255,7 +249,12 @@ def _run_fold(
     fold_seed = derived_seed(int(cfg.seed), fold)
     seed_everything(fold_seed)
     model = instantiate(
-        cfg.model, "model", allow, in_shape=dataset.in_shape, out_features=dataset.out_features
+        cfg.model,
+        "model",
+        allow,
+        # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
+        in_shape=tuple(data.x_train.shape[1:]),
+        out_features=dataset.out_features,
     ).to(device)
     optimizer = instantiate(cfg.optim, "optim", allow)(model.parameters())
     steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))

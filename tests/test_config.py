@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,9 +26,21 @@ def test_every_option_file_has_a_usage_comment_and_a_target():
         assert "_target_:" in text, (group, option)
 
 
+def _needs_a_file(option: str) -> list[str]:
+    """Overrides that point dataset=csv/npz at a sample file (npz written to the test's cwd)."""
+    if option == "csv":
+        homework = Path(__file__).parent / "data" / "homework.csv"
+        return [f"dataset.path={homework}", "dataset.target=target", "dataset.drop=[id]"]
+    if option == "npz":
+        rng = np.random.default_rng(0)
+        np.savez("sample.npz", X=rng.normal(size=(40, 3)), y=np.arange(40) % 2)
+        return ["dataset.path=sample.npz"]
+    return []
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=lambda v: str(v))
 def test_every_option_composes_validates_and_builds(compose, group, option):
-    cfg = compose(f"{group}={option}")
+    cfg = compose(f"{group}={option}", *(_needs_a_file(option) if group == "dataset" else []))
     assert validate(cfg) == []
     dataset = runner.build_dataset(cfg)
     if dataset.task in SEQUENCE_TASKS:

@@ -37,3 +37,20 @@ class Warmup(enum.Enum):
     none = "none"
     constant = "constant"
     linear = "linear"
+
+
+class TaskChoice(enum.Enum):
+    """The task of a user's dataset: ``auto`` infers it from the target (and says so)."""
+
+    auto = "auto"
+    classification = "classification"
+    regression = "regression"
+
+
+class Missing(enum.Enum):
+    """Empty or NA cells: ``error`` refuses them, ``drop`` drops their rows, ``mean`` imputes
+    features per fold from the training rows (rows with a missing target are dropped)."""
+
+    error = "error"
+    drop = "drop"
+    mean = "mean"
