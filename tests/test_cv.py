@@ -272,7 +272,7 @@ def test_report_shows_test_mean_and_std_next_to_val_for_each_configuration(cli, 
     table = pd.read_csv(io.StringIO(csv_result.output))
     json_result = cli("report", str(sweep), "--format", "json")
     assert json_result.exit_code == 0, json_result.output
-    records = pd.DataFrame(json.loads(json_result.output))
+    records = pd.DataFrame(json.loads(json_result.output)["configurations"])
     for frame, tolerance in ((table, 1e-5), (records, 1e-9)):
         assert len(frame) == 2
         columns = list(frame.columns)
