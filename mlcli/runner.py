@@ -29,7 +29,9 @@ from mlcli.build import check_target, find_targets, instantiate, root_cause
 from mlcli.config import NON_RESULT_KEYS
 from mlcli.cv import hold_out_test, make_folds
 from mlcli.data.base import Dataset
+from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
+from mlcli.stacked import fold_results
 from mlcli.train import DivergedError, batches_per_epoch, fit
 
 # Dataset keys read by the runner rather than the dataset's builder.
@@ -209,14 +211,26 @@ def run(
         if reporter is not None:
             reporter.start(len(folds), int(cfg.epochs), done_folds, status["metric"])
 
-        for fold, (train_idx, val_idx) in enumerate(folds):
-            if fold in done_folds:
-                continue
-            rows.extend(
-                _run_fold(
-                    cfg, key, fold, dataset, train_idx, val_idx, test_idx, device, reporter, run_dir
-                )
+        def run_fold(fold: int, fold_reporter: Any) -> list[dict[str, Any]]:
+            train_idx, val_idx = folds[fold]
+            return _run_fold(
+                cfg,
+                key,
+                fold,
+                dataset,
+                train_idx,
+                val_idx,
+                test_idx,
+                device,
+                fold_reporter,
+                run_dir,
             )
+
+        # Sequential, stacked (stack_folds) or in parallel processes (parallel_folds).
+        for fold, fold_rows in fold_results(
+            cfg, key, dataset, folds, done_folds, test_idx, device, reporter, run_fold
+        ):
+            rows.extend(fold_rows)
             done_folds.add(fold)
             results.write_results(results_path, rows)
             status["folds_completed"] = sorted(done_folds)
@@ -257,7 +271,7 @@ def _run_fold(
     model = instantiate(
         cfg.model, "model", allow, in_shape=dataset.in_shape, out_features=dataset.out_features
     ).to(device)
-    optimizer = instantiate(cfg.optim, "optim", allow)(model.parameters())
+    optimizer = build_optimizer(cfg.optim, model.parameters(), allow)
     steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
         optimizer, total_steps=int(cfg.epochs) * steps_per_epoch

@@ -40,6 +40,7 @@ class DivergedError(RuntimeError):
         super().__init__(f"training loss became {loss} at epoch {epoch}, optimizer step {step}")
         self.epoch = epoch
         self.step = step
+        self.loss = loss
 
 
 @dataclass

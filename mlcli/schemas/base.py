@@ -37,3 +37,11 @@ class Warmup(enum.Enum):
     none = "none"
     constant = "constant"
     linear = "linear"
+
+
+class StackFolds(enum.Enum):
+    """Train a run's folds as one stacked model: ``auto`` when the model is overhead-bound."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
