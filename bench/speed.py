@@ -42,8 +42,8 @@ from mlcli.train import FoldData, batches_per_epoch, fit
 def reference_fold(data: FoldData, epochs: int, batch_size: int, lr: float, seed: int) -> float:
     """The hand-written loop: returns the final validation accuracy."""
     torch.manual_seed(seed)
-    n_in, n_out = data.x_train.shape[1], int(data.y_train.max()) + 1
-    model = nn.Sequential(nn.Linear(n_in, 128), nn.ReLU(), nn.Linear(128, n_out))
+    n_in, n_out = data.x_train[0].numel(), int(data.y_train.max()) + 1
+    model = nn.Sequential(nn.Flatten(), nn.Linear(n_in, 128), nn.ReLU(), nn.Linear(128, n_out))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n = len(data.x_train)

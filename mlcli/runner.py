@@ -228,7 +228,7 @@ def run(
 
         # Sequential, stacked (stack_folds) or in parallel processes (parallel_folds).
         for fold, fold_rows in fold_results(
-            cfg, key, dataset, folds, done_folds, test_idx, device, reporter, run_fold
+            cfg, key, dataset, folds, done_folds, test_idx, device, reporter, run_fold, status
         ):
             rows.extend(fold_rows)
             done_folds.add(fold)

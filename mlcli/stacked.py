@@ -465,15 +465,18 @@ def fold_results(
     device: torch.device,
     reporter: Any,
     run_fold: Callable[[int, Any], FoldRows],
+    status: dict[str, Any] | None = None,
 ) -> Iterator[tuple[int, FoldRows]]:
     """Yield ``(fold, rows)`` for every fold not yet done, in fold order.
 
     Stacked when :func:`should_stack` says so, else in parallel processes
-    (``parallel_folds > 1``), else one fold after another with ``run_fold(fold, reporter)``. Raises
+    (``parallel_folds > 1``), else one fold after another with ``run_fold(fold, reporter)``.
+    ``status`` (the run's status.json dict) gets ``fold_training``: how the folds were trained. Raises
     :class:`~mlcli.train.DivergedError` where sequential training would, after yielding the
     folds before it.
     """
     pending = [f for f in range(len(folds)) if f not in done_folds]
+    status = status if status is not None else {}
     stack = should_stack(cfg, dataset, len(pending))
     if stack:
         try:
@@ -492,6 +495,7 @@ def fold_results(
                 raise
             outcome = None
         if outcome is not None:
+            status["fold_training"] = "stacked"
             for fold in pending:
                 result = outcome[fold]
                 if isinstance(result, DivergedError):
@@ -501,10 +505,12 @@ def fold_results(
     if int(cfg.get("parallel_folds", 1)) > 1 and len(pending) > 1:
         from mlcli.parallel import parallel_fold_results
 
+        status["fold_training"] = "parallel"
         # The workers report no progress: a live display belongs to the parent's terminal.
         yield from parallel_fold_results(
             int(cfg.parallel_folds), pending, lambda fold: run_fold(fold, None)
         )
         return
+    status["fold_training"] = "sequential"
     for fold in pending:
         yield fold, run_fold(fold, reporter)
