@@ -471,9 +471,9 @@ def fold_results(
 
     Stacked when :func:`should_stack` says so, else in parallel processes
     (``parallel_folds > 1``), else one fold after another with ``run_fold(fold, reporter)``.
-    ``status`` (the run's status.json dict) gets ``fold_training``: how the folds were trained. Raises
-    :class:`~mlcli.train.DivergedError` where sequential training would, after yielding the
-    folds before it.
+    Raises :class:`~mlcli.train.DivergedError` where sequential training would, after yielding
+    the folds before it. ``status`` (the run's status.json dict) gets ``fold_training``: how the
+    folds were trained.
     """
     pending = [f for f in range(len(folds)) if f not in done_folds]
     status = status if status is not None else {}
