@@ -29,9 +29,9 @@ def build_optimizer(
     extra: dict[str, Any] = {}
     keywords = getattr(factory, "keywords", {}) or {}
     try:
-        accepted = inspect.signature(target).parameters
+        accepted = set(inspect.signature(target).parameters)
     except (TypeError, ValueError):
-        accepted = {}
+        accepted = set()
     if "foreach" in accepted and keywords.get("foreach") is None and not keywords.get("fused"):
         extra["foreach"] = True
     optimizer: torch.optim.Optimizer = factory(params, **extra)

@@ -104,7 +104,7 @@ class StackedModel:
             return out
 
         for i, layer in enumerate(first):
-            same = [m[i] for m in models]
+            same: list[Any] = [m[i] for m in models]  # type: ignore[index]
             if any(type(s) is not type(layer) for s in same):
                 raise UnstackableError("the folds' models differ in structure")
             if isinstance(layer, nn.Flatten):
@@ -123,8 +123,8 @@ class StackedModel:
                         (
                             stack([m.weight for m in same], True),
                             stack([m.bias for m in same], True),
-                            stack([m.running_mean for m in same], False),  # type: ignore[misc]
-                            stack([m.running_var for m in same], False),  # type: ignore[misc]
+                            stack([m.running_mean for m in same], False),
+                            stack([m.running_var for m in same], False),
                             layer.momentum,
                             layer.eps,
                         ),
@@ -279,11 +279,16 @@ def train_stacked(
     results: dict[int, list[tuple[int, str, str, float]]] = {i: [] for i in range(k)}
     step = 0
 
-    def account(i_loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> None:
-        """Add a step's per-fold sums (``output``/``y`` with a leading fold dim)."""
-        nonlocal loss_sums, score_sums
+    def account(
+        loss_sums: torch.Tensor,
+        score_sums: torch.Tensor,
+        i_loss: torch.Tensor,
+        output: torch.Tensor,
+        y: torch.Tensor,
+    ) -> None:
+        """Add a step's per-fold sums in place (``output``/``y`` with a leading fold dim)."""
         batch = y.shape[1]
-        loss_sums = loss_sums + i_loss.detach() * batch
+        loss_sums.add_(i_loss.detach(), alpha=batch)
         if task == "classification":
             score_sums[:, 0] += (output.argmax(dim=-1) == y).sum(dim=1)
         else:
@@ -335,19 +340,20 @@ def train_stacked(
                 for i in range(k):
                     seen[i] += y.shape[1]
             else:  # the folds' last batches differ in size: each fold on its own rows
-                loss_list, outputs = [], []
+                loss_list: list[torch.Tensor] = []
+                outputs: list[torch.Tensor | None] = []
                 for i, t in enumerate(tails):
                     if len(t) < 2:
                         outputs.append(None)
                         continue
-                    out = stacked.forward_one(i, x_all[t], training=True)
-                    loss_list.append(_loss(task, out, y_all[t]))
-                    outputs.append(out)
+                    tail_out = stacked.forward_one(i, x_all[t], training=True)
+                    loss_list.append(_loss(task, tail_out, y_all[t]))
+                    outputs.append(tail_out)
                 losses = torch.stack(loss_list)
                 check_list = torch.zeros(k, device=device)
                 j = 0
-                for i, out in enumerate(outputs):
-                    if out is None:
+                for i, maybe in enumerate(outputs):
+                    if maybe is None:
                         continue
                     check_list[i] = losses[j].detach()
                     j += 1
@@ -355,6 +361,7 @@ def train_stacked(
                 for i, (t, out) in enumerate(zip(tails, outputs, strict=True)):
                     if out is None:
                         continue
+                    out = out.detach()
                     seen[i] += len(t)
                     with torch.no_grad():
                         loss_sums[i] += check_list[i] * len(t)
@@ -382,7 +389,7 @@ def train_stacked(
             step += 1
             if index is not None:
                 with torch.no_grad():
-                    account(losses, output, y)
+                    account(loss_sums, score_sums, losses, output, y)
         if 0 in diverged:  # sequential training would stop at the first fold's divergence
             break
 
@@ -408,10 +415,10 @@ def train_stacked(
             if on_epoch is not None:
                 on_epoch(fold_ids[i], epoch, metrics)
 
-    out: dict[int, FoldRows | DivergedError] = {}
+    finished: dict[int, FoldRows | DivergedError] = {}
     for i, fold in enumerate(fold_ids):
         if i in diverged:
-            out[fold] = diverged[i]
+            finished[fold] = diverged[i]
             continue
         data = datas[i]
         if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
@@ -422,11 +429,11 @@ def train_stacked(
                 values, torch.stack(list(values.values())).tolist(), strict=True
             ):
                 results[i].append((epochs, "test", metric, value))
-        out[fold] = [
+        finished[fold] = [
             {"run_key": key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
             for e, s, m, v in results[i]
         ]
-    return out
+    return finished
 
 
 def should_stack(cfg: DictConfig, dataset: Dataset, n_pending: int) -> bool:

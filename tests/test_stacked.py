@@ -133,3 +133,17 @@ def test_how_folds_are_trained_does_not_change_the_run_key(compose):
         for n in (1, 2)
     }
     assert len(keys) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stack_folds=on"],  # README "Speed" examples, with one epoch on two folds
+        ["stack_folds=off", "parallel_folds=2", "model.dropout=0.2"],
+    ],
+)
+def test_readme_speed_examples(cli, tmp_path, args):
+    result = cli("train", *args, "epochs=1", "cv.n_splits=2", "progress=false")
+    assert result.exit_code == 0, result.output
+    (status_path,) = Path("outputs").glob("runs/*/status.json")
+    assert read_json(status_path)["state"] == "COMPLETED"
