@@ -7,9 +7,7 @@ validation accuracy after every epoch. mlcli does the same work through its own 
 
 * ``fit (1 fold)``: :func:`mlcli.train.fit` on one fold (tensors built, as in the reference);
 * ``run, sequential``: ``runner.run`` end to end, all folds (data, folds, fit, results written);
-* ``run, stacked``: the same with ``stack_folds=on`` (the folds trained as one stacked model);
-* ``run, parallel``: the CNN-like compute-bound model with ``parallel_folds=2``
-  (only with ``--parallel``; compared to the same run with ``parallel_folds=1``).
+* ``run, stacked``: the same with ``stack_folds=on`` (the folds trained as one stacked model).
 
 Each case is measured ``--repeats`` times after one warm-up, the cases interleaved round-robin so
 that load from other processes hits them alike; the medians and their ratios are printed.
@@ -66,7 +64,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--parallel", action="store_true", help="also time parallel folds")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
