@@ -32,7 +32,9 @@ from mlcli.cv import plan
 from mlcli.data.base import Dataset
 from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
 from mlcli.data.loading import build_dataset, split_config
+from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
+from mlcli.stacked import fold_results
 from mlcli.train import DivergedError, batches_per_epoch, fit
 
 log = logging.getLogger("mlcli")
@@ -203,14 +205,26 @@ def run(
         if reporter is not None:
             reporter.start(len(folds), int(cfg.epochs), done_folds, status["metric"])
 
-        for fold, (train_idx, val_idx) in enumerate(folds):
-            if fold in done_folds:
-                continue
-            rows.extend(
-                _run_fold(
-                    cfg, key, fold, dataset, train_idx, val_idx, test_idx, device, reporter, run_dir
-                )
+        def run_fold(fold: int, fold_reporter: Any) -> list[dict[str, Any]]:
+            train_idx, val_idx = folds[fold]
+            return _run_fold(
+                cfg,
+                key,
+                fold,
+                dataset,
+                train_idx,
+                val_idx,
+                test_idx,
+                device,
+                fold_reporter,
+                run_dir,
             )
+
+        # Sequential, stacked (stack_folds) or in parallel processes (parallel_folds).
+        for fold, fold_rows in fold_results(
+            cfg, key, dataset, folds, done_folds, test_idx, device, reporter, run_fold, status
+        ):
+            rows.extend(fold_rows)
             done_folds.add(fold)
             results.write_results(results_path, rows)
             status["folds_completed"] = sorted(done_folds)
@@ -256,7 +270,7 @@ def _run_fold(
         in_shape=tuple(data.x_train.shape[1:]),
         out_features=dataset.out_features,
     ).to(device)
-    optimizer = instantiate(cfg.optim, "optim", allow)(model.parameters())
+    optimizer = build_optimizer(cfg.optim, model.parameters(), allow)
     steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
         optimizer, total_steps=int(cfg.epochs) * steps_per_epoch

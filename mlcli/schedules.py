@@ -43,6 +43,11 @@ class ScheduleFactor:
         self.warmup_lr = warmup_lr
         self.min_lr_ratio = min_lr_ratio
 
+    @property
+    def is_constant(self) -> bool:
+        """The factor is 1.0 at every step (the training loop may then skip stepping it)."""
+        return self.decay == "constant" and self.warmup_steps == 0
+
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             if self.warmup == "linear":

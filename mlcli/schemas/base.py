@@ -54,3 +54,11 @@ class Missing(enum.Enum):
     error = "error"
     drop = "drop"
     mean = "mean"
+
+
+class StackFolds(enum.Enum):
+    """Train a run's folds as one stacked model: ``auto`` when the model is overhead-bound."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
