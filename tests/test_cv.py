@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn import model_selection as ms
 
-from mlcli import preprocess, runner
+from mlcli import preprocess, runner, stacked
 from mlcli.build import instantiate
 from mlcli.cv import Plan, plan
 from mlcli.data import csv
@@ -228,7 +228,9 @@ def test_a_csv_run_never_lets_test_rows_reach_training_statistics_or_folds(
         fitted_on.append(np.array(train_idx))
         return real_fold_scaler(dataset, train_idx, cfg)
 
+    # Sequential and stacked training each call fold_tensors: watch both.
     monkeypatch.setattr(runner, "fold_tensors", spy_tensors)
+    monkeypatch.setattr(stacked, "fold_tensors", spy_tensors)
     monkeypatch.setattr(preprocess, "fold_scaler", spy_scaler)
     cfg = compose(*HOMEWORK_ARGS, "epochs=1", "cv.n_splits=3", "progress=false")
     assert runner.run(cfg, tmp_path / "run").state == "COMPLETED"
