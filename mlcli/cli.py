@@ -161,6 +161,14 @@ class Format(enum.StrEnum):
     csv = "csv"
     markdown = "markdown"
     json = "json"
+    html = "html"
+
+
+class At(enum.StrEnum):
+    """Which epoch ``mlcli report`` summarizes."""
+
+    final = "final"
+    best = "best"
 
 
 @app.command()
@@ -169,23 +177,73 @@ def report(
         list[Path] | None, typer.Argument(help="Run or sweep dirs to read (default: outputs/).")
     ] = None,
     metric: Annotated[
-        str | None, typer.Option(help="Rank by this split/metric (default: the runs' metric).")
+        str | None,
+        typer.Option(help="Rank by this split/metric, e.g. val/loss (default: the runs' metric)."),
     ] = None,
     by: Annotated[
-        str | None, typer.Option(help="Comma-separated config keys that define a configuration.")
+        str | None,
+        typer.Option(
+            help="Comma-separated config keys that define a configuration "
+            "(default: the keys that vary between the runs)."
+        ),
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep runs with KEY=VALUE[,VALUE...] (repeatable; also state=...)."),
+    ] = None,
+    at: Annotated[
+        At, typer.Option(help="final: last epoch; best: the epoch of the best fold-mean val curve.")
+    ] = At.final,
+    top: Annotated[int | None, typer.Option(min=1, help="Show the N best configurations.")] = None,
+    compare: Annotated[
+        str | None,
+        typer.Option(help="Config key to compare side by side (e.g. optim), each at its best."),
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Write the plots (PNG) into this directory.")
     ] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    bias_margin: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="High bias: train error above the set's best by more than this."
+        ),
+    ] = 0.05,
+    bias_threshold: Annotated[
+        float | None, typer.Option(min=0.0, help="High bias: train error above this.")
+    ] = None,
+    overfit_tolerance: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Overfitting: val loss up by more than this fraction of its minimum."
+        ),
+    ] = 0.05,
 ) -> None:
-    """Summarize runs: one row per configuration, fold mean ± std, ranked."""
-    from mlcli.report import ReportError, build_report, render
+    """Summarize runs: one row per configuration, fold mean ± std, ranked and diagnosed."""
+    from mlcli.report.command import ReportError, run_report
 
-    roots = paths or [Path("outputs")]
     try:
-        frame, meta = build_report(roots, metric=metric, by=by.split(",") if by else None)
+        run_report(
+            paths or [Path("outputs")],
+            metric=metric,
+            by=by,
+            where=where or [],
+            at=at.value,
+            top=top,
+            compare=compare,
+            plots=plots,
+            fmt=format.value,
+            out=out,
+            bias_margin=bias_margin,
+            bias_threshold=bias_threshold,
+            overfit_tolerance=overfit_tolerance,
+        )
     except ReportError as error:
         err_console.print(Panel(str(error), title="mlcli report", border_style="red"))
         raise typer.Exit(EXIT_USAGE) from None
-    render(frame, meta, format.value)
 
 
 def main() -> None:

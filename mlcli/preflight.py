@@ -202,6 +202,7 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
     except Exception as error:
         return command, [_translate(error, command.overrides, command.config_dir)]
     seen: set[str] = set()
+    composed = []
     for job in jobs:
         try:
             cfg = compose_job(job, command.config_dir, command.config_name, with_hydra=True)
@@ -213,6 +214,7 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
             found = validate(cfg)
             if not trust_overrides:
                 found.extend(security.hydra_config_problems(hydra))
+            composed.append(cfg)
             allow = list(cfg.get("allow_targets") or [])
             for key, target in find_targets(cfg):
                 try:
@@ -223,4 +225,9 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
             if str(problem) not in seen:
                 seen.add(str(problem))
                 problems.append(problem)
+    if not problems:
+        # Bad data is a config problem too: build each distinct dataset once, make its folds.
+        from mlcli.data.loading import check_data
+
+        problems.extend(check_data(composed))
     return command, problems

@@ -2,12 +2,17 @@
 
 Feature scaling (``dataset.normalize``) and the regression target's standardization are fitted on
 ``train_idx`` and applied to the fold's val and test rows, so nothing about val/test leaks in.
-Variable-length sequences (``dataset.lengths``) are scaled per feature with statistics over their
-valid time steps only, and their padding stays exactly zero; token ids are never scaled.
+Tables with categorical columns or missing cells (``dataset=csv``) go through a scikit-learn
+``ColumnTransformer`` fitted the same way: mean imputation and scaling of the numeric columns,
+most-frequent imputation and one-hot encoding (unknown categories -> all zeros) of the
+categorical ones. Variable-length sequences (``dataset.lengths``) are scaled per feature with
+statistics over their valid time steps only, and their padding stays exactly zero; token ids are
+never scaled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,6 +61,70 @@ class Normalizer:
         return out
 
 
+def needs_table_encoder(dataset: Dataset) -> bool:
+    """Categorical columns or missing cells: preprocess with :func:`table_encoder`."""
+    return bool(dataset.categorical) or bool(np.isnan(dataset.X).any())
+
+
+def table_encoder(kind: str, n_features: int, categorical: tuple[int, ...]) -> Any:
+    """An unfitted ``ColumnTransformer`` for a flat table of numbers and category codes.
+
+    Numeric columns: mean imputation, then ``kind`` scaling (standard | minmax | none);
+    categorical columns: most-frequent imputation, then one-hot encoding. Fit it on a fold's
+    training rows only.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+
+    scalers = {"standard": StandardScaler(), "minmax": MinMaxScaler(), "none": "passthrough"}
+    numeric = [j for j in range(n_features) if j not in categorical]
+    return ColumnTransformer(
+        [
+            (
+                "numeric",
+                make_pipeline(
+                    SimpleImputer(strategy="mean", keep_empty_features=True), scalers[kind]
+                ),
+                numeric,
+            ),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                ),
+                list(categorical),
+            ),
+        ],
+        sparse_threshold=0.0,
+    )
+
+
+def _unscaled(x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    return x
+
+
+def fold_scaler(
+    dataset: Dataset, train_idx: np.ndarray, dataset_cfg: Any
+) -> Callable[..., np.ndarray]:
+    """The feature transform of one fold, fitted on ``train_idx`` alone.
+
+    Called as ``scale(x)``, or ``scale(x, lengths)`` for variable-length sequences.
+    """
+    kind = enum_name(dataset_cfg.get("normalize", "standard"))
+    if dataset.vocab_size is not None:
+        return _unscaled  # token ids are categories, not quantities
+    if dataset.lengths is not None:
+        return Normalizer(kind, dataset.X[train_idx], dataset.lengths[train_idx])
+    if not needs_table_encoder(dataset):
+        return Normalizer(kind, dataset.X[train_idx])
+    encoder = table_encoder(kind, dataset.X.shape[1], dataset.categorical)
+    encoder.fit(dataset.X[train_idx])
+    return lambda x: np.asarray(encoder.transform(x), dtype=np.float32)
+
+
 def fold_tensors(
     dataset: Dataset,
     train_idx: np.ndarray,
@@ -65,12 +134,8 @@ def fold_tensors(
     device: torch.device,
 ) -> FoldData:
     """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
+    scaler = fold_scaler(dataset, train_idx, dataset_cfg)
     lengths = dataset.lengths
-    kind = enum_name(dataset_cfg.get("normalize", "standard"))
-    if dataset.vocab_size is not None:
-        kind = "none"  # token ids are categories, not quantities
-    train_lengths = lengths[train_idx] if lengths is not None else None
-    scaler = Normalizer(kind, dataset.X[train_idx], train_lengths)
     mean, std = 0.0, 1.0
     y = dataset.y
     if dataset.task == "regression" and dataset_cfg.get("normalize_target", True):
@@ -79,8 +144,11 @@ def fold_tensors(
         y = ((y - mean) / std).astype(np.float32)
 
     def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = lengths[index] if lengths is not None else None
-        x = dataset.X[index] if kind == "none" else scaler(dataset.X[index], rows)
+        x = (
+            scaler(dataset.X[index])
+            if lengths is None
+            else scaler(dataset.X[index], lengths[index])
+        )
         return torch.from_numpy(x).to(device), torch.from_numpy(y[index]).to(device)
 
     def lengths_of(index: np.ndarray) -> torch.Tensor | None:

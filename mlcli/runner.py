@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import random
@@ -27,14 +28,17 @@ from mlcli import results, security
 from mlcli.analysis import loss_function
 from mlcli.build import check_target, find_targets, instantiate, root_cause
 from mlcli.config import NON_RESULT_KEYS
-from mlcli.cv import hold_out_test, make_folds
+from mlcli.cv import plan
 from mlcli.data.base import Dataset
+from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
+from mlcli.data.loading import build_dataset, split_config
 from mlcli.models import build_model
+from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
+from mlcli.stacked import fold_results
 from mlcli.train import DivergedError, batches_per_epoch, fit
 
-# Dataset keys read by the runner rather than the dataset's builder.
-RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
+log = logging.getLogger("mlcli")
 
 
 def run_key(cfg: DictConfig) -> str:
@@ -108,17 +112,6 @@ class RunOutcome:
     run_dir: Path
     summary: dict[str, tuple[float, float]] = field(default_factory=dict)
     error: str | None = None
-
-
-def build_dataset(cfg: DictConfig) -> Dataset:
-    """Build ``cfg.dataset`` with its builder (the runner's own keys removed)."""
-    node = OmegaConf.masked_copy(
-        cfg.dataset, [k for k in cfg.dataset if k not in RUNNER_DATASET_KEYS]
-    )
-    dataset = instantiate(node, "dataset", cfg.get("allow_targets", []))
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset._target_ returned {type(dataset).__name__}, not mlcli Dataset")
-    return dataset
 
 
 def run(
@@ -197,28 +190,43 @@ def run(
         status["device"] = str(device)
         seed_everything(int(cfg.seed))
         dataset = build_dataset(cfg)
-        dev_idx, test_idx = hold_out_test(
-            dataset, float(cfg.dataset.get("test_fraction", 0.0)), int(cfg.dataset.get("seed", 0))
-        )
         splitter = instantiate(cfg.cv, "cv", cfg.get("allow_targets", []))
-        folds = make_folds(splitter, dataset, dev_idx)
+        # The test split is set aside before any fold is made (mlcli.cv.plan).
+        split = plan(dataset, splitter, *split_config(cfg))
+        folds, test_idx = split.folds, split.test
+        for note in [*dataset.notes, f"folds: {split.splitter!r}"]:
+            log.info("%s", note)
         status.update(
             task=dataset.task,
             metric=selection_metric(str(cfg.metric), dataset.task),
             n_folds=len(folds),
             n_test=len(test_idx),
+            splitter=repr(split.splitter),
+            data_notes=list(dataset.notes),
         )
         if reporter is not None:
             reporter.start(len(folds), int(cfg.epochs), done_folds, status["metric"])
 
-        for fold, (train_idx, val_idx) in enumerate(folds):
-            if fold in done_folds:
-                continue
-            rows.extend(
-                _run_fold(
-                    cfg, key, fold, dataset, train_idx, val_idx, test_idx, device, reporter, run_dir
-                )
+        def run_fold(fold: int, fold_reporter: Any) -> list[dict[str, Any]]:
+            train_idx, val_idx = folds[fold]
+            return _run_fold(
+                cfg,
+                key,
+                fold,
+                dataset,
+                train_idx,
+                val_idx,
+                test_idx,
+                device,
+                fold_reporter,
+                run_dir,
             )
+
+        # Sequential, stacked (stack_folds) or in parallel processes (parallel_folds).
+        for fold, fold_rows in fold_results(
+            cfg, key, dataset, folds, done_folds, test_idx, device, reporter, run_fold, status
+        ):
+            rows.extend(fold_rows)
             done_folds.add(fold)
             results.write_results(results_path, rows)
             status["folds_completed"] = sorted(done_folds)
@@ -256,8 +264,10 @@ def _run_fold(
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
     fold_seed = derived_seed(int(cfg.seed), fold)
     seed_everything(fold_seed)
-    model = build_model(cfg.model, dataset, allow).to(device)
-    optimizer = instantiate(cfg.optim, "optim", allow)(model.parameters())
+    # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
+    model = build_model(cfg.model, dataset, allow, in_shape=tuple(data.x_train.shape[1:]))
+    model = model.to(device)
+    optimizer = build_optimizer(cfg.optim, model.parameters(), allow)
     steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
         optimizer, total_steps=int(cfg.epochs) * steps_per_epoch

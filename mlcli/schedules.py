@@ -64,6 +64,11 @@ class ScheduleFactor:
         self.gamma = gamma
         self.timescale = timescale if timescale is not None else max(1, self.warmup_steps)
 
+    @property
+    def is_constant(self) -> bool:
+        """The factor is 1.0 at every step (the training loop may then skip stepping it)."""
+        return self.decay == "constant" and self.warmup_steps == 0
+
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             if self.warmup == "linear":

@@ -46,6 +46,7 @@ class DivergedError(RuntimeError):
         super().__init__(f"training loss became {loss} at epoch {epoch}, optimizer step {step}")
         self.epoch = epoch
         self.step = step
+        self.loss = loss
 
 
 @dataclass
@@ -210,6 +211,8 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     mean, std = data.target_mean, data.target_std
     step = 0
+    # A constant schedule (no warmup) never changes the lr: skip its per-step Python call.
+    lr_fixed = all(getattr(f, "is_constant", False) for f in getattr(scheduler, "lr_lambdas", [0]))
     model.train()
     for epoch in range(1, epochs + 1):
         # Running sums stay on the device: one host sync per epoch, not one per step.
@@ -217,6 +220,7 @@ def fit(
         # classification: correct; regression: sse, sae, sum y, sum y²; token tasks:
         # correct tokens, real tokens, loss × real tokens (token-weighted epoch mean).
         score_sums = torch.zeros(4, device=device)
+        correct = score_sums[0]  # a view: accumulating into it fills score_sums[0]
         seen = 0
         lr_used = optimizer.param_groups[0]["lr"]
         permutation = torch.randperm(n, generator=generator).to(device)
@@ -229,25 +233,26 @@ def fit(
             output = forward(model, task, x, lengths, y)
             loss = _loss(task, output, y)
             if not torch.isfinite(loss):
-                raise DivergedError(epoch, step, float(loss))
+                raise DivergedError(epoch, step, float(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(params, clip_grad_norm)
             lr_used = optimizer.param_groups[0]["lr"]
             optimizer.step()
-            scheduler.step()
+            if not lr_fixed:
+                scheduler.step()
             step += 1
 
             batch = len(index)
             seen += batch
             with torch.no_grad():
-                loss_sum += loss.detach() * batch
+                loss_sum.add_(loss.detach(), alpha=batch)
                 if task == "classification":
-                    score_sums[0] += (output.argmax(dim=-1) == y).sum()
+                    correct.add_((output.argmax(dim=-1) == y).sum())
                 elif task in TOKEN_TASKS:
-                    correct, count = _token_sums(task, output.detach(), y)
-                    score_sums[:3] += torch.stack([correct, count, loss.detach() * count])
+                    right, count = _token_sums(task, output.detach(), y)
+                    score_sums[:3] += torch.stack([right, count, loss.detach() * count])
                 else:
                     target = y * std + mean
                     error = output.detach().reshape(y.shape) * std + mean - target

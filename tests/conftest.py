@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,18 @@ TINY = ["epochs=2", "cv.n_splits=2", "progress=false"]
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.chdir(tmp_path)
     for name in ("MLCLI_ALLOW_TARGETS", "MLCLI_LEDGER_DIR", "HYDRA_FULL_ERROR"):
         monkeypatch.delenv(name, raising=False)
+    # An in-process CLI run lets Hydra attach log handlers to the CliRunner's (then closed)
+    # stdout; drop them afterwards so later tests' log lines do not hit a closed stream.
+    handlers = list(logging.root.handlers)
+    yield
+    for handler in logging.root.handlers[:]:
+        if handler not in handlers:
+            logging.root.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture

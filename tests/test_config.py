@@ -45,17 +45,30 @@ def _expected_shape(dataset, n: int) -> tuple[int, ...]:
     return (n, dataset.out_features)
 
 
+def _needs_a_file(option: str) -> list[str]:
+    """Overrides that point dataset=csv/npz at a sample file (npz written to the test's cwd)."""
+    if option == "csv":
+        homework = Path(__file__).parent / "data" / "homework.csv"
+        return [f"dataset.path={homework}", "dataset.target=target", "dataset.drop=[id]"]
+    if option == "npz":
+        rng = np.random.default_rng(0)
+        np.savez("sample.npz", X=rng.normal(size=(40, 3)), y=np.arange(40) % 2)
+        return ["dataset.path=sample.npz"]
+    return []
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=lambda v: str(v))
 def test_every_option_composes_validates_and_builds(compose, group, option):
     paired = PAIRED.get((group, option), [])
-    cfg = compose(f"{group}={option}", *paired)
+    files = _needs_a_file(option) if group == "dataset" else []
+    cfg = compose(f"{group}={option}", *paired, *files)
     assert validate(cfg) == []
     dataset = runner.build_dataset(cfg)
-    model = build_model(cfg.model, dataset)
-    optimizer = instantiate(cfg.optim, "optim")(model.parameters())
-    scheduler = instantiate(cfg.scheduler, "scheduler")(optimizer, total_steps=10)
     index = np.arange(len(dataset.y))
     data = fold_tensors(dataset, index[:8], index[8:12], index[:0], cfg.dataset, CPU)
+    model = build_model(cfg.model, dataset, in_shape=tuple(data.x_train.shape[1:]))
+    optimizer = instantiate(cfg.optim, "optim")(model.parameters())
+    scheduler = instantiate(cfg.scheduler, "scheduler")(optimizer, total_steps=10)
     out = forward(model, dataset.task, data.x_train, data.lengths_train, data.y_train)
     assert out.shape == _expected_shape(dataset, 8)
     # Two optimizer steps through the real loop: finite train and val metrics, lr recorded.

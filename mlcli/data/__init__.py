@@ -1,19 +1,24 @@
 """Dataset builders: each returns one in-memory :class:`Dataset`."""
 
+from mlcli.data.arrays import npz
 from mlcli.data.base import BOS, EOS, IGNORE_INDEX, PAD, Dataset, Task
+from mlcli.data.errors import DataError
 from mlcli.data.hmm import hmm_tagging
 from mlcli.data.shipped import japanese_vowels, mnist1d, sunspots
 from mlcli.data.sklearn_sets import breast_cancer, diabetes, digits, iris, wine
 from mlcli.data.synthetic import curve, seq_reverse
+from mlcli.data.tabular import csv
 
 __all__ = [
     "BOS",
     "EOS",
     "IGNORE_INDEX",
     "PAD",
+    "DataError",
     "Dataset",
     "Task",
     "breast_cancer",
+    "csv",
     "curve",
     "diabetes",
     "digits",
@@ -21,6 +26,7 @@ __all__ = [
     "iris",
     "japanese_vowels",
     "mnist1d",
+    "npz",
     "seq_reverse",
     "sunspots",
     "wine",

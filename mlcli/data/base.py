@@ -37,6 +37,12 @@ class Dataset:
     dataset's own held-out test split, if it has one. ``lengths`` is the valid length of each
     variable-length sequence; ``vocab_size`` is set when ``X`` holds int64 token ids; ``meta``
     holds facts about the data (e.g. ``time_ordered``, ``noise_variance``, ``bayes_accuracy``).
+
+    ``categorical`` lists the columns of a flat ``X`` that hold category codes (one-hot encoded
+    per fold, fitted on the training rows); ``X`` may hold NaN where a builder was asked to leave
+    missing cells for per-fold imputation (``missing=mean``). ``ordered`` says the rows are in time
+    order, so the test split is the last rows. ``notes`` state what a builder inferred or did
+    (task, dropped rows...): the runner logs them and writes them to status.json.
     """
 
     name: str
@@ -51,6 +57,9 @@ class Dataset:
     lengths: np.ndarray | None = None
     vocab_size: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    categorical: tuple[int, ...] = ()
+    ordered: bool = False
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.X) != len(self.y):

@@ -58,8 +58,13 @@ def data_inputs(builder: Callable[..., Any], name: str, dataset: Dataset) -> dic
     return inputs
 
 
-def build_model(node: Any, dataset: Dataset, allow: Any = ()) -> nn.Module:
-    """Build ``node`` (a ``model`` config) for ``dataset``, or say why that cannot work."""
+def build_model(
+    node: Any, dataset: Dataset, allow: Any = (), in_shape: tuple[int, ...] | None = None
+) -> nn.Module:
+    """Build ``node`` (a ``model`` config) for ``dataset``, or say why that cannot work.
+
+    ``in_shape`` overrides the dataset's when preprocessing changes it (one-hot columns).
+    """
     from hydra.utils import get_method
 
     from mlcli.build import check_target, instantiate
@@ -68,6 +73,8 @@ def build_model(node: Any, dataset: Dataset, allow: Any = ()) -> nn.Module:
     check_target("model", target, allow)
     name = target.rsplit(".", 1)[-1]
     inputs = data_inputs(get_method(target), name, dataset)
+    if in_shape is not None:
+        inputs["in_shape"] = in_shape
     model = instantiate(node, "model", allow, **inputs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model._target_ {target} returned {type(model).__name__}, not nn.Module")

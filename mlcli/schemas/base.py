@@ -37,3 +37,28 @@ class Warmup(enum.Enum):
     none = "none"
     constant = "constant"
     linear = "linear"
+
+
+class TaskChoice(enum.Enum):
+    """The task of a user's dataset: ``auto`` infers it from the target (and says so)."""
+
+    auto = "auto"
+    classification = "classification"
+    regression = "regression"
+
+
+class Missing(enum.Enum):
+    """Empty or NA cells: ``error`` refuses them, ``drop`` drops their rows, ``mean`` imputes
+    features per fold from the training rows (rows with a missing target are dropped)."""
+
+    error = "error"
+    drop = "drop"
+    mean = "mean"
+
+
+class StackFolds(enum.Enum):
+    """Train a run's folds as one stacked model: ``auto`` when the model is overhead-bound."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"

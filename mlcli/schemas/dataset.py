@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mlcli.schemas.base import Normalize, bound
+from mlcli.schemas.base import Missing, Normalize, TaskChoice, bound
+
+# Cells that count as missing (kept in sync with mlcli.data.tabular.DEFAULT_NA_VALUES; this
+# module must not import pandas).
+NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 
 # Generated datasets draw their data from ``generator_seed``. ``dataset.seed`` stays the runner's
 # seed of the random test split: the runner strips it from what the builder receives, and an
@@ -69,10 +73,40 @@ class SeqReverseSchema(BuiltinDatasetSchema):
     normalize: Normalize = Normalize.none
 
 
+@dataclass
+class CsvDatasetSchema(BuiltinDatasetSchema):
+    """A CSV file of the user's own (``mlcli.data.csv``)."""
+
+    _target_: str = "mlcli.data.csv"
+    path: str = "???"
+    target: str = "???"
+    features: list[str] | None = None
+    drop: list[str] = field(default_factory=list)
+    task: TaskChoice = TaskChoice.auto
+    categorical: list[str] | None = None
+    missing: Missing = Missing.error
+    group: str | None = None
+    test_path: str | None = None
+    window: int | None = bound(None, ge=1)
+    sep: str = ","
+    na_values: list[str] = field(default_factory=lambda: list(NA_VALUES))
+
+
+@dataclass
+class NpzDatasetSchema(BuiltinDatasetSchema):
+    """Arrays of the user's own saved with ``numpy.savez`` (``mlcli.data.npz``)."""
+
+    _target_: str = "mlcli.data.npz"
+    path: str = "???"
+    task: TaskChoice = TaskChoice.auto
+
+
 SCHEMAS: dict[str, type] = {
     "builtin": BuiltinDatasetSchema,
     "sunspots": SunspotsSchema,
     "curve": CurveSchema,
     "hmm_tagging": HmmTaggingSchema,
     "seq_reverse": SeqReverseSchema,
+    "csv": CsvDatasetSchema,
+    "npz": NpzDatasetSchema,
 }

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlcli.schemas.analysis import AnalysisSchema
-from mlcli.schemas.base import Device, bound
+from mlcli.schemas.base import Device, StackFolds, bound
 
 
 @dataclass
@@ -29,6 +29,8 @@ class RunSchema:
     clip_grad_norm: float | None = bound(None, gt=0.0)
     outputs_root: str = "outputs"
     progress: bool = True
+    stack_folds: StackFolds = StackFolds.auto
+    parallel_folds: int = bound(1, ge=1)
     allow_targets: list[str] = field(default_factory=list)
 
 

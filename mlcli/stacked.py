@@ -1,0 +1,525 @@
+"""Stacked folds: the K folds of a run trained as one model with a leading fold dimension.
+
+A small MLP on a small batch is overhead-bound: each step spends far more time in Python and in
+launching ~30 tiny kernels than in arithmetic. Training the K folds of a run side by side, with
+every weight stacked along a new first dimension (``[K, out, in]``, ``torch.baddbmm`` instead of
+``addmm``), pays that overhead once per step instead of K times.
+
+Each fold keeps what it has when trained alone:
+
+* its initial weights (the model is built under the fold's own seed, then stacked),
+* its batch order (its own generator, same permutation per epoch),
+* its normalization statistics (its own :class:`~mlcli.train.FoldData`),
+* its batch-norm statistics (running mean/var per fold; the batch statistics of a step are
+  computed per fold, by treating the K×C stacked features as K·C channels),
+* its optimizer state: the optimizers mlcli stacks are elementwise (SGD, Adam, AdamW, RMSprop,
+  Adagrad), so one optimizer over stacked tensors makes the same update as K optimizers,
+* its gradient clipping (the norm is taken per fold),
+* its divergence: a fold whose loss becomes NaN/inf is recorded at that step, exactly as the
+  sequential loop would stop there (the folds do not mix, so the others are unaffected).
+
+Dropout (its masks come from the global generator, in an order only sequential training has),
+analyses, sequence tasks and models other than mlcli's ``linear``/``mlp`` are declared
+unstackable: ``stack_folds=auto`` then trains sequentially, ``stack_folds=on`` fails with the
+reason. ``auto`` stacks when a step's arithmetic per fold is small (overhead-bound).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn import functional as F
+
+from mlcli.build import instantiate
+from mlcli.data.base import Dataset
+from mlcli.optimizers import build_optimizer
+from mlcli.preprocess import enum_name, fold_tensors
+from mlcli.train import (
+    DivergedError,
+    FoldData,
+    _loss,
+    _train_metrics,
+    batches_per_epoch,
+    evaluate,
+)
+
+FoldRows = list[dict[str, Any]]
+
+# Elementwise optimizers: one over stacked tensors updates each fold as its own would.
+STACKABLE_OPTIMIZERS = {
+    "torch.optim.SGD",
+    "torch.optim.Adam",
+    "torch.optim.AdamW",
+    "torch.optim.RMSprop",
+    "torch.optim.Adagrad",
+}
+STACKABLE_TASKS = ("classification", "regression")
+# auto stacks when one fold's step costs less arithmetic than this (multiply-adds): below it a
+# step is dominated by per-kernel overhead (the digits MLP is ~0.6 M, at ~5% of a core's peak).
+AUTO_MAX_MACS_PER_STEP = 8_000_000
+ACTIVATIONS = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Identity)
+
+
+class UnstackableError(ValueError):
+    """The run's folds cannot be trained as one stacked model (the message says why)."""
+
+
+def config_reason(cfg: DictConfig, dataset: Dataset) -> str | None:
+    """Why this run cannot be stacked, judged from its config and data alone (None: it can)."""
+    if dataset.task not in STACKABLE_TASKS:
+        return f"task {dataset.task!r} (stacking covers {' and '.join(STACKABLE_TASKS)})"
+    target = str(cfg.optim.get("_target_"))
+    if target not in STACKABLE_OPTIMIZERS:
+        return f"optimizer {target} is not one of the elementwise {sorted(STACKABLE_OPTIMIZERS)}"
+    if cfg.optim.get("amsgrad") or cfg.optim.get("fused"):
+        return "amsgrad/fused optimizer options"
+    if cfg.analysis.get("hessian") is not None or cfg.analysis.get("landscape") is not None:
+        return "an analysis is configured (it inspects one model at a time)"
+    if dataset.categorical or (dataset.X.dtype.kind == "f" and np.isnan(dataset.X).any()):
+        return "per-fold one-hot encoding/imputation can give the folds different input widths"
+    return None
+
+
+class StackedModel:
+    """K copies of an mlcli ``linear``/``mlp`` model as stacked tensors with a fold dimension."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        first = models[0]
+        if not isinstance(first, nn.Sequential):
+            raise UnstackableError(f"model {type(first).__name__} is not an nn.Sequential")
+        self.k = len(models)
+        self.layers: list[tuple[str, Any]] = []
+        self.params: list[torch.Tensor] = []
+        self.macs = 0
+
+        def stack(tensors: list[torch.Tensor], grad: bool) -> torch.Tensor:
+            out = torch.stack([t.detach() for t in tensors]).contiguous()
+            if grad:
+                out.requires_grad_(True)
+                self.params.append(out)
+            return out
+
+        for i, layer in enumerate(first):
+            same: list[Any] = [m[i] for m in models]  # type: ignore[index]
+            if any(type(s) is not type(layer) for s in same):
+                raise UnstackableError("the folds' models differ in structure")
+            if isinstance(layer, nn.Flatten):
+                self.layers.append(("flatten", None))
+            elif isinstance(layer, nn.Linear):
+                weight = stack([m.weight for m in same], True)
+                bias = stack([m.bias for m in same], True) if layer.bias is not None else None
+                self.layers.append(("linear", (weight, bias)))
+                self.macs += layer.in_features * layer.out_features
+            elif isinstance(layer, nn.BatchNorm1d):
+                if not (layer.affine and layer.track_running_stats):
+                    raise UnstackableError("batch norm without affine/running statistics")
+                self.layers.append(
+                    (
+                        "batch_norm",
+                        (
+                            stack([m.weight for m in same], True),
+                            stack([m.bias for m in same], True),
+                            stack([m.running_mean for m in same], False),
+                            stack([m.running_var for m in same], False),
+                            layer.momentum,
+                            layer.eps,
+                        ),
+                    )
+                )
+            elif isinstance(layer, nn.Dropout) and layer.p == 0:
+                continue
+            elif isinstance(layer, nn.Dropout):
+                raise UnstackableError(
+                    "dropout (its masks come from the global generator in sequential order)"
+                )
+            elif isinstance(layer, ACTIVATIONS):
+                self.layers.append(("elementwise", layer))
+            else:
+                raise UnstackableError(f"layer {type(layer).__name__} is not stackable")
+
+    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """All folds at once: ``x`` is ``[K, B, ...]``, the output ``[K, B, out]``."""
+        k, b = x.shape[0], x.shape[1]
+        for kind, spec in self.layers:
+            if kind == "flatten":
+                x = x.reshape(k, b, -1)
+            elif kind == "linear":
+                weight, bias = spec
+                if bias is None:
+                    x = torch.bmm(x, weight.transpose(1, 2))
+                else:
+                    x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            elif kind == "batch_norm":
+                weight, bias, mean, var, momentum, eps = spec
+                c = x.shape[2]
+                # K folds x C features = K*C channels: per-fold batch statistics in one call.
+                flat = x.transpose(0, 1).reshape(b, k * c)
+                flat = F.batch_norm(
+                    flat,
+                    mean.view(-1),
+                    var.view(-1),
+                    weight.view(-1),
+                    bias.view(-1),
+                    training,
+                    momentum if momentum is not None else 0.1,
+                    eps,
+                )
+                x = flat.reshape(b, k, c).transpose(0, 1)
+            else:
+                x = spec(x)
+        return x
+
+    def forward_one(self, fold: int, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """Fold ``fold`` alone (an index into the stack) on ``x`` of shape ``[B, ...]``."""
+        for kind, spec in self.layers:
+            if kind == "flatten":
+                x = x.reshape(x.shape[0], -1)
+            elif kind == "linear":
+                weight, bias = spec
+                x = F.linear(x, weight[fold], None if bias is None else bias[fold])
+            elif kind == "batch_norm":
+                weight, bias, mean, var, momentum, eps = spec
+                x = F.batch_norm(
+                    x,
+                    mean[fold],
+                    var[fold],
+                    weight[fold],
+                    bias[fold],
+                    training,
+                    momentum if momentum is not None else 0.1,
+                    eps,
+                )
+            else:
+                x = spec(x)
+        return x
+
+
+class _FoldView(nn.Module):
+    """One fold of a :class:`StackedModel` as a module (for :func:`mlcli.train.evaluate`)."""
+
+    def __init__(self, stacked: StackedModel, fold: int) -> None:
+        super().__init__()
+        self.stacked, self.fold = stacked, fold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stacked.forward_one(self.fold, x, self.training)
+
+
+def _clip_per_fold(params: list[torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` applied to each fold's gradients separately."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in grads], dim=1)
+    total = norms.norm(dim=1)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+
+
+def train_stacked(
+    cfg: DictConfig,
+    key: str,
+    dataset: Dataset,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    fold_ids: list[int],
+    test_idx: np.ndarray,
+    device: torch.device,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> dict[int, FoldRows | DivergedError]:
+    """Train the folds ``fold_ids`` as one stacked model; each fold's rows (or its divergence).
+
+    Every fold is set up as :func:`mlcli.runner._run_fold` sets it up (same seeds, same data),
+    so its rows equal those of sequential training up to float rounding.
+    """
+    from mlcli.runner import derived_seed, seed_everything
+
+    allow = list(cfg.get("allow_targets") or [])
+    task, epochs, batch_size = dataset.task, int(cfg.epochs), int(cfg.batch_size)
+    datas: list[FoldData] = []
+    models: list[nn.Module] = []
+    generators: list[torch.Generator] = []
+    for fold in fold_ids:
+        train_idx, val_idx = folds[fold]
+        datas.append(fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device))
+        seed_everything(derived_seed(int(cfg.seed), fold))
+        models.append(
+            instantiate(
+                cfg.model,
+                "model",
+                allow,
+                in_shape=dataset.in_shape,
+                out_features=dataset.out_features,
+            ).to(device)
+        )
+        generators.append(torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1)))
+    stacked = StackedModel(models)
+    sizes = [len(d.x_train) for d in datas]
+    steps = {batches_per_epoch(n, batch_size) for n in sizes}
+    if len(steps) != 1:
+        raise UnstackableError(f"the folds have different numbers of batches per epoch {steps}")
+    steps_per_epoch = steps.pop()
+    optimizer = build_optimizer(cfg.optim, stacked.params, allow)
+    scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
+        optimizer, total_steps=epochs * steps_per_epoch
+    )
+    clip = cfg.get("clip_grad_norm")
+
+    k = len(fold_ids)
+    x_all = torch.cat([d.x_train for d in datas])
+    y_all = torch.cat([d.y_train for d in datas])
+    offsets = torch.tensor(np.cumsum([0, *sizes[:-1]]), device=device)
+    means = torch.tensor([d.target_mean for d in datas], device=device)
+    stds = torch.tensor([d.target_std for d in datas], device=device)
+    views = [_FoldView(stacked, i) for i in range(k)]
+    full = min(n // batch_size for n in sizes)
+    diverged: dict[int, DivergedError] = {}
+    results: dict[int, list[tuple[int, str, str, float]]] = {i: [] for i in range(k)}
+    step = 0
+
+    def account(
+        loss_sums: torch.Tensor,
+        score_sums: torch.Tensor,
+        i_loss: torch.Tensor,
+        output: torch.Tensor,
+        y: torch.Tensor,
+    ) -> None:
+        """Add a step's per-fold sums in place (``output``/``y`` with a leading fold dim)."""
+        batch = y.shape[1]
+        loss_sums.add_(i_loss.detach(), alpha=batch)
+        if task == "classification":
+            score_sums[:, 0] += (output.argmax(dim=-1) == y).sum(dim=1)
+        else:
+            target = y * stds[:, None] + means[:, None]
+            error = output.detach().reshape(y.shape) * stds[:, None] + means[:, None] - target
+            score_sums += torch.stack(
+                [error.pow(2).sum(1), error.abs().sum(1), target.sum(1), target.pow(2).sum(1)],
+                dim=1,
+            )
+
+    def check(losses: torch.Tensor, epoch: int) -> None:
+        # One host sync per step, as in the sequential loop: a diverging fold is caught at once.
+        if bool(torch.isfinite(losses).all()):
+            return
+        for i, value in enumerate(losses.tolist()):
+            if not math.isfinite(value) and i not in diverged:
+                diverged[i] = DivergedError(epoch, step, value)
+
+    for epoch in range(1, epochs + 1):
+        loss_sums = torch.zeros(k, device=device)
+        score_sums = torch.zeros(k, 4, device=device)
+        seen = [0] * k
+        lr_used = optimizer.param_groups[0]["lr"]
+        perms = [
+            torch.randperm(n, generator=g).to(device)
+            for n, g in zip(sizes, generators, strict=True)
+        ]
+        grid = torch.stack([p[: full * batch_size] for p in perms]) + offsets[:, None]
+        grid = grid.view(k, full, batch_size).transpose(0, 1)  # [step, fold, row]
+        tails = [p[full * batch_size :] + offsets[i] for i, p in enumerate(perms)]
+        for s in range(steps_per_epoch):
+            if s < full:
+                index = grid[s]
+            elif len({len(t) for t in tails}) == 1 and len(tails[0]) >= 2:
+                index = torch.stack(tails)
+            else:
+                index = None
+            if index is not None:  # every fold has a batch of the same size: one stacked step
+                x, y = x_all[index], y_all[index]
+                output = stacked.forward(x, training=True)
+                if task == "classification":
+                    per_row = F.cross_entropy(
+                        output.reshape(-1, output.shape[-1]), y.reshape(-1), reduction="none"
+                    )
+                    losses = per_row.view(k, -1).mean(dim=1)
+                else:
+                    losses = F.mse_loss(output.reshape(y.shape), y, reduction="none").mean(dim=1)
+                check(losses, epoch)
+                for i in range(k):
+                    seen[i] += y.shape[1]
+            else:  # the folds' last batches differ in size: each fold on its own rows
+                loss_list: list[torch.Tensor] = []
+                outputs: list[torch.Tensor | None] = []
+                for i, t in enumerate(tails):
+                    if len(t) < 2:
+                        outputs.append(None)
+                        continue
+                    tail_out = stacked.forward_one(i, x_all[t], training=True)
+                    loss_list.append(_loss(task, tail_out, y_all[t]))
+                    outputs.append(tail_out)
+                losses = torch.stack(loss_list)
+                check_list = torch.zeros(k, device=device)
+                j = 0
+                for i, maybe in enumerate(outputs):
+                    if maybe is None:
+                        continue
+                    check_list[i] = losses[j].detach()
+                    j += 1
+                check(check_list, epoch)
+                for i, (t, out) in enumerate(zip(tails, outputs, strict=True)):
+                    if out is None:
+                        continue
+                    out = out.detach()
+                    seen[i] += len(t)
+                    with torch.no_grad():
+                        loss_sums[i] += check_list[i] * len(t)
+                        yt = y_all[t]
+                        if task == "classification":
+                            score_sums[i, 0] += (out.argmax(dim=-1) == yt).sum()
+                        else:
+                            target = yt * stds[i] + means[i]
+                            error = out.reshape(yt.shape) * stds[i] + means[i] - target
+                            score_sums[i] += torch.stack(
+                                [
+                                    error.pow(2).sum(),
+                                    error.abs().sum(),
+                                    target.sum(),
+                                    target.pow(2).sum(),
+                                ]
+                            )
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # d(sum)/d(fold's params) = that fold's own gradient
+            if clip is not None:
+                _clip_per_fold(stacked.params, float(clip))
+            lr_used = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if index is not None:
+                with torch.no_grad():
+                    account(loss_sums, score_sums, losses, output, y)
+        if 0 in diverged:  # sequential training would stop at the first fold's divergence
+            break
+
+        for i in range(k):
+            if i in diverged:
+                continue
+            train_values = _train_metrics(task, loss_sums[i], score_sums[i], max(seen[i], 1))
+            val_values = evaluate(
+                views[i],
+                datas[i].x_val,
+                datas[i].y_val,
+                task,
+                datas[i].target_mean,
+                datas[i].target_std,
+            )
+            names = [("train", m) for m in train_values] + [("val", m) for m in val_values]
+            numbers = torch.stack([*train_values.values(), *val_values.values()]).tolist()
+            metrics = {f"{sp}/{m}": v for (sp, m), v in zip(names, numbers, strict=True)}
+            metrics["train/lr"] = float(lr_used)
+            for name, value in metrics.items():
+                split, metric = name.split("/", 1)
+                results[i].append((epoch, split, metric, value))
+            if on_epoch is not None:
+                on_epoch(fold_ids[i], epoch, metrics)
+
+    finished: dict[int, FoldRows | DivergedError] = {}
+    for i, fold in enumerate(fold_ids):
+        if i in diverged:
+            finished[fold] = diverged[i]
+            continue
+        data = datas[i]
+        if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
+            values = evaluate(
+                views[i], data.x_test, data.y_test, task, data.target_mean, data.target_std
+            )
+            for metric, value in zip(
+                values, torch.stack(list(values.values())).tolist(), strict=True
+            ):
+                results[i].append((epochs, "test", metric, value))
+        finished[fold] = [
+            {"run_key": key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
+            for e, s, m, v in results[i]
+        ]
+    return finished
+
+
+def should_stack(cfg: DictConfig, dataset: Dataset, n_pending: int) -> bool:
+    """Whether to stack this run's pending folds (``stack_folds=on`` with a reason: an error)."""
+    mode = enum_name(cfg.get("stack_folds", "auto"))
+    if mode == "off" or n_pending < 1 or (mode == "auto" and n_pending < 2):
+        return False
+    reason = config_reason(cfg, dataset)
+    if reason is not None:
+        if mode == "on":
+            raise UnstackableError(f"stack_folds=on, but the folds cannot be stacked: {reason}")
+        return False
+    if mode == "auto":
+        model = instantiate(
+            cfg.model,
+            "model",
+            list(cfg.get("allow_targets") or []),
+            in_shape=dataset.in_shape,
+            out_features=dataset.out_features,
+        )
+        try:
+            stacked = StackedModel([model])
+        except UnstackableError:
+            return False
+        return stacked.macs * int(cfg.batch_size) <= AUTO_MAX_MACS_PER_STEP
+    return True
+
+
+def fold_results(
+    cfg: DictConfig,
+    key: str,
+    dataset: Dataset,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    done_folds: set[int],
+    test_idx: np.ndarray,
+    device: torch.device,
+    reporter: Any,
+    run_fold: Callable[[int, Any], FoldRows],
+    status: dict[str, Any] | None = None,
+) -> Iterator[tuple[int, FoldRows]]:
+    """Yield ``(fold, rows)`` for every fold not yet done, in fold order.
+
+    Stacked when :func:`should_stack` says so, else in parallel processes
+    (``parallel_folds > 1``), else one fold after another with ``run_fold(fold, reporter)``.
+    Raises :class:`~mlcli.train.DivergedError` where sequential training would, after yielding
+    the folds before it. ``status`` (the run's status.json dict) gets ``fold_training``: how the
+    folds were trained.
+    """
+    pending = [f for f in range(len(folds)) if f not in done_folds]
+    status = status if status is not None else {}
+    stack = should_stack(cfg, dataset, len(pending))
+    if stack:
+        try:
+            outcome = train_stacked(
+                cfg,
+                key,
+                dataset,
+                folds,
+                pending,
+                test_idx,
+                device,
+                reporter.epoch if reporter is not None else None,
+            )
+        except UnstackableError:
+            if enum_name(cfg.get("stack_folds", "auto")) == "on":
+                raise
+            outcome = None
+        if outcome is not None:
+            status["fold_training"] = "stacked"
+            for fold in pending:
+                result = outcome[fold]
+                if isinstance(result, DivergedError):
+                    raise result
+                yield fold, result
+            return
+    if int(cfg.get("parallel_folds", 1)) > 1 and len(pending) > 1:
+        from mlcli.parallel import parallel_fold_results
+
+        status["fold_training"] = "parallel"
+        # The workers report no progress: a live display belongs to the parent's terminal.
+        yield from parallel_fold_results(
+            int(cfg.parallel_folds), pending, lambda fold: run_fold(fold, None)
+        )
+        return
+    status["fold_training"] = "sequential"
+    for fold in pending:
+        yield fold, run_fold(fold, reporter)

@@ -1,0 +1,149 @@
+"""Stacked and parallel folds give the results of sequential training (not timed here: bench/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mlcli import runner
+from mlcli.optimizers import build_optimizer
+from mlcli.results import read_json, read_results
+
+FAST = ["epochs=2", "cv.n_splits=2", "progress=false", "device=cpu"]
+
+
+def _run(compose, path: Path, *overrides: str) -> tuple[runner.RunOutcome, dict, dict]:
+    outcome = runner.run(compose(*FAST, *overrides), path)
+    status = read_json(path / "status.json")
+    rows = read_results(path / "results.parquet") if (path / "results.parquet").exists() else []
+    values = {(r["fold"], r["epoch"], r["split"], r["metric"]): r["value"] for r in rows}
+    return outcome, status, values
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],  # digits MLP, Adam; the folds' last batches differ in size (a ragged step)
+        [
+            "dataset=diabetes",
+            "model.batch_norm=true",
+            "optim=sgd",
+            "optim.momentum=0.9",
+            "clip_grad_norm=0.5",
+            "scheduler=cosine",
+            "batch_size=32",
+        ],
+        ["dataset=wine", "model=linear", "optim.weight_decay=0.01"],
+    ],
+    ids=["digits-mlp-adam", "diabetes-bn-sgd-clip-cosine", "wine-linear"],
+)
+def test_stacked_folds_equal_sequential(compose, tmp_path, overrides):
+    seq, seq_status, seq_rows = _run(compose, tmp_path / "seq", "stack_folds=off", *overrides)
+    stk, stk_status, stk_rows = _run(compose, tmp_path / "stk", "stack_folds=on", *overrides)
+    assert seq.state == stk.state == "COMPLETED"
+    assert (seq_status["fold_training"], stk_status["fold_training"]) == ("sequential", "stacked")
+    assert {k[0] for k in stk_rows} == {0, 1}
+    assert any(k[2] == "test" for k in stk_rows)
+    _assert_same(seq_rows, stk_rows)
+
+
+def test_auto_stacks_the_mlp_and_falls_back_for_dropout(compose, tmp_path):
+    _, status, _ = _run(compose, tmp_path / "a", "stack_folds=auto")
+    assert status["fold_training"] == "stacked"
+    _, status, _ = _run(compose, tmp_path / "b", "stack_folds=auto", "model.dropout=0.2")
+    assert status["fold_training"] == "sequential"
+
+
+def test_stack_folds_on_with_dropout_fails_with_the_reason(compose, tmp_path):
+    with pytest.raises(ValueError, match="dropout"):
+        runner.run(compose(*FAST, "stack_folds=on", "model.dropout=0.2"), tmp_path / "run")
+    status = read_json(tmp_path / "run" / "status.json")
+    assert status["state"] == "FAILED"
+    assert "dropout" in status["error"]["message"]
+
+
+def test_divergence_is_recorded_as_sequential_training_does(compose, tmp_path):
+    args = ["dataset=diabetes", "optim=sgd", "optim.lr=1000", "epochs=3"]
+    seq, seq_status, seq_rows = _run(compose, tmp_path / "seq", "stack_folds=off", *args)
+    stk, stk_status, stk_rows = _run(compose, tmp_path / "stk", "stack_folds=on", *args)
+    assert seq.state == stk.state == "DIVERGED"
+    assert seq_status["error"] == stk_status["error"]
+    assert seq_status["folds_completed"] == stk_status["folds_completed"]
+    _assert_same(seq_rows, stk_rows)
+
+
+def test_stacked_resume_computes_only_missing_folds(compose, tmp_path):
+    _, _, full = _run(compose, tmp_path / "full", "stack_folds=on")
+    cfg = compose(*FAST, "stack_folds=on")
+    path = tmp_path / "partial"
+    runner.run(cfg, path)
+    status = read_json(path / "status.json")
+    rows = [r for r in read_results(path / "results.parquet") if r["fold"] == 0]
+    from mlcli import results
+
+    results.write_results(path / "results.parquet", rows)
+    status["folds_completed"] = [0]
+    results.write_json(path / "status.json", status)
+    runner.run(cfg, path)
+    again = {
+        (r["fold"], r["epoch"], r["split"], r["metric"]): r["value"]
+        for r in read_results(path / "results.parquet")
+    }
+    _assert_same(full, again)
+
+
+def test_parallel_folds_are_bit_identical_to_sequential(compose, tmp_path):
+    args = ["stack_folds=off", "model.dropout=0.1"]
+    _, _, seq_rows = _run(compose, tmp_path / "seq", *args)
+    _, status, par_rows = _run(compose, tmp_path / "par", *args, "parallel_folds=2")
+    assert status["fold_training"] == "parallel"
+    assert seq_rows == par_rows
+
+
+def test_foreach_optimizer_makes_the_same_updates(compose):
+    torch.manual_seed(0)
+    models = [nn.Linear(5, 3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    node = compose("optim=adam").optim
+    fast = build_optimizer(node, models[0].parameters(), [])
+    plain = torch.optim.Adam(models[1].parameters(), lr=float(node.lr))
+    assert fast.defaults["foreach"] is True
+    x = torch.randn(16, 5)
+    for _ in range(5):
+        for model, optimizer in zip(models, (fast, plain), strict=True):
+            optimizer.zero_grad()
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+    torch.testing.assert_close(models[0].weight, models[1].weight, rtol=0, atol=0)
+
+
+def test_how_folds_are_trained_does_not_change_the_run_key(compose):
+    keys = {
+        runner.run_key(compose(*FAST, f"stack_folds={mode}", f"parallel_folds={n}"))
+        for mode in ("auto", "on", "off")
+        for n in (1, 2)
+    }
+    assert len(keys) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stack_folds=on"],  # README "Speed" examples, with one epoch on two folds
+        ["stack_folds=off", "parallel_folds=2", "model.dropout=0.2"],
+    ],
+)
+def test_readme_speed_examples(cli, tmp_path, args):
+    result = cli("train", *args, "epochs=1", "cv.n_splits=2", "progress=false")
+    assert result.exit_code == 0, result.output
+    (status_path,) = Path("outputs").glob("runs/*/status.json")
+    assert read_json(status_path)["state"] == "COMPLETED"
