@@ -6,7 +6,7 @@ computed in the same run on the same splits: an AR(9) least-squares fit for suns
 noise variance, the HMM's Bayes-optimal (forward-backward) tagging accuracy on the test rows.
 Prints markdown tables (the README's benchmark section) and writes them to ``--out``/toolbox.md.
 
-    .venv/bin/python bench/toolbox.py                  # everything (~1 h on one busy core)
+    .venv/bin/python bench/toolbox.py                  # everything (~12 min on one core)
     .venv/bin/python bench/toolbox.py --only cnn curve # some experiments (names: --list)
 """
 
