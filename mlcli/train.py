@@ -34,8 +34,6 @@ MetricRow = tuple[int, str, str, float]
 """(epoch, split, metric, value)."""
 
 EVAL_CHUNK = 8192
-IGNORE = IGNORE_INDEX
-"""Target value of positions that carry no label (padding); the loss and metrics skip them."""
 TOKEN_TASKS = ("tagging", "seq2seq")
 
 
@@ -103,12 +101,17 @@ def reads_lengths(model: nn.Module) -> bool:
 
 
 def _token_targets(task: Task, y: torch.Tensor) -> torch.Tensor:
-    # Tagging marks padding with IGNORE already; seq2seq targets are padded with PAD.
-    return y.masked_fill(y == PAD, IGNORE) if task == "seq2seq" else y
+    # Tagging marks padding with IGNORE_INDEX already; seq2seq targets are padded with PAD.
+    return y.masked_fill(y == PAD, IGNORE_INDEX) if task == "seq2seq" else y
 
 
 def _loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if task == "classification":
+        if output.dim() != 2:
+            raise ValueError(
+                "a classification task needs one prediction per example, shape (N, classes), but "
+                f"the model returned {tuple(output.shape)}; use a pooled head (model.head=sequence)"
+            )
         return F.cross_entropy(output, target)
     if task in TOKEN_TASKS:
         if output.dim() != 3:
@@ -117,14 +120,14 @@ def _loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tenso
                 f"model returned {tuple(output.shape)}; use a per-token head (model.head=token)"
             )
         labels = _token_targets(task, target)
-        return F.cross_entropy(output.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        return F.cross_entropy(output.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
     return F.mse_loss(output.reshape(target.shape), target)
 
 
 def _token_sums(task: Task, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(correct, count) over real tokens of a per-token output."""
     labels = _token_targets(task, y)
-    real = labels != IGNORE
+    real = labels != IGNORE_INDEX
     correct = ((output.argmax(dim=-1) == labels) & real).sum()
     return torch.stack([correct, real.sum()]).to(output.dtype)
 

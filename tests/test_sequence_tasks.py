@@ -181,3 +181,20 @@ def test_seq2seq_run_records_decoding_metrics(compose, tmp_path):
     }
     status = pd.read_json(tmp_path / "run" / "status.json", typ="series")
     assert status["metric"] == "val/exact_match"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.head=sequence", *_synthetic("tagging")], "one prediction per token"),
+        (["model.head=token", *_synthetic("vectors")], "one prediction per example"),
+    ],
+)
+def test_a_head_that_does_not_fit_the_task_fails_with_the_fix(
+    compose, tmp_path, overrides, message
+):
+    cfg = compose(*SMALL_ATTENTION, *overrides, "cv=holdout", "epochs=1", "progress=false")
+    with pytest.raises(ValueError, match=message):
+        runner.run(cfg, tmp_path / "run")
+    status = pd.read_json(tmp_path / "run" / "status.json", typ="series")
+    assert status["state"] == "FAILED" and "model.head=" in status["error"]["message"]
