@@ -131,6 +131,7 @@ def _node(name: str, **hparams):
     ("model", "dataset", "message"),
     [
         ("mlp", "tagging", "holds token ids"),
+        ("mlp", "reverse", "embeds tokens: transformer"),
         ("attention", "reverse", "needs a model that decodes"),
         ("transformer", "tagging", "use it on a seq2seq dataset"),
     ],

@@ -47,10 +47,10 @@ def data_inputs(builder: Callable[..., Any], name: str, dataset: Dataset) -> dic
     inputs: dict[str, Any] = {"in_shape": dataset.in_shape, "out_features": dataset.out_features}
     if dataset.vocab_size is not None:
         if "vocab_size" not in parameters and not any_keyword:
+            fits = "transformer" if dataset.task == "seq2seq" else "attention or cnn1d"
             raise ValueError(
                 f"model {name} takes real-valued features, but dataset {dataset.name} holds token "
-                f"ids (vocab_size={dataset.vocab_size}); use a model that embeds tokens: "
-                "attention, cnn1d (or transformer for seq2seq)"
+                f"ids (vocab_size={dataset.vocab_size}); use a model that embeds tokens: {fits}"
             )
         inputs["vocab_size"] = dataset.vocab_size
     if dataset.lengths is not None and ("variable_length" in parameters or any_keyword):
