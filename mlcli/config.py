@@ -19,7 +19,13 @@ GROUPS: tuple[str, ...] = ("dataset", "model", "optim", "scheduler", "cv")
 
 CONFIG_NAME = "config"
 
-NON_RESULT_KEYS: tuple[str, ...] = ("outputs_root", "progress", "allow_targets")
+NON_RESULT_KEYS: tuple[str, ...] = (
+    "outputs_root",
+    "progress",
+    "allow_targets",
+    "on_failure",
+    "checkpoint_every",
+)
 """Top-level keys that never change what a run computes: not in the run key, not report columns."""
 
 

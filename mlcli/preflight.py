@@ -53,6 +53,8 @@ class Command:
     info_only: bool = False
     config_dir: str | None = None
     config_name: str = CONFIG_NAME
+    jobs: list[tuple[list[str], Any]] = field(default_factory=list)
+    """Each job's overrides and composed config, filled in by :func:`check`."""
 
 
 def split_args(args: list[str]) -> Command:
@@ -217,6 +219,7 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
         except Exception as error:
             found = [_translate(error, job, command.config_dir)]
         else:
+            command.jobs.append((job, cfg))
             found = validate(cfg)
             allow = list(cfg.get("allow_targets") or [])
             for key, target in find_targets(cfg):

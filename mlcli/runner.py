@@ -7,8 +7,6 @@ its finished folds, and running it again into the same dir computes only the mis
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import random
@@ -23,26 +21,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mlcli
-from mlcli import results
+from mlcli import checkpoint, results
 from mlcli.build import instantiate, root_cause
-from mlcli.config import NON_RESULT_KEYS
 from mlcli.cv import hold_out_test, make_folds
 from mlcli.data.base import Dataset
 from mlcli.preprocess import enum_name, fold_tensors
+from mlcli.sweep import run_key
 from mlcli.train import DivergedError, batches_per_epoch, fit
 
 # Dataset keys read by the runner rather than the dataset's builder.
 RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
-
-
-def run_key(cfg: DictConfig) -> str:
-    """A stable hash of the resolved config, without keys that do not change results."""
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    assert isinstance(container, dict)
-    for key in (*NON_RESULT_KEYS, "hydra"):
-        container.pop(key, None)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def derived_seed(*numbers: int) -> int:
@@ -125,9 +113,11 @@ def run(
     choices: dict[str, str] | None = None,
     overrides: list[str] | None = None,
     reporter: Any = None,
+    session: str | None = None,
 ) -> RunOutcome:
     """Run one cross-validated experiment into ``run_dir``; return how it ended.
 
+    ``session`` names the ``mlcli train`` command that runs it (recorded in status.json).
     ``reporter`` (optional) gets ``start(n_folds, epochs)``, ``epoch(fold, epoch, metrics)`` and
     ``fold_done(fold)`` calls for a live display.
     """
@@ -167,6 +157,8 @@ def run(
         "threads": int(cfg.threads),
         "versions": versions(),
         "folds_completed": sorted(done_folds),
+        "resumed_folds": sorted(done_folds),  # finished before this attempt: not recomputed
+        "session": session,
         "error": None,
     }
     results.write_json(status_path, status)
@@ -206,12 +198,15 @@ def run(
             if fold in done_folds:
                 continue
             rows.extend(
-                _run_fold(cfg, key, fold, dataset, train_idx, val_idx, test_idx, device, reporter)
+                _run_fold(
+                    cfg, key, fold, dataset, train_idx, val_idx, test_idx, device, reporter, run_dir
+                )
             )
             done_folds.add(fold)
             results.write_results(results_path, rows)
             status["folds_completed"] = sorted(done_folds)
             results.write_json(status_path, status)
+            checkpoint.fold_path(run_dir, fold).unlink(missing_ok=True)
             if reporter is not None:
                 reporter.fold_done(fold)
     except DivergedError as error:
@@ -237,8 +232,13 @@ def _run_fold(
     test_idx: np.ndarray,
     device: torch.device,
     reporter: Any,
+    run_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows."""
+    """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows.
+
+    With ``checkpoint_every`` set, the fold saves a checkpoint every that many epochs and, if it
+    finds one of its own, resumes from it (see :mod:`mlcli.checkpoint`).
+    """
     data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
     allow = cfg.get("allow_targets", [])
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
@@ -253,6 +253,44 @@ def _run_fold(
         optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
     )
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
+
+    every = int(cfg.get("checkpoint_every") or 0)
+    ckpt_path = checkpoint.fold_path(run_dir, fold) if run_dir is not None else None
+    start_epoch = 1
+    done_rows: list[tuple[int, str, str, float]] = []  # this fold's rows, epoch by epoch
+    if every and ckpt_path is not None and ckpt_path.is_file():
+        state = checkpoint.load(ckpt_path)
+        if state.get("run_key") == key and state.get("fold") == fold:
+            start_epoch, done_rows = checkpoint.resume(
+                state,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                generator=generator,
+                device=device,
+            )
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            split, metric = name.split("/", 1)
+            done_rows.append((epoch, split, metric, value))
+        if every and ckpt_path is not None and epoch % every == 0 and epoch < int(cfg.epochs):
+            # Saved before anything else runs: the random states are those epoch+1 starts from.
+            state = checkpoint.capture(
+                run_key=key,
+                fold=fold,
+                epoch=epoch,
+                rows=done_rows,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                generator=generator,
+                device=device,
+            )
+            checkpoint.save(ckpt_path, state)
+        if reporter is not None:
+            reporter.epoch(fold, epoch, metrics)
+
     fold_rows = fit(
         model,
         optimizer,
@@ -263,11 +301,14 @@ def _run_fold(
         batch_size=int(cfg.batch_size),
         generator=generator,
         clip_grad_norm=cfg.get("clip_grad_norm"),
-        on_epoch=(lambda e, m: reporter.epoch(fold, e, m)) if reporter is not None else None,
+        on_epoch=on_epoch,
+        start_epoch=start_epoch,
     )
+    # Rows of the epochs before a checkpoint resume came from the checkpoint.
+    previous_rows = [r for r in done_rows if r[0] < start_epoch]
     return [
         {"run_key": key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
-        for e, s, m, v in fold_rows
+        for e, s, m, v in [*previous_rows, *fold_rows]
     ]
 
 

@@ -37,3 +37,8 @@ class Warmup(enum.Enum):
     none = "none"
     constant = "constant"
     linear = "linear"
+
+
+# `continue` is a keyword, hence the functional form; OmegaConf matches members by name.
+OnFailure = enum.Enum("OnFailure", [("continue", "continue"), ("stop", "stop")])
+"""What a sweep does after a job fails: run the other jobs (``continue``) or start no more."""

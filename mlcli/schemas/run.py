@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlcli.schemas.base import Device, bound
+from mlcli.schemas.base import Device, OnFailure, bound
 
 
 @dataclass
@@ -26,6 +26,8 @@ class RunSchema:
     clip_grad_norm: float | None = bound(None, gt=0.0)
     outputs_root: str = "outputs"
     progress: bool = True
+    on_failure: OnFailure = OnFailure["continue"]
+    checkpoint_every: int = bound(0, ge=0)
     allow_targets: list[str] = field(default_factory=list)
 
 
