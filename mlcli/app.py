@@ -57,7 +57,9 @@ def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str,
 
 def task(cfg: DictConfig) -> str:
     """Run one job inside Hydra: returns its final state; raises only ``KeyboardInterrupt``."""
-    from mlcli import procs, sweep
+    from mlcli import display, procs, runner, sweep  # noqa: F401
+
+    runner.preload()  # once per process: every job's forked child inherits torch, sklearn & co.
 
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)

@@ -178,7 +178,8 @@ def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -
     if len(outcome.entries) > 1:
         counts = Counter(str(e.get("state")) for e in outcome.entries)
         err_console.print(
-            f"{len(outcome.entries)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+            f"{len(outcome.entries)} jobs: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         )
     if outcome.failures or outcome.hydra_exit:
         raise typer.Exit(1)

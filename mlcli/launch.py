@@ -286,9 +286,11 @@ class Session:
                         signal_name(signals.signum) if signals.signum else "SIGINT"
                     )
         finally:
-            if outcome.interrupted or outcome.hydra_exit:
+            stopped = bool(outcome.interrupted or outcome.hydra_exit)
+            if stopped:
                 # Whatever the launch started (workers, their jobs) stops before we return.
                 procs.stop_processes([p for p in procs.descendants() if p.pid not in before])
+            shutdown_joblib_workers(kill=stopped)
             sweep.mark_stale_runs(
                 self.plan.outputs_root,
                 self.id,
@@ -316,6 +318,18 @@ class Session:
                         }
                     )
         return failures
+
+
+def shutdown_joblib_workers(kill: bool = False) -> None:
+    """Stop the joblib launcher's worker processes now (loky keeps them for reuse otherwise).
+
+    A session's workers must not outlive it: they hold its working directory and environment.
+    """
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None)  # loky's one reusable executor, if started
+    if executor is not None:
+        with contextlib.suppress(Exception):
+            executor.shutdown(wait=not kill, kill_workers=kill)
 
 
 def signal_name(signum: int) -> str:

@@ -33,6 +33,18 @@ from mlcli.train import DivergedError, batches_per_epoch, fit
 RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
 
 
+def preload() -> None:
+    """Import what every run needs, so that job processes forked from this one inherit it.
+
+    Without it each job's child would pay these lazy imports again (seconds: scikit-learn's
+    splitters and datasets, and ``torch._dynamo``, which the first optimizer a process builds
+    imports).
+    """
+    import sklearn.datasets
+    import sklearn.model_selection
+    import torch._dynamo  # noqa: F401
+
+
 def derived_seed(*numbers: int) -> int:
     """A well-mixed 32-bit seed from several integers (e.g. run seed and fold)."""
     return int(np.random.SeedSequence([abs(int(n)) for n in numbers]).generate_state(1)[0])

@@ -353,6 +353,7 @@ class Session:
             return
         import uuid
 
+        entry = {**entry, "time": time.time()}
         write_json(self.ledger / f"{uuid.uuid4().hex}.json", entry)
 
     def request_stop(self) -> None:
@@ -367,9 +368,9 @@ class Session:
 
 
 def read_ledger(ledger: Path) -> list[dict[str, Any]]:
-    """Every entry jobs recorded in ``ledger``."""
+    """Every entry jobs recorded in ``ledger``, in the order they were recorded."""
     entries = []
-    for path in sorted(Path(ledger).glob("*.json")):
+    for path in Path(ledger).glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
             entries.append(read_json(path))
-    return entries
+    return sorted(entries, key=lambda e: float(e.get("time", 0.0)))

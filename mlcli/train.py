@@ -132,7 +132,7 @@ def fit(
             output = model(x)
             loss = _loss(task, output, y)
             if not torch.isfinite(loss):
-                raise DivergedError(epoch, step, float(loss))
+                raise DivergedError(epoch, step, float(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip_grad_norm is not None:
