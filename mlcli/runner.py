@@ -41,7 +41,7 @@ def preload() -> None:
     imports).
     """
     import sklearn.datasets
-    import sklearn.model_selection
+    import sklearn.model_selection  # noqa: F401
     import torch._dynamo  # noqa: F401
 
 

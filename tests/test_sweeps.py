@@ -92,15 +92,15 @@ def _results(root: Path) -> pd.DataFrame:
 
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
     """`python -m mlcli train ARGS` in its own process group (so a test can kill all of it)."""
-    log = open(tmp_path / "first-run.log", "wb")  # noqa: SIM115 - closed when the process ends
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlcli", "train", *args],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-    )
+    with open(tmp_path / "first-run.log", "wb") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "mlcli", "train", *args],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        )
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 240.0) -> None:
@@ -143,14 +143,14 @@ def test_killed_sweep_resumes_with_the_same_command(cli, test_models, tmp_path, 
     before = _statuses(tmp_path / "outputs")
     completed = {d for d, s in before.items() if s["state"] == "COMPLETED"}
     partial = {d: s["folds_completed"] for d, s in before.items() if s["state"] == "RUNNING"}
-    assert len(completed) >= 5 and partial and all(f == [0, 1] for f in partial.values())
+    assert len(completed) >= 5 and [0, 1] in partial.values()  # the paused job: 2 folds done
 
     (tmp_path / "PAUSE").unlink()
     result = cli("train", *args)  # the identical command
     assert result.exit_code == 0, result.output
     assert "continuing the sweep in" in result.output
-    assert result.output.count("skipped (already COMPLETED)") == len(completed)
-    assert result.output.count("continuing outputs") == len(partial)
+    # (under joblib the jobs' own notices go to the workers' output, not to this one)
+    assert f"12 jobs: {12 - len(completed)} COMPLETED, {len(completed)} SKIPPED" in result.output
 
     after = _statuses(tmp_path / "outputs")
     assert len(after) == 12 and {s["state"] for s in after.values()} == {"COMPLETED"}
@@ -196,8 +196,8 @@ def test_failing_exiting_and_killed_jobs_do_not_stop_the_others(
 
 def test_fail_fast_starts_no_more_jobs(cli, test_models, tmp_path):
     result = cli(
-        "train", "-m", "model=faulty", "model.mode=ok1,raise,ok2,ok3", "allow_targets=[sweep_models]",
-        "cv.n_splits=2", "--fail-fast", *FAST,
+        "train", "-m", "model=faulty", "model.mode=ok1,raise,ok2,ok3",
+        "allow_targets=[sweep_models]", "cv.n_splits=2", "--fail-fast", *FAST,
     )  # fmt: skip
     assert result.exit_code == 1
     text = " ".join(result.output.split())
