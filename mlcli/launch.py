@@ -281,10 +281,12 @@ class Session:
                 except SystemExit as exit_:
                     code = exit_.code
                     outcome.hydra_exit = code if isinstance(code, int) else (1 if code else 0)
-                except KeyboardInterrupt:
-                    outcome.interrupted = (
-                        signal_name(signals.signum) if signals.signum else "SIGINT"
-                    )
+                except KeyboardInterrupt as error:
+                    # Raised by our handler (here or in the job's task) with the signal's name.
+                    named = str(error.args[0]) if error.args else ""
+                    if signals.signum:
+                        named = signal_name(signals.signum)
+                    outcome.interrupted = named if named.startswith("SIG") else "SIGINT"
         finally:
             stopped = bool(outcome.interrupted or outcome.hydra_exit)
             if stopped:
