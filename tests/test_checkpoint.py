@@ -140,6 +140,7 @@ def _fork(body) -> int:
     return pid
 
 
+@pytest.mark.slow
 def test_sixteen_processes_writing_at_once_lose_nothing_and_readers_never_fail(tmp_path):
     root = tmp_path / "outputs"
     pending = {_fork(lambda w=w: _write_runs(root, w, 100)) for w in range(16)}

@@ -250,6 +250,7 @@ def test_diverged_job_is_listed_and_the_sweep_goes_on(cli, tmp_path):
     assert len(_statuses(tmp_path / "outputs")) == 2
 
 
+@pytest.mark.slow
 def test_basic_and_joblib_launchers_give_identical_results(cli, tmp_path):
     args = ["-m", "seed=0,1", "model=mlp", "model.dropout=0.2", "cv.n_splits=2", *FAST]
     assert cli("train", *args).exit_code == 0
@@ -334,6 +335,7 @@ def test_joblib_workers_times_threads_fit_the_cores(monkeypatch):
         assert f"hydra.launcher.n_jobs={workers}" in result.overrides, (extra, result.overrides)
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep(cli, tmp_path):
     args = ["-m", "seed=0,1", "model=linear", "cv.n_splits=2", *FAST]
     result = cli("train", *args, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5")
