@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from mlcli import checkpoint, results, runner, sweep, train
-from mlcli.report import collect
+from mlcli.report.collect import collect
 
 CHECKPOINTED = [
     "model=mlp", "model.dropout=0.3", "dataset=wine", "epochs=4", "cv.n_splits=2",
@@ -147,10 +147,10 @@ def test_sixteen_processes_writing_at_once_lose_nothing_and_readers_never_fail(t
     reads = 0
     while pending:
         if root.exists() and any(root.rglob("status.json")):
-            runs, frame = collect([root])  # what `mlcli report` reads, while the writes go on
-            assert set(runs["state"]) == {"COMPLETED"}
+            got = collect([root])  # what `mlcli report` reads, while the writes go on
+            assert set(got.runs["state"]) == {"COMPLETED"} and not got.notes
             # a run whose status is there has its results there too: never half a run
-            assert set(runs["run_key"]) <= set(frame["run_key"])
+            assert set(range(len(got.runs))) <= set(got.results["run"])
             reads += 1
         for pid in list(pending):
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -158,9 +158,9 @@ def test_sixteen_processes_writing_at_once_lose_nothing_and_readers_never_fail(t
                 assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
                 pending.remove(pid)
         time.sleep(0.2)
-    runs, frame = collect([root])
-    assert len(frame) == 1600 and not frame.duplicated(["run_key"]).any()
-    assert len(runs) == 1600 and reads > 0
+    got = collect([root])
+    assert len(got.results) == 1600 and not got.results.duplicated(["run"]).any()
+    assert len(got.runs) == 1600 and got.runs["run_key"].is_unique and reads > 0
 
 
 def test_kill_9_during_writes_leaves_every_finished_file_readable(tmp_path):
