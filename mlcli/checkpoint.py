@@ -85,9 +85,26 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+class CheckpointRefusedError(ValueError):
+    """A checkpoint that only full unpickling could read (it could run code): never loaded."""
+
+
 def load(path: Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no code is unpickled), onto the CPU."""
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint with ``weights_only=True`` (no code is unpickled), onto the CPU.
+
+    ``weights_only=True`` is passed explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot turn
+    it off; a file that needs more than tensors and plain containers is refused.
+    """
+    import pickle
+
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointRefusedError(
+            f"{path}: this checkpoint holds objects that only full unpickling could load, which "
+            "can run arbitrary code; mlcli refuses it whatever the environment says. mlcli's own "
+            "checkpoints never need it: delete the file to recompute the fold."
+        ) from error
     return state
 
 
