@@ -5,7 +5,9 @@ Feature scaling (``dataset.normalize``) and the regression target's standardizat
 Tables with categorical columns or missing cells (``dataset=csv``) go through a scikit-learn
 ``ColumnTransformer`` fitted the same way: mean imputation and scaling of the numeric columns,
 most-frequent imputation and one-hot encoding (unknown categories -> all zeros) of the
-categorical ones.
+categorical ones. Variable-length sequences (``dataset.lengths``) are scaled per feature with
+statistics over their valid time steps only, and their padding stays exactly zero; token ids are
+never scaled.
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ def enum_name(value: Any) -> str:
     return str(getattr(value, "name", value))
 
 
-class Normalizer:
-    """Feature scaling whose statistics come from the training rows only."""
+def valid_steps(lengths: np.ndarray, max_length: int) -> np.ndarray:
+    """``(N, T)`` bool mask of the valid time steps of zero-padded sequences."""
+    return np.arange(max_length)[None, :] < lengths[:, None]
 
-    def __init__(self, kind: str, x_train: np.ndarray) -> None:
+
+class Normalizer:
+    """Feature scaling whose statistics come from the training rows only.
+
+    With ``lengths`` (sequences ``(N, T, F)``), statistics are per feature over valid steps.
+    """
+
+    def __init__(self, kind: str, x_train: np.ndarray, lengths: np.ndarray | None = None) -> None:
         self.kind = kind
+        if lengths is not None:
+            x_train = x_train[valid_steps(lengths, x_train.shape[1])]  # (valid steps, F)
         if kind == "standard":
             self.shift = x_train.mean(axis=0)
             scale = x_train.std(axis=0)
@@ -42,8 +54,11 @@ class Normalizer:
         self.scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
         self.shift = self.shift.astype(np.float32)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.shift) / self.scale
+    def __call__(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        out = (x - self.shift) / self.scale
+        if lengths is not None:
+            out[~valid_steps(lengths, x.shape[1])] = 0.0  # padding stays zero
+        return out
 
 
 def needs_table_encoder(dataset: Dataset) -> bool:
@@ -87,11 +102,22 @@ def table_encoder(kind: str, n_features: int, categorical: tuple[int, ...]) -> A
     )
 
 
+def _unscaled(x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    return x
+
+
 def fold_scaler(
     dataset: Dataset, train_idx: np.ndarray, dataset_cfg: Any
-) -> Callable[[np.ndarray], np.ndarray]:
-    """The feature transform of one fold, fitted on ``train_idx`` alone."""
+) -> Callable[..., np.ndarray]:
+    """The feature transform of one fold, fitted on ``train_idx`` alone.
+
+    Called as ``scale(x)``, or ``scale(x, lengths)`` for variable-length sequences.
+    """
     kind = enum_name(dataset_cfg.get("normalize", "standard"))
+    if dataset.vocab_size is not None:
+        return _unscaled  # token ids are categories, not quantities
+    if dataset.lengths is not None:
+        return Normalizer(kind, dataset.X[train_idx], dataset.lengths[train_idx])
     if not needs_table_encoder(dataset):
         return Normalizer(kind, dataset.X[train_idx])
     encoder = table_encoder(kind, dataset.X.shape[1], dataset.categorical)
@@ -109,6 +135,7 @@ def fold_tensors(
 ) -> FoldData:
     """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
     scaler = fold_scaler(dataset, train_idx, dataset_cfg)
+    lengths = dataset.lengths
     mean, std = 0.0, 1.0
     y = dataset.y
     if dataset.task == "regression" and dataset_cfg.get("normalize_target", True):
@@ -117,12 +144,29 @@ def fold_tensors(
         y = ((y - mean) / std).astype(np.float32)
 
     def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            torch.from_numpy(scaler(dataset.X[index])).to(device),
-            torch.from_numpy(y[index]).to(device),
+        x = (
+            scaler(dataset.X[index])
+            if lengths is None
+            else scaler(dataset.X[index], lengths[index])
         )
+        return torch.from_numpy(x).to(device), torch.from_numpy(y[index]).to(device)
+
+    def lengths_of(index: np.ndarray) -> torch.Tensor | None:
+        return None if lengths is None else torch.from_numpy(lengths[index]).to(device)
 
     x_train, y_train = tensors(train_idx)
     x_val, y_val = tensors(val_idx)
     x_test, y_test = tensors(test_idx) if len(test_idx) else (None, None)
-    return FoldData(x_train, y_train, x_val, y_val, x_test, y_test, mean, std)
+    return FoldData(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        mean,
+        std,
+        lengths_train=lengths_of(train_idx),
+        lengths_val=lengths_of(val_idx),
+        lengths_test=lengths_of(test_idx) if len(test_idx) else None,
+    )

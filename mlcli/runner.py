@@ -29,6 +29,7 @@ from mlcli.cv import plan
 from mlcli.data.base import Dataset
 from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
 from mlcli.data.loading import build_dataset, split_config
+from mlcli.models import build_model
 from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.stacked import fold_results
@@ -56,10 +57,11 @@ def derived_seed(*numbers: int) -> int:
 
 
 def selection_metric(metric: str, task: str) -> str:
-    """Resolve ``metric=auto``: val/acc for classification, val/r2 for regression."""
+    """Resolve ``metric=auto``: val/acc (classification, tagging), val/r2 (regression),
+    val/exact_match (seq2seq)."""
     if metric != "auto":
         return metric
-    return "val/acc" if task == "classification" else "val/r2"
+    return {"regression": "val/r2", "seq2seq": "val/exact_match"}.get(task, "val/acc")
 
 
 def seed_everything(seed: int) -> None:
@@ -271,14 +273,9 @@ def _run_fold(
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
     fold_seed = derived_seed(int(cfg.seed), fold)
     seed_everything(fold_seed)
-    model = instantiate(
-        cfg.model,
-        "model",
-        allow,
-        # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
-        in_shape=tuple(data.x_train.shape[1:]),
-        out_features=dataset.out_features,
-    ).to(device)
+    # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
+    model = build_model(cfg.model, dataset, allow, in_shape=tuple(data.x_train.shape[1:]))
+    model = model.to(device)
     optimizer = build_optimizer(cfg.optim, model.parameters(), allow)
     steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(

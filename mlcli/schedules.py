@@ -6,7 +6,22 @@ Every schedule is a multiplicative factor on each parameter group's base lr (``L
   (gradual warmup, rising from ~0 to the base lr, which it reaches without a jump);
 * warmup ``constant``: the lr is held at ``warmup_lr`` for ``warmup_steps`` steps, then jumps to
   the base lr (the ResNet paper's 110-layer CIFAR-10 run);
-* after warmup the decay runs over the remaining ``total_steps - warmup_steps`` steps.
+* after warmup the decay runs over the remaining ``total_steps - warmup_steps`` steps, starting
+  from the base lr. With ``t`` the steps since warmup ended and ``p = t / (total_steps -
+  warmup_steps)`` its progress, the decays are
+
+  - ``constant``: 1
+  - ``step``: ``gamma ** (t // step_size)``
+  - ``exponential``: ``gamma ** t``
+  - ``cosine``: ``m + (1 - m) · (1 + cos(π p)) / 2`` with ``m = min_lr_ratio``
+  - ``linear``: ``m + (1 - m) · (1 - p)`` (down to 0 at the end when ``m = 0``)
+  - ``inverse_sqrt``: ``sqrt(τ / (τ + t))`` with ``τ = timescale`` (default: ``warmup_steps``,
+    or 1 without warmup)
+
+  ``inverse_sqrt`` with ``warmup=linear`` and ``timescale = warmup_steps = W`` is the Transformer
+  paper's schedule normalized to peak at the base lr: ``(s + 1) / W`` for steps ``s < W``, then
+  ``sqrt(W / s)`` (the paper's ``sqrt(W / (s + 1))`` shifted by one step, so the decay starts
+  exactly at the base lr like every other decay here).
 """
 
 from __future__ import annotations
@@ -34,6 +49,9 @@ class ScheduleFactor:
         warmup_steps: int,
         warmup_lr: float,
         min_lr_ratio: float,
+        step_size: int = 1,
+        gamma: float = 1.0,
+        timescale: int | None = None,
     ) -> None:
         self.decay = decay
         self.base_lr = base_lr
@@ -42,6 +60,9 @@ class ScheduleFactor:
         self.warmup_steps = warmup_steps if self.warmup != "none" else 0
         self.warmup_lr = warmup_lr
         self.min_lr_ratio = min_lr_ratio
+        self.step_size = step_size
+        self.gamma = gamma
+        self.timescale = timescale if timescale is not None else max(1, self.warmup_steps)
 
     @property
     def is_constant(self) -> bool:
@@ -61,6 +82,14 @@ class ScheduleFactor:
         if self.decay == "cosine":
             cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
             return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+        if self.decay == "linear":
+            return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * (1.0 - progress)
+        if self.decay == "step":
+            return self.gamma ** (t // self.step_size)
+        if self.decay == "exponential":
+            return self.gamma**t
+        if self.decay == "inverse_sqrt":
+            return math.sqrt(self.timescale / (self.timescale + t))
         raise ValueError(f"unknown decay {self.decay!r}")
 
 
@@ -72,6 +101,9 @@ def _build(
     warmup_steps: int = 0,
     warmup_lr: float = 1e-4,
     min_lr_ratio: float = 0.0,
+    step_size: int = 1,
+    gamma: float = 1.0,
+    timescale: int | None = None,
 ) -> LambdaLR:
     factors = [
         ScheduleFactor(
@@ -82,6 +114,9 @@ def _build(
             warmup_steps,
             warmup_lr,
             min_lr_ratio,
+            step_size,
+            gamma,
+            timescale,
         )
         for group in optimizer.param_groups
     ]
@@ -96,3 +131,23 @@ def constant(optimizer: Optimizer, total_steps: int, **options: Any) -> LambdaLR
 def cosine(optimizer: Optimizer, total_steps: int, **options: Any) -> LambdaLR:
     """Cosine decay from the base lr to ``min_lr_ratio × base lr`` at ``total_steps``."""
     return _build("cosine", optimizer, total_steps, **options)
+
+
+def linear(optimizer: Optimizer, total_steps: int, **options: Any) -> LambdaLR:
+    """Linear decay from the base lr to ``min_lr_ratio × base lr`` (0 by default)."""
+    return _build("linear", optimizer, total_steps, **options)
+
+
+def step(optimizer: Optimizer, total_steps: int, **options: Any) -> LambdaLR:
+    """Step decay: the lr is multiplied by ``gamma`` every ``step_size`` optimizer steps."""
+    return _build("step", optimizer, total_steps, **options)
+
+
+def exponential(optimizer: Optimizer, total_steps: int, **options: Any) -> LambdaLR:
+    """Exponential decay: the lr is multiplied by ``gamma`` after every optimizer step."""
+    return _build("exponential", optimizer, total_steps, **options)
+
+
+def inverse_sqrt(optimizer: Optimizer, total_steps: int, **options: Any) -> LambdaLR:
+    """Inverse square-root decay ``sqrt(τ / (τ + t))``: the Transformer schedule with warmup."""
+    return _build("inverse_sqrt", optimizer, total_steps, **options)

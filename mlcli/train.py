@@ -9,20 +9,23 @@ Metrics per epoch:
 
 Classification records ``loss`` (cross-entropy) and ``acc``; regression records ``loss`` (MSE on
 the standardized target that training minimizes) and ``mse``, ``mae``, ``r2`` in the target's
-original units.
+original units. Token tasks average over real tokens only (padding is never counted): tagging
+records ``loss`` and ``acc``; seq2seq records ``loss`` and ``tf_acc`` (next-token accuracy under
+teacher forcing) and, in evaluation, ``token_acc`` and ``exact_match`` of greedy decoding.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mlcli.data.base import Task
+from mlcli.data.base import BOS, IGNORE_INDEX, PAD, Task
 
 if TYPE_CHECKING:
     from mlcli.analysis import Analyzer
@@ -31,6 +34,9 @@ MetricRow = tuple[int, str, str, float]
 """(epoch, split, metric, value)."""
 
 EVAL_CHUNK = 8192
+IGNORE = IGNORE_INDEX
+"""Target value of positions that carry no label (padding); the loss and metrics skip them."""
+TOKEN_TASKS = ("tagging", "seq2seq")
 
 
 class DivergedError(RuntimeError):
@@ -55,6 +61,18 @@ class FoldData:
     y_test: torch.Tensor | None = None
     target_mean: float = 0.0
     target_std: float = 1.0
+    # Valid lengths of zero-padded variable-length sequences (None for fixed-size inputs).
+    lengths_train: torch.Tensor | None = None
+    lengths_val: torch.Tensor | None = None
+    lengths_test: torch.Tensor | None = None
+
+
+class Seq2SeqModel(Protocol):
+    """What the loop needs of a seq2seq model beyond its teacher-forced forward."""
+
+    def generate(
+        self, source: torch.Tensor, lengths: torch.Tensor | None, max_length: int
+    ) -> torch.Tensor: ...
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
@@ -63,25 +81,99 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return full + (1 if rest >= 2 or (rest == 1 and n == 1) else 0)
 
 
+def forward(
+    model: nn.Module, task: Task, x: torch.Tensor, lengths: torch.Tensor | None, y: torch.Tensor
+) -> torch.Tensor:
+    """The model's output for a batch; seq2seq is teacher-forced (the decoder reads BOS + y).
+
+    Only a model whose ``forward`` takes ``lengths`` gets them; a fixed-size model (``mlp``)
+    reads zero-padded sequences as they are.
+    """
+    if task == "seq2seq":
+        target_in = torch.cat([torch.full_like(y[:, :1], BOS), y[:, :-1]], dim=1)
+        return model(x, lengths, target_in)
+    if lengths is not None and reads_lengths(model):
+        return model(x, lengths)
+    return model(x)
+
+
+def reads_lengths(model: nn.Module) -> bool:
+    """Whether a model's ``forward`` takes ``lengths`` (sequence models with padding masks)."""
+    return "lengths" in inspect.signature(model.forward).parameters
+
+
+def _token_targets(task: Task, y: torch.Tensor) -> torch.Tensor:
+    # Tagging marks padding with IGNORE already; seq2seq targets are padded with PAD.
+    return y.masked_fill(y == PAD, IGNORE) if task == "seq2seq" else y
+
+
 def _loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if task == "classification":
         return F.cross_entropy(output, target)
+    if task in TOKEN_TASKS:
+        if output.dim() != 3:
+            raise ValueError(
+                f"a {task} task needs one prediction per token, shape (N, T, classes), but the "
+                f"model returned {tuple(output.shape)}; use a per-token head (model.head=token)"
+            )
+        labels = _token_targets(task, target)
+        return F.cross_entropy(output.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
     return F.mse_loss(output.reshape(target.shape), target)
+
+
+def _token_sums(task: Task, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(correct, count) over real tokens of a per-token output."""
+    labels = _token_targets(task, y)
+    real = labels != IGNORE
+    correct = ((output.argmax(dim=-1) == labels) & real).sum()
+    return torch.stack([correct, real.sum()]).to(output.dtype)
+
+
+def _rows(lengths: torch.Tensor | None, start: int) -> torch.Tensor | None:
+    return None if lengths is None else lengths[start : start + EVAL_CHUNK]
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, mean: float, std: float
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: Task,
+    mean: float,
+    std: float,
+    lengths: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Metrics of ``model`` on a whole split, in eval mode (values stay on the device)."""
+    """Metrics of ``model`` on a whole split, in eval mode (values stay on the device).
+
+    A seq2seq model is also decoded greedily (up to the targets' padded length) for
+    ``token_acc`` (position-wise over real target tokens) and ``exact_match`` (whole sequence,
+    EOS included).
+    """
     model.eval()
-    outputs = torch.cat([model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+    outputs, decoded = [], []
+    for i in range(0, len(x), EVAL_CHUNK):
+        x_i, y_i, lengths_i = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK], _rows(lengths, i)
+        outputs.append(forward(model, task, x_i, lengths_i, y_i))
+        if task == "seq2seq":
+            decoded.append(cast(Seq2SeqModel, model).generate(x_i, lengths_i, y.shape[1]))
     model.train()
-    loss = _loss(task, outputs, y)
+    output = torch.cat(outputs)
+    loss = _loss(task, output, y)
     if task == "classification":
-        acc = (outputs.argmax(dim=-1) == y).float().mean()
-        return {"loss": loss, "acc": acc}
-    prediction = outputs.reshape(y.shape) * std + mean
+        return {"loss": loss, "acc": (output.argmax(dim=-1) == y).float().mean()}
+    if task == "tagging":
+        correct, count = _token_sums(task, output, y)
+        return {"loss": loss, "acc": correct / count}
+    if task == "seq2seq":
+        correct, count = _token_sums(task, output, y)
+        prediction, real = torch.cat(decoded), y != PAD
+        return {
+            "loss": loss,
+            "tf_acc": correct / count,
+            "token_acc": ((prediction == y) & real).sum() / real.sum(),
+            "exact_match": (prediction == y).all(dim=1).float().mean(),
+        }
+    prediction = output.reshape(y.shape) * std + mean
     target = y * std + mean
     error = prediction - target
     mse = error.pow(2).mean()
@@ -128,7 +220,9 @@ def fit(
     for epoch in range(start_epoch, epochs + 1):
         # Running sums stay on the device: one host sync per epoch, not one per step.
         loss_sum = torch.zeros((), device=device)
-        score_sums = torch.zeros(4, device=device)  # acc: correct; reg: sse, sae, sum y, sum y²
+        # classification: correct; regression: sse, sae, sum y, sum y²; token tasks:
+        # correct tokens, real tokens, loss × real tokens (token-weighted epoch mean).
+        score_sums = torch.zeros(4, device=device)
         correct = score_sums[0]  # a view: accumulating into it fills score_sums[0]
         seen = 0
         lr_used = optimizer.param_groups[0]["lr"]
@@ -138,7 +232,8 @@ def fit(
             if len(index) < 2 <= n:
                 continue  # a trailing batch of one row breaks batch norm (see batches_per_epoch)
             x, y = data.x_train[index], data.y_train[index]
-            output = model(x)
+            lengths = data.lengths_train[index] if data.lengths_train is not None else None
+            output = forward(model, task, x, lengths, y)
             loss = _loss(task, output, y)
             if not torch.isfinite(loss):
                 raise DivergedError(epoch, step, float(loss.detach()))
@@ -158,6 +253,9 @@ def fit(
                 loss_sum.add_(loss.detach(), alpha=batch)
                 if task == "classification":
                     correct.add_((output.argmax(dim=-1) == y).sum())
+                elif task in TOKEN_TASKS:
+                    right, count = _token_sums(task, output.detach(), y)
+                    score_sums[:3] += torch.stack([right, count, loss.detach() * count])
                 else:
                     target = y * std + mean
                     error = output.detach().reshape(y.shape) * std + mean - target
@@ -166,7 +264,7 @@ def fit(
                     )
 
         train_values = _train_metrics(task, loss_sum, score_sums, max(seen, 1))
-        val_values = evaluate(model, data.x_val, data.y_val, task, mean, std)
+        val_values = evaluate(model, data.x_val, data.y_val, task, mean, std, data.lengths_val)
         # One transfer for everything the epoch recorded.
         names = [("train", k) for k in train_values] + [("val", k) for k in val_values]
         numbers = torch.stack([*train_values.values(), *val_values.values()]).tolist()
@@ -183,7 +281,7 @@ def fit(
             on_epoch(epoch, epoch_metrics)
 
     if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
-        test_values = evaluate(model, data.x_test, data.y_test, task, mean, std)
+        test_values = evaluate(model, data.x_test, data.y_test, task, mean, std, data.lengths_test)
         for metric, value in zip(
             test_values, torch.stack(list(test_values.values())).tolist(), strict=True
         ):
@@ -196,6 +294,10 @@ def _train_metrics(
 ) -> dict[str, torch.Tensor]:
     if task == "classification":
         return {"loss": loss_sum / seen, "acc": sums[0] / seen}
+    if task in TOKEN_TASKS:
+        tokens = sums[1].clamp_min(1.0)
+        accuracy = "acc" if task == "tagging" else "tf_acc"
+        return {"loss": sums[2] / tokens, accuracy: sums[0] / tokens}
     sse, sae, sum_y, sum_y2 = sums
     total = (sum_y2 - sum_y * sum_y / seen).clamp_min(torch.finfo(sums.dtype).tiny)
     return {"loss": loss_sum / seen, "mse": sse / seen, "mae": sae / seen, "r2": 1.0 - sse / total}

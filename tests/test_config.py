@@ -11,11 +11,12 @@ import torch
 from mlcli import runner
 from mlcli.build import instantiate
 from mlcli.config import GROUPS, group_options, packaged_conf_dir, validate
+from mlcli.models import build_model
+from mlcli.preprocess import fold_tensors
+from mlcli.train import fit, forward
 
 CONF = packaged_conf_dir()
-# Datasets whose task needs a sequence model (per-token tags, or an output sequence).
-SEQUENCE_TASKS = ("tagging", "seq2seq")
-SEQUENCE_DATASETS = {"hmm_tagging", "seq_reverse"}
+CPU = torch.device("cpu")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -24,6 +25,24 @@ def test_every_option_file_has_a_usage_comment_and_a_target():
         text = (CONF / group / f"{option}.yaml").read_text()
         assert text.startswith("#") and "mlcli train" in text.splitlines()[1], (group, option)
         assert "_target_:" in text, (group, option)
+
+
+# Options that need other data or another model than the defaults (digits, mlp), and their pair.
+PAIRED: dict[tuple[str, str], list[str]] = {
+    ("model", "sigmoid_sum"): ["dataset=curve"],
+    ("model", "relu_sum"): ["dataset=curve"],
+    ("model", "cnn1d"): ["dataset=mnist1d"],
+    ("model", "attention"): ["dataset=japanese_vowels"],
+    ("model", "transformer"): ["dataset=seq_reverse", "dataset.n_samples=100"],
+    ("dataset", "hmm_tagging"): ["model=attention", "model.head=token", "dataset.n_samples=100"],
+    ("dataset", "seq_reverse"): ["model=transformer", "dataset.n_samples=100"],
+}
+
+
+def _expected_shape(dataset, n: int) -> tuple[int, ...]:
+    if dataset.task in ("tagging", "seq2seq"):
+        return (n, dataset.y.shape[1], dataset.out_features)
+    return (n, dataset.out_features)
 
 
 def _needs_a_file(option: str) -> list[str]:
@@ -40,26 +59,23 @@ def _needs_a_file(option: str) -> list[str]:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=lambda v: str(v))
 def test_every_option_composes_validates_and_builds(compose, group, option):
-    cfg = compose(f"{group}={option}", *(_needs_a_file(option) if group == "dataset" else []))
+    paired = PAIRED.get((group, option), [])
+    files = _needs_a_file(option) if group == "dataset" else []
+    cfg = compose(f"{group}={option}", *paired, *files)
     assert validate(cfg) == []
     dataset = runner.build_dataset(cfg)
-    if dataset.task in SEQUENCE_TASKS:
-        # The default model (mlp) has no per-element or decoder output: only these two datasets
-        # may take this branch, and tests/test_datasets.py checks their contract.
-        assert option in SEQUENCE_DATASETS, f"{option}: pair this {dataset.task} set with a model"
-        assert dataset.lengths is not None and dataset.y.ndim == 2
-        return
-    model = instantiate(
-        cfg.model, "model", in_shape=dataset.in_shape, out_features=dataset.out_features
-    )
+    index = np.arange(len(dataset.y))
+    data = fold_tensors(dataset, index[:8], index[8:12], index[:0], cfg.dataset, CPU)
+    model = build_model(cfg.model, dataset, in_shape=tuple(data.x_train.shape[1:]))
     optimizer = instantiate(cfg.optim, "optim")(model.parameters())
     scheduler = instantiate(cfg.scheduler, "scheduler")(optimizer, total_steps=10)
-    x = torch.from_numpy(dataset.X[:4])
-    out = model(x)
-    assert out.shape == (4, dataset.out_features)
-    out.float().sum().backward()
-    optimizer.step()
-    scheduler.step()
+    out = forward(model, dataset.task, data.x_train, data.lengths_train, data.y_train)
+    assert out.shape == _expected_shape(dataset, 8)
+    # Two optimizer steps through the real loop: finite train and val metrics, lr recorded.
+    rows = fit(model, optimizer, scheduler, data, task=dataset.task, epochs=1, batch_size=4,
+               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    metrics = {f"{split}/{metric}": value for _, split, metric, value in rows}
+    assert "train/lr" in metrics and all(np.isfinite(list(metrics.values())))
     splitter = instantiate(cfg.cv, "cv")
     assert splitter.get_n_splits() >= 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -15,7 +16,13 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def _activation(name: str) -> nn.Module:
+def choice(value: Any) -> str:
+    """The plain string of a config choice (configs pass enum members, e.g. ``Head.token``)."""
+    return str(getattr(value, "value", value))
+
+
+def _activation(name: Any) -> nn.Module:
+    name = choice(name)
     try:
         return ACTIVATIONS[name]()
     except KeyError:
@@ -50,3 +57,32 @@ def mlp(
         width = size
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
+
+
+def sigmoid_sum(in_shape: Sequence[int], out_features: int, n_units: int = 10) -> nn.Module:
+    """A constant plus a sum of sigmoids: ``y = b + Σᵢ cᵢ·σ(bᵢ + wᵢ·x)``, i = 1..``n_units``.
+
+    With enough units it approximates any continuous curve (the course's "piecewise-linear
+    curve = constant + sum of sigmoids"); for regression.
+    """
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(math.prod(in_shape), n_units),  # bᵢ + wᵢ·x
+        nn.Sigmoid(),
+        nn.Linear(n_units, out_features),  # b + Σᵢ cᵢ·(...)
+    )
+
+
+def relu_sum(in_shape: Sequence[int], out_features: int, n_units: int = 10) -> nn.Module:
+    """A constant plus ``n_units`` hard sigmoids, each made of two ReLUs:
+    ``y = b + Σⱼ cⱼ·max(0, bⱼ + wⱼ·x)``, j = 1..2·``n_units``.
+
+    A hard sigmoid (flat, a linear ramp, flat) is the difference of two ReLUs, so 2·n ReLUs
+    represent any piecewise-linear curve with n ramps; for regression.
+    """
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(math.prod(in_shape), 2 * n_units),
+        nn.ReLU(),
+        nn.Linear(2 * n_units, out_features),
+    )

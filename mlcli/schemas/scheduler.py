@@ -19,4 +19,31 @@ class SchedulerSchema:
     min_lr_ratio: float = bound(0.0, ge=0.0, le=1.0)
 
 
-SCHEMAS: dict[str, type] = {"base": SchedulerSchema}
+@dataclass
+class StepSchema(SchedulerSchema):
+    """Step decay: the lr is multiplied by ``gamma`` every ``step_size`` optimizer steps."""
+
+    step_size: int = bound(100, ge=1)
+    gamma: float = bound(0.5, gt=0.0, le=1.0)
+
+
+@dataclass
+class ExponentialSchema(SchedulerSchema):
+    """Exponential decay: the lr is multiplied by ``gamma`` after every optimizer step."""
+
+    gamma: float = bound(0.995, gt=0.0, le=1.0)
+
+
+@dataclass
+class InverseSqrtSchema(SchedulerSchema):
+    """Inverse square-root decay ``sqrt(timescale / (timescale + t))`` (the Transformer's)."""
+
+    timescale: int | None = bound(None, ge=1)
+
+
+SCHEMAS: dict[str, type] = {
+    "base": SchedulerSchema,
+    "step": StepSchema,
+    "exponential": ExponentialSchema,
+    "inverse_sqrt": InverseSqrtSchema,
+}
