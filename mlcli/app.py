@@ -1,18 +1,23 @@
 """The Hydra application: ``@hydra.main`` over mlcli's packaged configs, and the job function.
 
 The CLI rewrites ``sys.argv`` and calls :func:`hydra_main`, so every Hydra feature (multirun,
-sweepers, launchers, ``--cfg``) works unchanged. Each job runs :func:`task`, which never lets an
-exception escape: a failing job is recorded (status.json in its run dir and a line in the
-session ledger the CLI reads afterwards) and the sweep goes on.
+sweepers, launchers, ``--cfg``) works unchanged. Each job runs :func:`task`, which never lets a
+job's failure escape (only an interruption of the sweep itself):
+
+1. under the lock of its run key, it decides whether to skip the job (a COMPLETED run exists),
+   continue an unfinished run in place, or start a new one (:mod:`mlcli.sweep`);
+2. it trains in a child process (:mod:`mlcli.procs`), so an exception, ``sys.exit`` or a SIGKILL
+   ends that child only;
+3. it records how the job ended (status.json in the run dir and the session's ledger, which the
+   CLI reads to print the failed-jobs table) and, with ``on_failure=stop``, asks the session to
+   start no more jobs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import traceback
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,63 +26,109 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mlcli.config import CONFIG_NAME, GROUPS, packaged_conf_dir, register_schemas
+from mlcli.sweep import LEDGER_ENV
 
 log = logging.getLogger("mlcli")
-LEDGER_ENV = "MLCLI_LEDGER_DIR"
+__all__ = ["LEDGER_ENV", "hydra_main", "task"]
 
 register_schemas()
 
 
-def _ledger(entry: dict[str, Any]) -> None:
-    """Record how a job ended for the CLI's end-of-sweep summary (one file per job)."""
-    directory = os.environ.get(LEDGER_ENV)
-    if not directory:
-        return
-    from mlcli.results import write_json
-
-    write_json(Path(directory) / f"{uuid.uuid4().hex}.json", entry)
-
-
-def task(cfg: DictConfig) -> str:
-    """Run one job inside Hydra: returns its final state, never raises (but Ctrl-C)."""
+def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Body of the job's child process: run, and describe how it ended (never raises)."""
     from mlcli import runner
     from mlcli.build import root_cause
-    from mlcli.display import ProgressReporter, summary_table
+    from mlcli.display import ProgressReporter
 
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    choices = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if k in GROUPS}
-    overrides = list(hydra_cfg.overrides.task)
-    entry: dict[str, Any] = {"run_dir": str(run_dir), "overrides": overrides}
     reporter = ProgressReporter(str(cfg.metric)) if cfg.progress else None
     try:
-        outcome = runner.run(cfg, run_dir, choices=choices, overrides=overrides, reporter=reporter)
+        outcome = runner.run(cfg, run_dir, reporter=reporter, **options)
     except KeyboardInterrupt:
-        _ledger({**entry, "state": "INTERRUPTED", "error": "interrupted"})
-        raise
-    except BaseException as error:  # a job's failure must not end the sweep
+        return {"state": "INTERRUPTED", "error": "interrupted"}
+    except BaseException as error:  # a job's failure (SystemExit included) must not end the sweep
         (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         cause = root_cause(error)
-        message = f"{type(cause).__name__}: {cause}"
-        log.error("job failed: %s (traceback in %s)", message, run_dir / "error.log")
-        _ledger({**entry, "state": "FAILED", "error": message})
-        return "FAILED"
+        return {"state": "FAILED", "error": f"{type(cause).__name__}: {cause}"}
     finally:
         if reporter is not None:
             reporter.stop()
-    _ledger({**entry, "state": outcome.state, "error": outcome.error, "run_key": outcome.run_key})
-    if outcome.state == "COMPLETED":
-        from rich.console import Console
-        from rich.markup import escape
+    return {"state": outcome.state, "error": outcome.error, "summary": outcome.summary}
 
-        n_folds = json.loads((run_dir / "status.json").read_text())["n_folds"]
-        console = reporter.console if reporter is not None else Console()
-        title = escape(" ".join(overrides) or "defaults")
-        console.print(summary_table(outcome.summary, n_folds, title))
-        console.print(f"results: {run_dir}")
-    elif outcome.state != "COMPLETED":
-        log.warning("run %s: %s", outcome.state, outcome.error)
-    return outcome.state
+
+def task(cfg: DictConfig) -> str:
+    """Run one job inside Hydra: returns its final state; raises only ``KeyboardInterrupt``."""
+    from mlcli import display, procs, runner, sweep  # noqa: F401
+
+    runner.preload()  # once per process: every job's forked child inherits torch, sklearn & co.
+
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if k in GROUPS}
+    overrides = list(hydra_cfg.overrides.task)
+    session = sweep.Session.from_env()
+    key = sweep.run_key(cfg)
+    entry: dict[str, Any] = {"run_dir": str(job_dir), "overrides": overrides, "run_key": key}
+    if session.stop_requested:
+        log.warning("not run: an earlier job failed and on_failure=stop")
+        session.record({**entry, "state": "CANCELLED", "error": "on_failure=stop"})
+        return "CANCELLED"
+
+    outputs_root = Path(str(cfg.outputs_root))
+    with procs.interrupt_on_signals(), sweep.key_lock(outputs_root, key):
+        decision = sweep.decide(outputs_root, key, job_dir, rerun=session.rerun)
+        run_dir = decision.run_dir
+        entry["run_dir"] = str(run_dir)
+        if run_dir.resolve() != job_dir.resolve() and decision.previous is not None:
+            sweep.write_link(job_dir, decision, key)
+        if decision.action == "skip":
+            assert decision.previous is not None
+            state = decision.previous.state
+            print(f"skipped (already {state}): {run_dir}  [--rerun runs it again]")
+            session.record({**entry, "state": "SKIPPED" if state == "COMPLETED" else state,
+                            "error": "diverged in an earlier run" if state != "COMPLETED" else None,
+                            "skipped": True})  # fmt: skip
+            return "SKIPPED"
+        if decision.action == "continue" and decision.previous is not None:
+            print(f"continuing {run_dir} ({decision.previous.progress} already done)")
+        options = {"choices": choices, "overrides": overrides, "session": session.id}
+        try:
+            result = procs.call_in_child(lambda: _train(cfg, run_dir, options))
+        except KeyboardInterrupt:
+            session.record({**entry, "state": "INTERRUPTED", "error": "interrupted"})
+            raise
+        if result.returned:
+            ended: dict[str, Any] = result.value
+        else:  # the child died: nobody wrote its final state
+            ended = {"state": "FAILED", "error": result.describe()}
+            if (run_dir / "status.json").is_file():
+                sweep.set_state(run_dir, "FAILED", "ProcessDied", result.describe())
+
+    state = str(ended["state"])
+    session.record({**entry, "state": state, "error": ended.get("error")})
+    if state == "COMPLETED":
+        _print_summary(ended["summary"], run_dir, overrides)
+    else:
+        log.error("job %s: %s (run dir %s)", state, ended.get("error"), run_dir)
+        if state in ("FAILED", "DIVERGED") and _name(cfg.on_failure) == "stop":
+            session.request_stop()
+    return state
+
+
+def _name(value: Any) -> str:
+    return str(getattr(value, "name", value))
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path, overrides: list[str]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from mlcli.display import summary_table
+
+    n_folds = json.loads((run_dir / "status.json").read_text())["n_folds"]
+    stats = {name: (float(m), float(s)) for name, (m, s) in summary.items()}
+    console = Console()
+    console.print(summary_table(stats, n_folds, escape(" ".join(overrides) or "defaults")))
+    console.print(f"results: {run_dir}")
 
 
 @hydra.main(version_base="1.3", config_path=str(packaged_conf_dir()), config_name=CONFIG_NAME)

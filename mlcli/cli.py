@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import os
 import sys
-import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,47 +94,98 @@ def train(
             help="Allow Hydra overrides that can run code (hydra.job.env_set, hydra.callbacks...).",
         ),
     ] = False,
+    rerun: Annotated[
+        bool,
+        typer.Option("--rerun", help="Run jobs again even if a COMPLETED run of them exists."),
+    ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="SWEEP_DIR",
+            help="Continue the sweep in SWEEP_DIR (its recorded command if no overrides given).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="List every job, its run key and whether it is done; run nothing."
+        ),
+    ] = False,
+    fail_fast: Annotated[
+        bool,
+        typer.Option("--fail-fast", help="Start no more jobs after a failure (on_failure=stop)."),
+    ] = False,
 ) -> None:
     """Run an experiment (or a sweep with -m)."""
+    from mlcli.launch import PlanError, check_resume, plan, print_plan, resume_args
     from mlcli.preflight import check, use_user_config_dirs
 
     args = list(overrides or [])
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        if resume is not None:
+            if rerun:
+                raise PlanError("--resume", "--resume continues a sweep; --rerun starts anew")
+            args = resume_args(resume, args)
+    except PlanError as error:
+        print_problems([ConfigProblem(error.key, str(error))])
+        raise typer.Exit(EXIT_USAGE) from None
+    if fail_fast:
+        args.append("on_failure=stop")
     command, problems = check(args, trust_overrides=trust_overrides)
     if problems:
         print_problems(problems)
         raise typer.Exit(EXIT_USAGE)
-
+    use_user_config_dirs(command.config_dir)  # ./conf or --config-dir first (search-path plug-in)
     if trust_overrides:
         os.environ["MLCLI_TRUST_OVERRIDES"] = "1"  # recorded in every run's status.json
-    ledger = tempfile.mkdtemp(prefix="mlcli-ledger-")
-    os.environ["MLCLI_LEDGER_DIR"] = ledger
-    use_user_config_dirs(command.config_dir)
-    sys.argv = ["mlcli", *args]
-    from mlcli.app import hydra_main
+    extra: list[str] = []
+    if command.info_only:  # --cfg, --info, ...: Hydra prints and runs nothing
+        sys.argv = ["mlcli", *args, *extra]
+        from mlcli.app import hydra_main
+
+        hydra_main()
+        return
 
     try:
-        hydra_main()
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            raise typer.Exit(int(exit_.code) if isinstance(exit_.code, int) else 1) from None
-    finally:
-        os.environ.pop("MLCLI_LEDGER_DIR", None)
-    failures = _failures(Path(ledger))
-    if failures:
-        _print_failures(failures)
+        session_plan = plan(command, rerun=rerun, resume=resume)
+        if resume is not None:
+            check_resume(resume, session_plan)
+    except PlanError as error:
+        print_problems([ConfigProblem(error.key, str(error))])
+        raise typer.Exit(EXIT_USAGE) from None
+    if dry_run:
+        print_plan(session_plan)
+        return
+    _launch(session_plan, args, extra, rerun)
+
+
+def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -> None:
+    from mlcli.launch import EXIT_INTERRUPTED, Session
+
+    for note in session_plan.notes:
+        err_console.print(note)
+    if session_plan.continuing:
+        err_console.print(f"continuing the sweep in {session_plan.sweep_dir}")
+    outcome = Session(session_plan, rerun).launch(args, extra)
+    if outcome.failures:
+        _print_failures(outcome.failures)
+    if outcome.interrupted:
+        err_console.print(
+            f"interrupted by {outcome.interrupted}: unfinished runs are marked INTERRUPTED; "
+            "run the same command again to continue them"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED.get(outcome.interrupted, 130))
+    if len(outcome.entries) > 1:
+        counts = Counter(str(e.get("state")) for e in outcome.entries)
+        err_console.print(
+            f"{len(outcome.entries)} jobs: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        )
+    if outcome.failures or outcome.hydra_exit:
         raise typer.Exit(1)
-
-
-def _failures(ledger: Path) -> list[dict[str, str]]:
-    from mlcli.results import read_json
-
-    entries = [read_json(p) for p in sorted(ledger.glob("*.json"))]
-    for p in ledger.glob("*"):
-        p.unlink()
-    ledger.rmdir()
-    return [e for e in entries if e.get("state") not in ("COMPLETED", "SKIPPED")]
 
 
 def _print_failures(failures: list[dict[str, str]]) -> None:

@@ -25,6 +25,8 @@ NON_RESULT_KEYS: tuple[str, ...] = (
     "allow_targets",
     "stack_folds",  # stacked, parallel and sequential folds compute the same results
     "parallel_folds",
+    "on_failure",
+    "checkpoint_every",
 )
 """Top-level keys that never change what a run computes: not in the run key, not report columns."""
 

@@ -50,6 +50,8 @@ class Command:
     info_only: bool = False
     config_dir: str | None = None
     config_name: str = CONFIG_NAME
+    jobs: list[tuple[list[str], Any]] = field(default_factory=list)
+    """Each job's overrides and composed config, filled in by :func:`check`."""
 
 
 def split_args(args: list[str]) -> Command:
@@ -202,7 +204,6 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
     except Exception as error:
         return command, [_translate(error, command.overrides, command.config_dir)]
     seen: set[str] = set()
-    composed = []
     for job in jobs:
         try:
             cfg = compose_job(job, command.config_dir, command.config_name, with_hydra=True)
@@ -211,10 +212,10 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
         else:
             with open_dict(cfg):
                 hydra = cfg.pop("hydra")
+            command.jobs.append((job, cfg))
             found = validate(cfg)
             if not trust_overrides:
                 found.extend(security.hydra_config_problems(hydra))
-            composed.append(cfg)
             allow = list(cfg.get("allow_targets") or [])
             for key, target in find_targets(cfg):
                 try:
@@ -229,5 +230,5 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
         # Bad data is a config problem too: build each distinct dataset once, make its folds.
         from mlcli.data.loading import check_data
 
-        problems.extend(check_data(composed))
+        problems.extend(check_data([cfg for _, cfg in command.jobs]))
     return command, problems

@@ -7,8 +7,6 @@ its finished folds, and running it again into the same dir computes only the mis
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import platform
@@ -24,10 +22,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mlcli
-from mlcli import results, security
+from mlcli import checkpoint, results, security
 from mlcli.analysis import loss_function
 from mlcli.build import check_target, find_targets, instantiate, root_cause
-from mlcli.config import NON_RESULT_KEYS
 from mlcli.cv import plan
 from mlcli.data.base import Dataset
 from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
@@ -36,19 +33,22 @@ from mlcli.models import build_model
 from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.stacked import fold_results
+from mlcli.sweep import run_key
 from mlcli.train import DivergedError, batches_per_epoch, fit
 
 log = logging.getLogger("mlcli")
 
 
-def run_key(cfg: DictConfig) -> str:
-    """A stable hash of the resolved config, without keys that do not change results."""
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    assert isinstance(container, dict)
-    for key in (*NON_RESULT_KEYS, "hydra"):
-        container.pop(key, None)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+def preload() -> None:
+    """Import what every run needs, so that job processes forked from this one inherit it.
+
+    Without it each job's child would pay these lazy imports again (seconds: scikit-learn's
+    splitters and datasets, and ``torch._dynamo``, which the first optimizer a process builds
+    imports).
+    """
+    import sklearn.datasets
+    import sklearn.model_selection  # noqa: F401
+    import torch._dynamo  # noqa: F401
 
 
 def derived_seed(*numbers: int) -> int:
@@ -121,9 +121,11 @@ def run(
     choices: dict[str, str] | None = None,
     overrides: list[str] | None = None,
     reporter: Any = None,
+    session: str | None = None,
 ) -> RunOutcome:
     """Run one cross-validated experiment into ``run_dir``; return how it ended.
 
+    ``session`` names the ``mlcli train`` command that runs it (recorded in status.json).
     ``reporter`` (optional) gets ``start(n_folds, epochs)``, ``epoch(fold, epoch, metrics)`` and
     ``fold_done(fold)`` calls for a live display.
     """
@@ -164,6 +166,8 @@ def run(
         "threads": int(cfg.threads),
         "versions": versions(),
         "folds_completed": sorted(done_folds),
+        "resumed_folds": sorted(done_folds),  # finished before this attempt: not recomputed
+        "session": session,
         "error": None,
         "trust_overrides": security.trusted(),
         "allowed_targets": {
@@ -231,6 +235,7 @@ def run(
             results.write_results(results_path, rows)
             status["folds_completed"] = sorted(done_folds)
             results.write_json(status_path, status)
+            checkpoint.fold_path(run_dir, fold).unlink(missing_ok=True)
             if reporter is not None:
                 reporter.fold_done(fold)
     except DivergedError as error:
@@ -258,7 +263,11 @@ def _run_fold(
     reporter: Any,
     run_dir: Path,
 ) -> list[dict[str, Any]]:
-    """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows."""
+    """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows.
+
+    With ``checkpoint_every`` set, the fold saves a checkpoint every that many epochs and, if it
+    finds one of its own, resumes from it (see :mod:`mlcli.checkpoint`).
+    """
     data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
     allow = cfg.get("allow_targets", [])
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
@@ -279,6 +288,44 @@ def _run_fold(
         fold=fold,
         seed=fold_seed,
     )
+
+    every = int(cfg.get("checkpoint_every") or 0)
+    ckpt_path = checkpoint.fold_path(run_dir, fold) if run_dir is not None else None
+    start_epoch = 1
+    done_rows: list[tuple[int, str, str, float]] = []  # this fold's rows, epoch by epoch
+    if every and ckpt_path is not None and ckpt_path.is_file():
+        state = checkpoint.load(ckpt_path)
+        if state.get("run_key") == key and state.get("fold") == fold:
+            start_epoch, done_rows = checkpoint.resume(
+                state,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                generator=generator,
+                device=device,
+            )
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            split, metric = name.split("/", 1)
+            done_rows.append((epoch, split, metric, value))
+        if every and ckpt_path is not None and epoch % every == 0 and epoch < int(cfg.epochs):
+            # Saved before anything else runs: the random states are those epoch+1 starts from.
+            state = checkpoint.capture(
+                run_key=key,
+                fold=fold,
+                epoch=epoch,
+                rows=done_rows,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                generator=generator,
+                device=device,
+            )
+            checkpoint.save(ckpt_path, state)
+        if reporter is not None:
+            reporter.epoch(fold, epoch, metrics)
+
     fold_rows = fit(
         model,
         optimizer,
@@ -289,12 +336,15 @@ def _run_fold(
         batch_size=int(cfg.batch_size),
         generator=generator,
         clip_grad_norm=cfg.get("clip_grad_norm"),
-        on_epoch=(lambda e, m: reporter.epoch(fold, e, m)) if reporter is not None else None,
+        on_epoch=on_epoch,
+        start_epoch=start_epoch,
         analyzer=analyzer if analyzer.active else None,
     )
+    # Rows of the epochs before a checkpoint resume came from the checkpoint.
+    previous_rows = [r for r in done_rows if r[0] < start_epoch]
     return [
         {"run_key": key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
-        for e, s, m, v in fold_rows
+        for e, s, m, v in [*previous_rows, *fold_rows]
     ]
 
 

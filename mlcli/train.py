@@ -202,8 +202,11 @@ def fit(
     clip_grad_norm: float | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     analyzer: Analyzer | None = None,
+    start_epoch: int = 1,
 ) -> list[MetricRow]:
     """Train ``model`` for ``epochs`` epochs on the fold's training rows; return metric rows.
+
+    ``start_epoch`` > 1 continues a fold restored from a checkpoint (rows from that epoch on).
 
     The fold's test rows (if any) are evaluated exactly once, after the last epoch.
     Raises :class:`DivergedError` at the first optimizer step whose loss is not finite.
@@ -213,11 +216,11 @@ def fit(
     device = data.x_train.device
     params = [p for p in model.parameters() if p.requires_grad]
     mean, std = data.target_mean, data.target_std
-    step = 0
+    step = (start_epoch - 1) * batches_per_epoch(n, batch_size)
     # A constant schedule (no warmup) never changes the lr: skip its per-step Python call.
     lr_fixed = all(getattr(f, "is_constant", False) for f in getattr(scheduler, "lr_lambdas", [0]))
     model.train()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start_epoch, epochs + 1):
         # Running sums stay on the device: one host sync per epoch, not one per step.
         loss_sum = torch.zeros((), device=device)
         # classification: correct; regression: sse, sae, sum y, sum y²; token tasks:

@@ -132,3 +132,9 @@ def test_analysis_through_the_cli_writes_rows_verdicts_and_plots(cli, tmp_path):
         }  # fmt: skip
         for suffix in ("_1d.png", "_2d.png", ".npz"):
             assert (run_dir / "analysis" / f"landscape_fold{fold}{suffix}").stat().st_size > 0
+    # and `mlcli report` shows them (fold mean ± std of the analysis rows, split train)
+    report = cli("report", str(tmp_path / "outputs"), "--format", "csv")
+    assert report.exit_code == 0, report.output
+    header = report.output.splitlines()[0].split(",")
+    for column in ("train/grad_norm_mean", "train/hess_min_eig_mean", "train/at_saddle_mean"):
+        assert column in header

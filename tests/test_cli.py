@@ -69,8 +69,8 @@ def test_multirun_grid_then_report_csv(cli, tmp_path, capsys):
 
 
 def test_same_command_twice_gives_identical_results(cli, tmp_path):
-    for _ in range(2):
-        assert cli("train", *TINY).exit_code == 0
+    assert cli("train", *TINY).exit_code == 0
+    assert cli("train", *TINY, "--rerun").exit_code == 0  # without --rerun it is skipped
     a, b = (pd.read_parquet(d / "results.parquet") for d in _run_dirs(tmp_path / "outputs"))
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 

@@ -178,3 +178,37 @@ def test_source_has_no_unsafe_loading_or_eval():
             assert name not in ("eval", "exec", "builtins.eval", "builtins.exec"), where
             checked += 1
     assert checked > 100  # the walk really looked at the code
+
+
+def test_crafted_checkpoint_never_runs_its_payload(cli, tmp_path, trap, monkeypatch):
+    """Three attempts: a direct load, with the environment switch, and through the CLI resuming a
+    run with `hydra.job.env_set.TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` (trusted)."""
+    import torch
+
+    from mlcli import checkpoint
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"epoch": 1, "x": _Payload(trap["sentinel"])}, evil)
+    with pytest.raises(checkpoint.CheckpointRefusedError):
+        checkpoint.load(evil)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(checkpoint.CheckpointRefusedError):
+        checkpoint.load(evil)
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+
+    args = ["checkpoint_every=1", "stack_folds=off", "model=linear", "dataset=wine", *TINY]
+    assert cli("train", *args).exit_code == 0
+    (status_file,) = (tmp_path / "outputs").rglob("status.json")
+    run_dir = status_file.parent
+    # Make the run look interrupted in fold 0, with the crafted file as fold 0's checkpoint.
+    status = json.loads(status_file.read_text())
+    status.update(state="INTERRUPTED", folds_completed=[])
+    status_file.write_text(json.dumps(status))
+    checkpoint.fold_path(run_dir, 0).parent.mkdir(exist_ok=True)
+    checkpoint.fold_path(run_dir, 0).write_bytes(evil.read_bytes())
+    result = cli(
+        "train", "--trust-overrides", "+hydra.job.env_set.TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1", *args
+    )
+    assert result.exit_code == 1
+    assert "refuses it" in " ".join(result.output.split())
+    assert not trap["sentinel"].exists()

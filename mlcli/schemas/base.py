@@ -62,3 +62,8 @@ class StackFolds(enum.Enum):
     auto = "auto"
     on = "on"
     off = "off"
+
+
+# `continue` is a keyword, hence the functional form; OmegaConf matches members by name.
+OnFailure = enum.Enum("OnFailure", [("continue", "continue"), ("stop", "stop")])
+"""What a sweep does after a job fails: run the other jobs (``continue``) or start no more."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlcli.schemas.analysis import AnalysisSchema
-from mlcli.schemas.base import Device, StackFolds, bound
+from mlcli.schemas.base import Device, OnFailure, StackFolds, bound
 
 
 @dataclass
@@ -31,6 +31,8 @@ class RunSchema:
     progress: bool = True
     stack_folds: StackFolds = StackFolds.auto
     parallel_folds: int = bound(1, ge=1)
+    on_failure: OnFailure = OnFailure["continue"]
+    checkpoint_every: int = bound(0, ge=0)
     allow_targets: list[str] = field(default_factory=list)
 
 

@@ -1,0 +1,330 @@
+"""What ``mlcli train`` does around Hydra: plan the session, launch it, account for every job.
+
+* **Plan** (before anything is written): each job's run key and whether it is already done; for
+  a multirun, the sweep dir: the dir of the earlier identical sweep if there is one (so a plain
+  re-run of an interrupted sweep continues where it stopped, job N in job dir N), the one
+  ``--resume`` names, or a new one. With the joblib launcher, the number of workers is capped so
+  that workers × ``threads`` ≤ cores.
+* **Launch**: Hydra runs the jobs through its sweeper and launcher; the session's id, ledger dir
+  and ``--rerun`` reach every job (whatever process it runs in) through ``hydra.job.env_set``.
+  Ctrl-C and SIGTERM interrupt the launch; then every process the launch started is stopped
+  (SIGTERM, then SIGKILL) before this returns, and runs left RUNNING are marked INTERRUPTED.
+* **Account**: the ledger says how each job ended; jobs that never reported (the launcher died)
+  are listed too. Any failure → a table and exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlcli import security, sweep
+from mlcli.preflight import Command
+
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+
+
+class PlanError(ValueError):
+    """A ``--resume``/``--rerun`` request that does not fit the sweep dirs found."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass
+class Job:
+    """One job of the command: its overrides, run key and the run it would reuse."""
+
+    overrides: list[str]
+    run_key: str
+    previous: sweep.RunRecord | None
+
+    @property
+    def status(self) -> str:
+        """``done (COMPLETED)``, ``partial (2/5 folds)`` or ``new``."""
+        if self.previous is None:
+            return "new"
+        if self.previous.state in sweep.DONE_STATES:
+            return f"done ({self.previous.state})"
+        return f"partial ({self.previous.progress}, {self.previous.state})"
+
+
+@dataclass
+class Plan:
+    """What a ``mlcli train`` command will do."""
+
+    jobs: list[Job]
+    outputs_root: Path
+    multirun: bool
+    sweep_dir: Path | None = None
+    continuing: bool = False
+    overrides: list[str] = field(default_factory=list)
+    """Hydra overrides mlcli adds (sweep dir, number of joblib workers)."""
+    notes: list[str] = field(default_factory=list)
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value as a quoted string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _explicit(overrides: list[str], key: str) -> str | None:
+    for override in overrides:
+        name, sep, value = override.partition("=")
+        if sep and name.lstrip("+") == key:
+            return value.strip("'\"")
+    return None
+
+
+def _hydra_config(command: Command) -> Any:
+    """The first job's config with its ``hydra`` node (sweep dir, launcher) resolved."""
+    from mlcli.preflight import compose_job
+
+    overrides = [o for o, _ in command.jobs[:1]] or [[]]
+    return compose_job(overrides[0], command.config_dir, command.config_name, with_hydra=True)
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> Plan:
+    """Work out the session for ``command`` (already checked); writes nothing."""
+    from omegaconf import OmegaConf
+
+    configs = [cfg for _, cfg in command.jobs]
+    outputs_root = Path(str(configs[0].outputs_root))
+    index = sweep.runs_by_key(outputs_root)
+    jobs = []
+    for overrides, cfg in command.jobs:
+        key = sweep.run_key(cfg)
+        jobs.append(Job(overrides, key, None if rerun else sweep.best_previous(index.get(key, []))))
+    result = Plan(jobs, outputs_root, command.multirun)
+    hydra_cfg = _hydra_config(command).hydra
+
+    sweeper = _explicit(command.overrides, "hydra/sweeper") or "basic"
+    if not command.multirun:
+        previous = jobs[0].previous
+        if previous is not None and _explicit(command.overrides, "hydra.run.dir") is None:
+            # Reuse the run's dir rather than leave an empty new one behind.
+            result.overrides.append(f"hydra.run.dir={_quote(str(previous.run_dir))}")
+        return result
+    if sweeper == "basic":
+        _plan_sweep_dir(result, command, hydra_cfg, rerun, resume)
+
+    launcher = OmegaConf.select(hydra_cfg, "launcher._target_", default="") or ""
+    if str(launcher).endswith("JoblibLauncher"):
+        threads = max(int(cfg.threads) for cfg in configs)
+        limit = max(1, cores() // threads)
+        asked = int(hydra_cfg.launcher.n_jobs)
+        workers = asked if asked > 0 else max(1, cores() + 1 + asked)  # joblib: -1 = all cores
+        if workers > limit and _explicit(command.overrides, "hydra.launcher.n_jobs") is not None:
+            result.notes.append(
+                f"hydra.launcher.n_jobs={asked} × threads={threads} exceeds {cores()} cores: "
+                f"using {limit} workers"
+            )
+        workers = min(workers, limit, len(jobs))
+        result.overrides.append(f"hydra.launcher.n_jobs={workers}")
+    return result
+
+
+def _plan_sweep_dir(
+    result: Plan, command: Command, hydra_cfg: Any, rerun: bool, resume: Path | None
+) -> None:
+    key = sweep.sweep_key([job.run_key for job in result.jobs])
+    explicit = _explicit(command.overrides, "hydra.sweep.dir")
+    if resume is not None:
+        result.sweep_dir, result.continuing = resume, True
+    elif explicit is not None:
+        result.sweep_dir = Path(explicit)
+        manifest = sweep.read_manifest(result.sweep_dir)
+        if manifest is not None and (rerun or manifest.get("sweep_key") != key):
+            raise PlanError(
+                "hydra.sweep.dir",
+                f"{explicit} already holds another sweep (or --rerun was given): choose a new dir",
+            )
+        result.continuing = manifest is not None
+    elif not rerun and (found := sweep.find_sweep(result.outputs_root, key)) is not None:
+        result.sweep_dir, result.continuing = found, True
+    else:
+        result.sweep_dir = Path(str(hydra_cfg.sweep.dir))
+    if explicit is None:
+        result.overrides.append(f"hydra.sweep.dir={_quote(str(result.sweep_dir))}")
+
+
+def resume_args(sweep_dir: Path, args: list[str]) -> list[str]:
+    """The command line to continue the sweep in ``sweep_dir`` (its recorded one if none given)."""
+    if not sweep_dir.is_dir():
+        raise PlanError("--resume", f"{sweep_dir} is not a directory")
+    manifest = sweep.read_manifest(sweep_dir)
+    if manifest is None:
+        raise PlanError(
+            "--resume",
+            f"{sweep_dir} has no {sweep.MANIFEST_FILE}: it is not a sweep dir written by "
+            "`mlcli train -m` (a sweep dir is e.g. outputs/sweeps/<time>)",
+        )
+    if not args:
+        return list(manifest["args"])
+    return args
+
+
+def check_resume(sweep_dir: Path, result: Plan) -> None:
+    """``--resume DIR`` with overrides: they must describe the sweep recorded in DIR."""
+    manifest = sweep.read_manifest(sweep_dir) or {}
+    key = sweep.sweep_key([job.run_key for job in result.jobs])
+    if manifest.get("sweep_key") != key:
+        recorded = " ".join(manifest.get("args", []))
+        raise PlanError(
+            "--resume",
+            f"these overrides describe another sweep than the one in {sweep_dir} "
+            f"(`mlcli train {recorded}`); give no overrides to continue it as it was",
+        )
+
+
+def print_plan(result: Plan) -> None:
+    """``--dry-run``: every job with its overrides, run key and whether it is already done."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(title=f"{len(result.jobs)} job(s), nothing run (--dry-run)")
+    for column in ("#", "overrides", "run key", "status", "run dir"):
+        table.add_column(column, overflow="fold")
+    for n, job in enumerate(result.jobs):
+        where = str(job.previous.run_dir) if job.previous else ""
+        table.add_row(
+            str(n), escape(" ".join(job.overrides) or "(defaults)"), job.run_key, job.status,
+            escape(where),
+        )  # fmt: skip
+    console.print(table)
+    done = sum(1 for j in result.jobs if j.previous and j.previous.state in sweep.DONE_STATES)
+    partial = sum(1 for j in result.jobs if j.previous) - done
+    line = f"{done} done (would be skipped), {partial} partial, {len(result.jobs) - done - partial}"
+    console.print(line + " new")
+    if result.sweep_dir is not None:
+        how = "continuing" if result.continuing else "new"
+        console.print(f"sweep dir ({how}): {escape(str(result.sweep_dir))}")
+    for note in result.notes:
+        console.print(escape(note))
+
+
+@dataclass
+class Outcome:
+    """How a session ended."""
+
+    entries: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    interrupted: str | None = None
+    hydra_exit: int = 0
+
+
+class Session:
+    """One ``mlcli train`` command's jobs: their shared id, ledger dir and settings."""
+
+    def __init__(self, result: Plan, rerun: bool) -> None:
+        self.plan = result
+        self.id = uuid.uuid4().hex[:12]
+        self.ledger = (sweep.state_dir(result.outputs_root) / "sessions" / self.id).resolve()
+        self.rerun = rerun
+
+    def overrides(self) -> list[str]:
+        """Hydra overrides that hand the session to every job, in whatever process it runs."""
+        env = {
+            sweep.SESSION_ENV: self.id,
+            sweep.LEDGER_ENV: str(self.ledger),
+            sweep.RERUN_ENV: "1" if self.rerun else "0",
+            security.TRUST_ENV: "1" if security.trusted() else "0",
+        }
+        return [f"+hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items()] + self.plan.overrides
+
+    def launch(self, args: list[str], extra: list[str]) -> Outcome:
+        """Run Hydra with ``args``; return how every job ended. Cleans up after an interrupt."""
+        from mlcli import procs
+
+        self.ledger.mkdir(parents=True, exist_ok=True)
+        if self.plan.sweep_dir is not None:
+            jobs = [(job.overrides, job.run_key) for job in self.plan.jobs]
+            key = sweep.sweep_key([job.run_key for job in self.plan.jobs])
+            sweep.write_manifest(self.plan.sweep_dir, key, args, jobs)
+        sys.argv = ["mlcli", *args, *self.overrides(), *extra]
+        from mlcli.app import hydra_main
+
+        before = {p.pid for p in procs.descendants()}
+        outcome = Outcome([], [])
+        try:
+            with procs.interrupt_on_signals() as signals:
+                try:
+                    hydra_main()
+                except SystemExit as exit_:
+                    code = exit_.code
+                    outcome.hydra_exit = code if isinstance(code, int) else (1 if code else 0)
+                except KeyboardInterrupt as error:
+                    # Raised by our handler (here or in the job's task) with the signal's name.
+                    named = str(error.args[0]) if error.args else ""
+                    if signals.signum:
+                        named = signal_name(signals.signum)
+                    outcome.interrupted = named if named.startswith("SIG") else "SIGINT"
+        finally:
+            stopped = bool(outcome.interrupted or outcome.hydra_exit)
+            if stopped:
+                # Whatever the launch started (workers, their jobs) stops before we return.
+                procs.stop_processes([p for p in procs.descendants() if p.pid not in before])
+            shutdown_joblib_workers(kill=stopped)
+            sweep.mark_stale_runs(
+                self.plan.outputs_root,
+                self.id,
+                message=f"stopped by {outcome.interrupted or 'the end of the sweep'}",
+            )
+            outcome.entries = sweep.read_ledger(self.ledger)
+            shutil.rmtree(self.ledger, ignore_errors=True)
+        outcome.failures = self._failures(outcome)
+        return outcome
+
+    def _failures(self, outcome: Outcome) -> list[dict[str, Any]]:
+        failures = [e for e in outcome.entries if e.get("state") not in ("COMPLETED", "SKIPPED")]
+        if outcome.hydra_exit and self.plan.sweep_dir is not None:
+            # Jobs that never reported: the launcher stopped before they ended.
+            reported = {e.get("run_key") for e in outcome.entries}
+            for job in self.plan.jobs:
+                if job.run_key not in reported:
+                    failures.append(
+                        {
+                            "overrides": job.overrides,
+                            "state": "NOT RUN",
+                            "error": f"the launcher stopped (exit code {outcome.hydra_exit}) "
+                            "before this job ended; re-run the same command to continue",
+                            "run_dir": "",
+                        }
+                    )
+        return failures
+
+
+def shutdown_joblib_workers(kill: bool = False) -> None:
+    """Stop the joblib launcher's worker processes now (loky keeps them for reuse otherwise).
+
+    A session's workers must not outlive it: they hold its working directory and environment.
+    """
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None)  # loky's one reusable executor, if started
+    if executor is not None:
+        with contextlib.suppress(Exception):
+            executor.shutdown(wait=not kill, kill_workers=kill)
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15."""
+    import signal
+
+    return signal.Signals(signum).name
