@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mlcli.config import CONFIG_NAME, GROUPS, packaged_conf_dir, register_schemas
+from mlcli.optuna_study import TRIAL_ENV
 from mlcli.sweep import LEDGER_ENV
 
 log = logging.getLogger("mlcli")
@@ -39,10 +41,13 @@ def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str,
     from mlcli import runner
     from mlcli.build import root_cause
     from mlcli.display import ProgressReporter
+    from mlcli.optuna_study import FoldReporter
 
     reporter = ProgressReporter(str(cfg.metric)) if cfg.progress else None
     try:
-        outcome = runner.run(cfg, run_dir, reporter=reporter, **options)
+        # In an Optuna sweep: report each fold to the job's trial (its pruner may stop the run).
+        fold_hook = FoldReporter.from_env()
+        outcome = runner.run(cfg, run_dir, reporter=reporter, fold_hook=fold_hook, **options)
     except KeyboardInterrupt:
         return {"state": "INTERRUPTED", "error": "interrupted"}
     except BaseException as error:  # a job's failure (SystemExit included) must not end the sweep
@@ -60,6 +65,8 @@ def task(cfg: DictConfig) -> str:
     from mlcli import display, procs, runner, sweep  # noqa: F401
 
     runner.preload()  # once per process: every job's forked child inherits torch, sklearn & co.
+    if os.environ.get(TRIAL_ENV):
+        import optuna  # noqa: F401  (an Optuna sweep's jobs report to their trial)
 
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
@@ -107,6 +114,8 @@ def task(cfg: DictConfig) -> str:
     session.record({**entry, "state": state, "error": ended.get("error")})
     if state == "COMPLETED":
         _print_summary(ended["summary"], run_dir, overrides)
+    elif state == "PRUNED":
+        log.warning("job PRUNED: %s (run dir %s)", ended.get("error"), run_dir)
     else:
         log.error("job %s: %s (run dir %s)", state, ended.get("error"), run_dir)
         if state in ("FAILED", "DIVERGED") and _name(cfg.on_failure) == "stop":

@@ -170,8 +170,10 @@ def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -
     if session_plan.continuing:
         err_console.print(f"continuing the sweep in {session_plan.sweep_dir}")
     outcome = Session(session_plan, rerun).launch(args, extra)
+    # An Optuna study goes on past failed trials (up to max_failures): they are results.
+    study = session_plan.sweeper == "optuna"
     if outcome.failures:
-        _print_failures(outcome.failures)
+        _print_failures(outcome.failures, "trial(s) failed; the study went on" if study else "")
     if outcome.interrupted:
         err_console.print(
             f"interrupted by {outcome.interrupted}: unfinished runs are marked INTERRUPTED; "
@@ -184,15 +186,16 @@ def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -
             f"{len(outcome.entries)} jobs: "
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         )
-    if outcome.failures or outcome.hydra_exit:
+    if outcome.hydra_exit or (outcome.failures and not study):
         raise typer.Exit(1)
 
 
-def _print_failures(failures: list[dict[str, str]]) -> None:
+def _print_failures(failures: list[dict[str, str]], title: str = "") -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{len(failures)} job(s) did not complete", title_style="bold red")
+    title = f"{len(failures)} {title or 'job(s) did not complete'}"
+    table = Table(title=title, title_style="bold red")
     for column in ("overrides", "state", "error", "run dir"):
         table.add_column(column, overflow="fold")
     for f in failures:

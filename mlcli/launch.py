@@ -68,6 +68,12 @@ class Plan:
     overrides: list[str] = field(default_factory=list)
     """Hydra overrides mlcli adds (sweep dir, number of joblib workers)."""
     notes: list[str] = field(default_factory=list)
+    sweeper: str = "basic"
+    """``basic``, ``optuna`` (mlcli's: its jobs are the study's trials) or ``other``."""
+    sweep_key: str | None = None
+    """Identity of the sweep (the identical command continues it in the same sweep dir)."""
+    study: dict[str, Any] = field(default_factory=dict)
+    """For the Optuna sweeper: its settings and search space, for --dry-run."""
 
 
 def _quote(value: str) -> str:
@@ -113,14 +119,21 @@ def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> P
     result = Plan(jobs, outputs_root, command.multirun)
     hydra_cfg = _hydra_config(command).hydra
 
-    sweeper = _explicit(command.overrides, "hydra/sweeper") or "basic"
+    from mlcli.preflight import sweeper_kind
+
     if not command.multirun:
         previous = jobs[0].previous
         if previous is not None and _explicit(command.overrides, "hydra.run.dir") is None:
             # Reuse the run's dir rather than leave an empty new one behind.
             result.overrides.append(f"hydra.run.dir={_quote(str(previous.run_dir))}")
         return result
-    if sweeper == "basic":
+    result.sweeper = sweeper_kind(hydra_cfg)
+    n_jobs = len(jobs)
+    if result.sweeper == "basic":
+        result.sweep_key = sweep.sweep_key([job.run_key for job in result.jobs])
+        _plan_sweep_dir(result, command, hydra_cfg, rerun, resume)
+    elif result.sweeper == "optuna":
+        n_jobs = _plan_study(result, command, hydra_cfg)
         _plan_sweep_dir(result, command, hydra_cfg, rerun, resume)
 
     launcher = OmegaConf.select(hydra_cfg, "launcher._target_", default="") or ""
@@ -134,15 +147,44 @@ def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> P
                 f"hydra.launcher.n_jobs={asked} × threads={threads} exceeds {cores()} cores: "
                 f"using {limit} workers"
             )
-        workers = min(workers, limit, len(jobs))
+        workers = min(workers, limit, n_jobs)
         result.overrides.append(f"hydra.launcher.n_jobs={workers}")
     return result
+
+
+# Settings that do not change which trials a study proposes: a re-run with other values of these
+# continues the same study (raise n_trials to extend it).
+_STUDY_RUNTIME_KEYS = ("n_trials", "n_jobs", "max_failures", "params", "_target_")
+
+
+def _plan_study(result: Plan, command: Command, hydra_cfg: Any) -> int:
+    """An Optuna study's identity (base config, search space, sampler...); its jobs at once."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from mlcli.preflight import study_space
+
+    space = study_space(command, hydra_cfg)
+    settings = OmegaConf.to_container(hydra_cfg.sweeper, resolve=True, enum_to_str=True)
+    assert isinstance(settings, dict)
+    identity = {k: v for k, v in settings.items() if k not in _STUDY_RUNTIME_KEYS}
+    text = json.dumps([result.jobs[0].run_key, space.key(), identity], sort_keys=True, default=str)
+    result.sweep_key = sweep.sweep_key(["optuna", text])
+    result.study = {
+        "settings": settings,
+        "space": {key: p.describe() for key, p in space.params.items()},
+        "fixed": space.fixed,
+    }
+    result.jobs = []  # the trials are asked while the study runs
+    return int(settings["n_jobs"])
 
 
 def _plan_sweep_dir(
     result: Plan, command: Command, hydra_cfg: Any, rerun: bool, resume: Path | None
 ) -> None:
-    key = sweep.sweep_key([job.run_key for job in result.jobs])
+    key = result.sweep_key
+    assert key is not None
     explicit = _explicit(command.overrides, "hydra.sweep.dir")
     if resume is not None:
         result.sweep_dir, result.continuing = resume, True
@@ -182,8 +224,7 @@ def resume_args(sweep_dir: Path, args: list[str]) -> list[str]:
 def check_resume(sweep_dir: Path, result: Plan) -> None:
     """``--resume DIR`` with overrides: they must describe the sweep recorded in DIR."""
     manifest = sweep.read_manifest(sweep_dir) or {}
-    key = sweep.sweep_key([job.run_key for job in result.jobs])
-    if manifest.get("sweep_key") != key:
+    if manifest.get("sweep_key") != result.sweep_key:
         recorded = " ".join(manifest.get("args", []))
         raise PlanError(
             "--resume",
@@ -199,6 +240,9 @@ def print_plan(result: Plan) -> None:
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 160)
+    if result.sweeper == "optuna":
+        _print_study(console, result)
+        return
     table = Table(title=f"{len(result.jobs)} job(s), nothing run (--dry-run)")
     for column in ("#", "overrides", "run key", "status", "run dir"):
         table.add_column(column, overflow="fold")
@@ -218,6 +262,26 @@ def print_plan(result: Plan) -> None:
         console.print(f"sweep dir ({how}): {escape(str(result.sweep_dir))}")
     for note in result.notes:
         console.print(escape(note))
+
+
+def _print_study(console: Any, result: Plan) -> None:
+    """``--dry-run`` of an Optuna study: its search space, settings and sweep dir."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    settings = result.study["settings"]
+    table = Table(title=f"Optuna study: {settings['n_trials']} trials, nothing run (--dry-run)")
+    table.add_column("key")
+    table.add_column("searched over")
+    for key, described in result.study["space"].items():
+        table.add_row(escape(key), escape(described))
+    console.print(table)
+    console.print("fixed: " + escape(" ".join(result.study["fixed"]) or "(defaults)"))
+    shown = ("sampler", "seed", "direction", "pruner", "n_jobs", "max_failures", "study_name")
+    console.print(", ".join(f"{k}={settings.get(k)}" for k in shown))
+    if result.sweep_dir is not None:
+        how = "continuing its study" if result.continuing else "new"
+        console.print(f"sweep dir ({how}): {escape(str(result.sweep_dir))}")
 
 
 @dataclass
@@ -254,10 +318,9 @@ class Session:
         from mlcli import procs
 
         self.ledger.mkdir(parents=True, exist_ok=True)
-        if self.plan.sweep_dir is not None:
+        if self.plan.sweep_dir is not None and self.plan.sweep_key is not None:
             jobs = [(job.overrides, job.run_key) for job in self.plan.jobs]
-            key = sweep.sweep_key([job.run_key for job in self.plan.jobs])
-            sweep.write_manifest(self.plan.sweep_dir, key, args, jobs)
+            sweep.write_manifest(self.plan.sweep_dir, self.plan.sweep_key, args, jobs)
         sys.argv = ["mlcli", *args, *self.overrides(), *extra]
         from mlcli.app import hydra_main
 
@@ -293,7 +356,8 @@ class Session:
         return outcome
 
     def _failures(self, outcome: Outcome) -> list[dict[str, Any]]:
-        failures = [e for e in outcome.entries if e.get("state") not in ("COMPLETED", "SKIPPED")]
+        ended_well = ("COMPLETED", "SKIPPED", "PRUNED")  # PRUNED: a sweeper's pruner stopped it
+        failures = [e for e in outcome.entries if e.get("state") not in ended_well]
         if outcome.hydra_exit and self.plan.sweep_dir is not None:
             # Jobs that never reported: the launcher stopped before they ended.
             reported = {e.get("run_key") for e in outcome.entries}

@@ -146,8 +146,46 @@ def _top_level_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(RunSchema)]
 
 
-def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override list of each job a basic sweep would launch (one job without ``-m``)."""
+def is_hydra_override(override: str) -> bool:
+    """Whether ``override`` sets Hydra's own config (``hydra.*``, ``hydra/launcher=...``)."""
+    return override.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def sweeper_kind(hydra: Any) -> str:
+    """``basic``, ``optuna`` (mlcli's) or ``other``, from a composed ``hydra`` node."""
+    target = str(hydra.sweeper.get("_target_") or "")
+    if target.endswith("BasicSweeper"):
+        return "basic"
+    return "optuna" if target.endswith("mlcli_plugins.optuna_sweeper.OptunaSweeper") else "other"
+
+
+def base_hydra(command: Command) -> Any:
+    """The ``hydra`` node composed from the command's overrides without sweep syntax."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(command.overrides)
+    fixed = [o for o, p in zip(command.overrides, parsed, strict=True) if not p.is_sweep_override()]
+    return compose_job(fixed, command.config_dir, command.config_name, with_hydra=True).hydra
+
+
+def study_space(command: Command, hydra: Any) -> Any:
+    """The Optuna sweeper's search space of ``command`` (raises SearchSpaceError)."""
+    from omegaconf import OmegaConf
+
+    from mlcli import search_space
+
+    task = [o for o in command.overrides if not is_hydra_override(o)]
+    params = OmegaConf.to_container(hydra.sweeper.params)
+    assert isinstance(params, dict)
+    return search_space.parse(task, {str(k): v for k, v in params.items()})
+
+
+def expand_jobs(overrides: list[str], multirun: bool, sweeper: str = "basic") -> list[list[str]]:
+    """The override list of each job a basic sweep would launch (one job without ``-m``).
+
+    Other sweepers interpret the sweep syntax themselves: their base config (the overrides
+    without sweep syntax) is one job.
+    """
     if not multirun:
         return [overrides]
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -155,12 +193,52 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
 
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
-    # Other sweepers (e.g. Optuna) interpret sweep syntax themselves: validate their base config.
-    sweeper = next((o.value() for o in parsed if o.get_key_element() == "hydra/sweeper"), "basic")
     if sweeper != "basic":
         return [[o for o, p in zip(overrides, parsed, strict=True) if not p.is_sweep_override()]]
     batches = BasicSweeper.split_arguments(parsed, None)
     return [list(job) for batch in batches for job in batch]
+
+
+def _study_jobs(command: Command, hydra: Any) -> tuple[list[list[str]], list[ConfigProblem]]:
+    """The jobs that compose every corner of an Optuna search space, or what is wrong with it."""
+    import importlib.util
+
+    from mlcli import search_space
+
+    problems = []
+    if importlib.util.find_spec("optuna") is None:
+        problems.append(
+            ConfigProblem("hydra/sweeper", "optuna is not installed: pip install 'mlcli[optuna]'")
+        )
+    settings = hydra.sweeper
+    for key, low in (("n_trials", 1), ("n_jobs", 1), ("max_failures", 0),
+                     ("pruner_startup_trials", 0), ("pruner_warmup_folds", 0),
+                     ("n_startup_trials", 0)):  # fmt: skip
+        value = settings.get(key)
+        if value is not None and int(value) < low:
+            problems.append(ConfigProblem(f"hydra.sweeper.{key}", f"must be >= {low}, got {value}"))
+    if not 0.0 < float(settings.percentile) < 100.0:
+        problems.append(
+            ConfigProblem(
+                "hydra.sweeper.percentile", f"must be in (0, 100), got {settings.percentile}"
+            )
+        )
+    sampler = str(getattr(settings.sampler, "value", settings.sampler))
+    if sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        problems.append(
+            ConfigProblem(
+                "hydra.sweeper.sampler", "cmaes needs the cmaes package: pip install cmaes"
+            )
+        )
+    try:
+        space = study_space(command, hydra)
+        if sampler == "grid":
+            search_space.grid(space)
+    except search_space.SearchSpaceError as error:
+        problems.append(ConfigProblem(error.key, str(error)))
+        return [], problems
+    hydra_overrides = [o for o in command.overrides if is_hydra_override(o)]
+    return [[*hydra_overrides, *job] for job in space.validation_jobs()], problems
 
 
 def compose_job(
@@ -200,7 +278,14 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
     if command.info_only or problems:
         return command, problems
     try:
-        jobs = expand_jobs(command.overrides, command.multirun)
+        hydra = base_hydra(command) if command.multirun else None
+        kind = sweeper_kind(hydra) if hydra is not None else "basic"
+        if kind == "optuna":
+            jobs, problems = _study_jobs(command, hydra)
+            if problems:
+                return command, problems
+        else:
+            jobs = expand_jobs(command.overrides, command.multirun, kind)
     except Exception as error:
         return command, [_translate(error, command.overrides, command.config_dir)]
     seen: set[str] = set()

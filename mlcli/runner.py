@@ -31,6 +31,7 @@ from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-
 from mlcli.data.loading import build_dataset, split_config
 from mlcli.models import build_model
 from mlcli.optimizers import build_optimizer
+from mlcli.optuna_study import FoldReporter, TrialPruned
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.stacked import fold_results
 from mlcli.sweep import run_key
@@ -122,12 +123,14 @@ def run(
     overrides: list[str] | None = None,
     reporter: Any = None,
     session: str | None = None,
+    fold_hook: FoldReporter | None = None,
 ) -> RunOutcome:
     """Run one cross-validated experiment into ``run_dir``; return how it ended.
 
     ``session`` names the ``mlcli train`` command that runs it (recorded in status.json).
     ``reporter`` (optional) gets ``start(n_folds, epochs)``, ``epoch(fold, epoch, metrics)`` and
-    ``fold_done(fold)`` calls for a live display.
+    ``fold_done(fold)`` calls for a live display. ``fold_hook`` (an Optuna sweep's trial) is
+    called after every fold with the rows so far and may stop the run (state PRUNED).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +172,7 @@ def run(
         "resumed_folds": sorted(done_folds),  # finished before this attempt: not recomputed
         "session": session,
         "error": None,
+        **({"trial": fold_hook.info()} if fold_hook is not None else {}),
         "trust_overrides": security.trusted(),
         "allowed_targets": {
             key: {"target": target, "reason": check_target(key, target, allow)}
@@ -226,6 +230,10 @@ def run(
                 run_dir,
             )
 
+        if fold_hook is not None and fold_hook.prunes and enum_name(cfg.stack_folds) == "auto":
+            # A pruner judges folds as they finish: stacked folds would all finish at once.
+            cfg = cfg.copy()
+            cfg.stack_folds = "off"
         # Sequential, stacked (stack_folds) or in parallel processes (parallel_folds).
         for fold, fold_rows in fold_results(
             cfg, key, dataset, folds, done_folds, test_idx, device, reporter, run_fold, status
@@ -238,6 +246,11 @@ def run(
             checkpoint.fold_path(run_dir, fold).unlink(missing_ok=True)
             if reporter is not None:
                 reporter.fold_done(fold)
+            if fold_hook is not None:
+                fold_hook(rows, sorted(done_folds), len(folds), status["metric"])
+    except TrialPruned as error:
+        finish("PRUNED", error)
+        return RunOutcome("PRUNED", key, run_dir, error=str(error))
     except DivergedError as error:
         finish("DIVERGED", error)
         return RunOutcome("DIVERGED", key, run_dir, error=str(error))

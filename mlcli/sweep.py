@@ -39,8 +39,9 @@ from mlcli.results import STATUS_FILE, read_json, write_json
 
 DONE_STATES = ("COMPLETED", "DIVERGED")
 """States a re-run would only repeat: the job is skipped (``--rerun`` forces it)."""
-UNFINISHED_STATES = ("RUNNING", "INTERRUPTED", "FAILED")
-"""States a job continues from, keeping the run's finished folds."""
+UNFINISHED_STATES = ("RUNNING", "INTERRUPTED", "FAILED", "PRUNED")
+"""States a job continues from, keeping the run's finished folds (PRUNED: stopped by a sweeper's
+pruner; asked for again, the run goes on from its finished folds)."""
 
 MANIFEST_FILE = "sweep.json"
 LINK_FILE = "run_link.json"
@@ -240,6 +241,15 @@ def write_link(job_dir: Path, decision: Decision, key: str) -> None:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
+
+
+def linked_run_dir(job_dir: Path) -> Path:
+    """The run dir of a Hydra job dir: itself, or the one its ``run_link.json`` names."""
+    try:
+        link = read_json(Path(job_dir) / LINK_FILE)
+    except (OSError, ValueError):
+        return Path(job_dir)
+    return Path(str(link.get("run_dir") or job_dir))
 
 
 def mark_stale_runs(
