@@ -170,3 +170,21 @@ def test_reading_while_runs_are_being_written(tmp_path):
         stop.set()
         thread.join()
     assert "RUNNING" in seen and "COMPLETED" in seen
+
+
+def test_a_sweep_dir_brings_in_the_runs_its_jobs_reused_elsewhere(tmp_path):
+    from mlcli.report.collect import find_run_dirs
+    from mlcli.sweep import LINK_FILE
+
+    earlier = copy_run(run_of(**ADAM), tmp_path / "outputs" / "runs" / "earlier")
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "new"
+    copy_run(run_of(**SGD), sweep_dir / "0")
+    (sweep_dir / "1").mkdir()  # this job was skipped: its run is the earlier one
+    write_json(sweep_dir / "1" / LINK_FILE, {"action": "skipped", "run_dir": str(earlier)})
+    (sweep_dir / "2").mkdir()  # a link to a run that is gone is not an error
+    write_json(sweep_dir / "2" / LINK_FILE, {"action": "skipped", "run_dir": str(tmp_path / "x")})
+    found = [path for path, _ in find_run_dirs([sweep_dir])]
+    assert sorted(found) == sorted([(sweep_dir / "0").resolve(), earlier.resolve()])
+    # the earlier run is read once even when both dirs are given
+    both = find_run_dirs([tmp_path / "outputs" / "runs", sweep_dir])
+    assert len(both) == 2

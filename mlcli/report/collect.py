@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from mlcli.results import CONFIG_FILE, RESULTS_FILE, STATUS_FILE
+from mlcli.sweep import LINK_FILE, linked_run_dir
 
 READ_COLUMNS = ("fold", "epoch", "split", "metric", "value")
 UNKNOWN_STATE = "UNKNOWN"
@@ -66,7 +67,9 @@ def find_run_dirs(roots: list[Path]) -> list[tuple[Path, str]]:
     """Every run dir below ``roots``: (resolved path, path as shown), naturally sorted, unique.
 
     The shown path starts with the root as the user gave it, so output does not depend on where
-    the command runs from (and hidden dirs such as Hydra's ``.hydra`` are not searched).
+    the command runs from (and hidden dirs such as Hydra's ``.hydra`` are not searched). A job
+    dir whose job reused an earlier run (``run_link.json``: skipped, or continued elsewhere)
+    brings that run in, so a sweep dir's report has every job of the sweep.
     """
     found: dict[Path, str] = {}
     for root in roots:
@@ -82,6 +85,10 @@ def find_run_dirs(roots: list[Path]) -> list[tuple[Path, str]]:
             if STATUS_FILE in files:
                 path = Path(directory)
                 found.setdefault(path.resolve(), path.as_posix())
+            elif LINK_FILE in files:
+                linked = linked_run_dir(Path(directory))
+                if (linked / STATUS_FILE).is_file():
+                    found.setdefault(linked.resolve(), linked.as_posix())
     return sorted(found.items(), key=lambda item: _natural_key(item[1]))
 
 
