@@ -207,6 +207,24 @@ def test_max_failures_stops_the_study(cli, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["random", "gp", "cmaes"])
+def test_every_sampler_runs_a_study(cli, tmp_path, sampler):
+    args = ["-m", "hydra/sweeper=optuna", *FAST, LR,
+            "optim.weight_decay=interval(0.0,0.01)", f"hydra.sweeper.sampler={sampler}",
+            "hydra.sweeper.n_trials=3", "hydra.sweeper.n_startup_trials=2",
+            "hydra.sweeper.seed=0"]  # fmt: skip
+    result = cli("train", *args)
+    assert result.exit_code == 0, result.output
+    found = _results_yaml(tmp_path / "outputs")
+    assert found["n_trials"] == {"COMPLETE": 3}
+    points = {tuple(sorted(t["params"].items())) for t in found["trials"]}
+    assert len(points) == 3  # three different proposals, inside the space
+    for trial in found["trials"]:
+        assert 1e-3 <= trial["params"]["optim.lr"] <= 0.1
+        assert 0.0 <= trial["params"]["optim.weight_decay"] <= 0.01
+
+
+@pytest.mark.slow
 def test_pruner_stops_hopeless_trials_after_their_first_folds(cli, tmp_path):
     # most of the log-interval is far too small a learning rate for 10 epochs of Adam
     args = ["-m", "hydra/sweeper=optuna", "dataset=wine", "model=linear", "epochs=10",
