@@ -145,12 +145,23 @@ def _param(override: Any) -> Param:
     raise SearchSpaceError(key, f"not a search space: {override.input_line}")
 
 
+def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": "..."}}`` (as ``hydra.sweeper.params.optim.lr=...`` makes) → dotted."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def parse(arguments: list[str], params: Mapping[str, Any] | None = None) -> SearchSpace:
     """The search space of ``arguments`` (the command's overrides) and ``hydra.sweeper.params``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    lines = [f"{key}={value}" for key, value in (params or {}).items()]
+    lines = [f"{key}={value}" for key, value in _flat(params or {}).items()]
     parser = OverridesParser.create()
     space = SearchSpace(fixed=[], params={})
     for line in [*lines, *arguments]:

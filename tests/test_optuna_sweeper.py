@@ -66,6 +66,8 @@ def test_search_space_syntax_of_the_hydra_optuna_plugin():
     assert p["optim.weight_decay"].kind == "categorical"  # float steps: Hydra's own values
     assert len(p["optim.weight_decay"].choices) == 3
     assert p["seed"].choices == (0, 1)
+    nested = search_space.parse([], {"optim": {"lr": "interval(0.1,1)"}, "model.hidden.0": "8,16"})
+    assert set(nested.params) == {"optim.lr", "model.hidden.0"}
     # the command line wins over hydra.sweeper.params
     again = search_space.parse(["seed=3"], {"seed": "choice(0,1)", "optim.lr": "interval(0.1,1)"})
     assert "seed" not in again.params and again.fixed == ["seed=3"]
@@ -175,6 +177,18 @@ def test_study_runs_trials_as_jobs_and_writes_its_results(cli, tmp_path):
     assert more.exit_code == 0, more.output
     assert _results_yaml(tmp_path / "outputs")["n_trials"] == {"COMPLETE": 4}
     assert len(list((tmp_path / "outputs" / "sweeps").iterdir())) == 1
+
+
+def test_sqlite_storage_and_params_from_hydra_sweeper_params(cli, tmp_path):
+    args = ["-m", "hydra/sweeper=optuna", *FAST, "+hydra.sweeper.params.optim.lr='choice(0.01,0.1)'",
+            "hydra.sweeper.storage=sqlite:///study.db", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler=grid"]  # fmt: skip
+    result = cli("train", *args)
+    assert result.exit_code == 0, result.output
+    found = _results_yaml(tmp_path / "outputs")
+    assert sorted(t["params"]["optim.lr"] for t in found["trials"]) == [0.01, 0.1]
+    assert (tmp_path / "study.db").is_file()
+    assert not list((tmp_path / "outputs").rglob("optuna.journal"))
 
 
 def test_loss_metric_is_minimized_and_failed_trials_do_not_stop_the_study(cli, tmp_path):
