@@ -283,7 +283,7 @@ class _Study:
         for trial in self._trials(TrialState.RUNNING):
             storage_.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
             storage_.set_trial_user_attr(
-                trial._trial_id, "error", "the sweep was stopped while this trial ran"
+                trial._trial_id, "reason", "the sweep was stopped while this trial ran"
             )
             storage_.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             print(
@@ -361,11 +361,12 @@ class _Study:
             self._tell(trial, outcome.value)
             print(f"trial {trial.number}: {outcome.metric} = {outcome.value:.6g}")
         elif outcome.state == "PRUNED":
+            storage_.set_trial_user_attr(trial._trial_id, "reason", str(outcome.error))
             self._tell(trial, state=TrialState.PRUNED)
             print(f"trial {trial.number}: pruned ({outcome.error})")
         else:
             reason = outcome.error or f"the job ended {state}"
-            storage_.set_trial_user_attr(trial._trial_id, "error", reason)
+            storage_.set_trial_user_attr(trial._trial_id, "reason", reason)
             self._tell(trial, state=TrialState.FAIL)
             print(f"trial {trial.number}: FAIL ({reason})")
 
@@ -409,7 +410,7 @@ class _Study:
                     "params": dict(t.params),
                     "folds_reported": len(t.intermediate_values),
                     "run_dir": t.user_attrs.get("run_dir"),
-                    "error": t.user_attrs.get("error"),
+                    "reason": t.user_attrs.get("reason"),  # why it was PRUNED or FAIL
                 }
                 for t in trials
             ],

@@ -180,7 +180,8 @@ def test_study_runs_trials_as_jobs_and_writes_its_results(cli, tmp_path):
 
 
 def test_sqlite_storage_and_params_from_hydra_sweeper_params(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", *FAST, "+hydra.sweeper.params.optim.lr='choice(0.01,0.1)'",
+    args = ["-m", "hydra/sweeper=optuna", *FAST,
+            "+hydra.sweeper.params.optim.lr='choice(0.01,0.1)'",
             "hydra.sweeper.storage=sqlite:///study.db", "hydra.sweeper.n_trials=2",
             "hydra.sweeper.sampler=grid"]  # fmt: skip
     result = cli("train", *args)
@@ -202,7 +203,7 @@ def test_loss_metric_is_minimized_and_failed_trials_do_not_stop_the_study(cli, t
     found = _results_yaml(tmp_path / "outputs")
     assert found["direction"] == "minimize" and found["n_trials"] == {"COMPLETE": 2, "FAIL": 1}
     (failed,) = [t for t in found["trials"] if t["state"] == "FAIL"]
-    assert failed["params"] == {"optim.lr": 50} and "Diverged" in failed["error"]
+    assert failed["params"] == {"optim.lr": 50} and "Diverged" in failed["reason"]
     complete = [t for t in found["trials"] if t["state"] == "COMPLETE"]
     assert found["best_value"] == min(t["value"] for t in complete)
     assert "trial(s) failed; the study went on" in result.output
@@ -239,17 +240,19 @@ def test_every_sampler_runs_a_study(cli, tmp_path, sampler):
 
 
 @pytest.mark.slow
-def test_pruner_stops_hopeless_trials_after_their_first_folds(cli, tmp_path):
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_pruner_stops_hopeless_trials_after_their_first_folds(cli, tmp_path, pruner):
     # most of the log-interval is far too small a learning rate for 10 epochs of Adam
     args = ["-m", "hydra/sweeper=optuna", "dataset=wine", "model=linear", "epochs=10",
             "progress=false", "cv.n_splits=4", "optim.lr=tag(log,interval(1e-6,1.0))",
-            "hydra.sweeper.n_trials=8", "hydra.sweeper.seed=1", "hydra.sweeper.pruner=median",
+            "hydra.sweeper.n_trials=8", "hydra.sweeper.seed=1", f"hydra.sweeper.pruner={pruner}",
             "hydra.sweeper.pruner_startup_trials=2"]  # fmt: skip
     result = cli("train", *args)
     assert result.exit_code == 0, result.output
     found = _results_yaml(tmp_path / "outputs")
     pruned = [t for t in found["trials"] if t["state"] == "PRUNED"]
     assert pruned and found["n_trials"]["COMPLETE"] + len(pruned) == 8
+    assert all(f"pruned by the {pruner} pruner after" in t["reason"] for t in pruned)
     for trial in pruned:
         status = json.loads((Path(trial["run_dir"]) / "status.json").read_text())
         assert status["state"] == "PRUNED" and status["fold_training"] == "sequential"
@@ -340,7 +343,7 @@ def test_killed_study_resumes_to_exactly_n_trials(cli, tmp_path, monkeypatch):
     found = _results_yaml(tmp_path / "outputs")
     assert found["n_trials"] == {"COMPLETE": 6, "FAIL": 1}
     stale = found["trials"][4]
-    assert stale["state"] == "FAIL" and "stopped while this trial ran" in stale["error"]
+    assert stale["state"] == "FAIL" and "stopped while this trial ran" in stale["reason"]
     # its parameters were tried again first, continuing its run (fold 0 kept, not recomputed)
     retry = found["trials"][5]
     assert retry["params"] == stale["params"] and retry["state"] == "COMPLETE"
