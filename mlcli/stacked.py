@@ -52,6 +52,11 @@ from mlcli.train import (
 
 FoldRows = list[dict[str, Any]]
 
+PRECOMPUTED: dict[str, dict[str, Any]] = {}
+"""Folds already trained by the stacked launcher (:mod:`mlcli.grid`), by run key: ``{"results":
+{fold: rows | ("diverged", epoch, step, loss)}, "info": {...}}``. :func:`fold_results` takes a
+run's rows from here when they cover all its pending folds."""
+
 # Elementwise optimizers: one over stacked tensors updates each fold as its own would.
 STACKABLE_OPTIMIZERS = {
     "torch.optim.SGD",
@@ -586,7 +591,8 @@ def fold_results(
 ) -> Iterator[tuple[int, FoldRows]]:
     """Yield ``(fold, rows)`` for every fold not yet done, in fold order.
 
-    Stacked when :func:`should_stack` says so, else in parallel processes
+    Taken from :data:`PRECOMPUTED` when the stacked launcher trained them already; else
+    stacked when :func:`should_stack` says so, else in parallel processes
     (``parallel_folds > 1``), else one fold after another with ``run_fold(fold, reporter)``.
     Raises :class:`~mlcli.train.DivergedError` where sequential training would, after yielding
     the folds before it. ``status`` (the run's status.json dict) gets ``fold_training``: how the
@@ -594,6 +600,16 @@ def fold_results(
     """
     pending = [f for f in range(len(folds)) if f not in done_folds]
     status = status if status is not None else {}
+    ready = PRECOMPUTED.get(key)
+    if ready is not None and all(f in ready["results"] for f in pending):
+        status["fold_training"] = "stacked grid"
+        status["stacked_grid"] = dict(ready["info"])
+        for fold in pending:
+            result = ready["results"][fold]
+            if isinstance(result, tuple):
+                raise DivergedError(*result[1:])
+            yield fold, result
+        return
     stack = should_stack(cfg, dataset, len(pending))
     if stack:
         try:
