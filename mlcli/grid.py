@@ -30,6 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mlcli.config import NON_RESULT_KEYS
+from mlcli.data.base import Task
 
 STACKED_OPTIMIZERS = {
     "torch.optim.SGD": "sgd",
@@ -325,7 +326,7 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
     device = runner.resolve_device(enum_name(first.device))
     allow = list(first.get("allow_targets") or [])
     members, models, hypers = [], [], []
-    task = ""
+    task: Task = "classification"
     try:
         for j, job in enumerate(jobs):
             cfg = job.cfg

@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlcli.build import instantiate
-from mlcli.data.base import Dataset
+from mlcli.data.base import Dataset, Task
 from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import (
@@ -349,7 +349,7 @@ def train_members(
     stacked: StackedModel,
     stepper: Stepper,
     *,
-    task: str,
+    task: Task,
     epochs: int,
     batch_size: int,
     clip: float | None,

@@ -202,9 +202,9 @@ class StackedLauncher(Launcher):
             with _as_job(config):
                 signatures.append(grid.signature(task_config))
         for indices in grid.groups(signatures, self.max_jobs):
-            group = _Group(indices)
+            new_group = _Group(indices)
             for i in indices:
-                group_of[i] = group
+                group_of[i] = new_group
 
         runs: list[JobReturn] = []
         started: set[int] = set()
