@@ -142,6 +142,7 @@ def _hyper(cfg: DictConfig, total_steps: int, allow: list[str]) -> _Hyper:
     hyper.schedule = instantiate(cfg.scheduler, "scheduler", allow)(
         stand_in, total_steps=total_steps
     )
+    stand_in.step()  # no gradient, no change: only marks it stepped (the scheduler checks)
     lambdas = getattr(hyper.schedule, "lr_lambdas", [0])
     hyper.constant = all(getattr(f, "is_constant", False) for f in lambdas)
     return hyper
