@@ -90,7 +90,7 @@ class _Group:
 
     def start(self, configs: list[DictConfig], task_configs: list[DictConfig]) -> None:
         """Lock the group's run keys, decide for each job, and train what the jobs need."""
-        from mlcli import grid, procs, stacked, sweep
+        from mlcli import grid, procs, runner, stacked, sweep
 
         first = configs[self.indices[0]]
         with env_override(first.hydra.job.env_set):
@@ -122,6 +122,7 @@ class _Group:
             return
         numbers = ", ".join(f"#{i}" for i in self.indices)
         log.info(f"Training jobs {numbers} as one stacked model ({len(jobs)} runs)")
+        runner.preload()  # imported once here: the training child and every job's inherit it
         result = procs.call_in_child(lambda: grid.train_group(jobs))
         if not result.returned:
             log.warning(f"stacked training failed ({result.describe()}); jobs train one by one")
