@@ -43,10 +43,12 @@ from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import (
     DivergedError,
+    DivergenceWatch,
     FoldData,
     _loss,
     _train_metrics,
     batches_per_epoch,
+    defers_divergence_check,
     evaluate,
 )
 
@@ -406,7 +408,12 @@ def train_members(
                 dim=1,
             )
 
+    watch = DivergenceWatch(k, device) if defers_divergence_check(device) else None
+
     def check(losses: torch.Tensor, epoch: int) -> None:
+        if watch is not None:  # on an accelerator: recorded on the device, read once an epoch
+            watch.see(losses, step)
+            return
         # One host sync per step, as in the sequential loop: a diverging fold is caught at once.
         if bool(torch.isfinite(losses).all()):
             return
@@ -496,6 +503,9 @@ def train_members(
             if index is not None:
                 with torch.no_grad():
                     account(loss_sums, score_sums, losses, output, y)
+        if watch is not None:
+            for i, found in watch.flush(epoch).items():
+                diverged.setdefault(i, found)
         if not any(needed(i) for i in range(k)):
             break
 
