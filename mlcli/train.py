@@ -271,14 +271,14 @@ def fit(
         lr_used = optimizer.param_groups[0]["lr"]
         permutation = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch_size):
-            index = permutation[start : start + batch_size]
-            if len(index) < 2 <= n:
+            batch = min(batch_size, n - start)
+            if batch < 2 <= n:
                 continue  # a trailing batch of one row breaks batch norm (see batches_per_epoch)
+            index = permutation[start : start + batch]
             x, y = data.x_train[index], data.y_train[index]
             lengths = data.lengths_train[index] if data.lengths_train is not None else None
             output = forward(model, task, x, lengths, y)
             loss = _loss(task, output, y)
-            batch = len(index)
             if watch is not None:
                 watch.see(loss, step)
                 loss_sum.add_(loss.detach(), alpha=batch)
