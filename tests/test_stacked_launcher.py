@@ -43,7 +43,8 @@ def _assert_same_results(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert a["value"].to_numpy() == pytest.approx(b["value"].to_numpy(), rel=1e-4, abs=1e-5)
 
 
-def test_stacked_grid_equals_the_basic_launcher_and_reruns_skip(cli, tmp_path):
+@pytest.mark.slow
+def test_stacked_grid_equals_the_basic_launcher(cli, tmp_path):
     basic = cli("train", *GRID, "outputs_root=basic")
     assert basic.exit_code == 0, basic.output
     stacked = cli("train", *GRID, "outputs_root=stacked", "hydra/launcher=stacked")
@@ -62,17 +63,9 @@ def test_stacked_grid_equals_the_basic_launcher_and_reruns_skip(cli, tmp_path):
         assert a["config"].replace("basic", "stacked") == b["config"]
         _assert_same_results(a["results"], b["results"])
 
-    # The same command again: every job is skipped, nothing is trained or written.
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "stacked").rglob("*.parquet")}
-    again = cli("train", *GRID, "outputs_root=stacked", "hydra/launcher=stacked")
-    assert again.exit_code == 0, again.output
-    assert again.output.count("skipped (already COMPLETED)") == 4
-    assert "as one stacked model" not in again.output
-    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "stacked").rglob("*.parquet")}
-    assert after == before
 
-
-def test_interrupted_jobs_continue_with_their_missing_folds_stacked(cli, tmp_path):
+@pytest.mark.slow
+def test_rerun_skips_finished_jobs_and_stacks_the_missing_folds(cli, tmp_path):
     args = [*GRID, "hydra/launcher=stacked"]
     assert cli("train", *args).exit_code == 0
     jobs = _jobs(tmp_path / "outputs")
@@ -84,10 +77,18 @@ def test_interrupted_jobs_continue_with_their_missing_folds_stacked(cli, tmp_pat
         (job_dir / "status.json").write_text(json.dumps(status))
         frame = jobs[number]["results"]
         frame[frame["fold"] == 0].to_parquet(job_dir / "results.parquet")
+    finished = {
+        p: p.stat().st_mtime_ns
+        for n in "03"
+        for p in (sweep_dir / n / "status.json", sweep_dir / n / "results.parquet")
+    }
+    # The same command again: the finished jobs are skipped (nothing trained or written), the
+    # two interrupted ones train their missing fold together.
     again = cli("train", *args)
     assert again.exit_code == 0, again.output
     assert "as one stacked model (2 runs)" in again.output
     assert again.output.count("skipped (already COMPLETED)") == 2
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
     resumed = _jobs(tmp_path / "outputs")
     for number in ("1", "2"):
         status = resumed[number]["status"]

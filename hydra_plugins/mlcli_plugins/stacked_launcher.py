@@ -89,7 +89,16 @@ class _Group:
         self.keys: list[str] = []
 
     def start(self, configs: list[DictConfig], task_configs: list[DictConfig]) -> None:
-        """Lock the group's run keys, decide for each job, and train what the jobs need."""
+        """Lock the group's run keys, decide for each job, and train what the jobs need.
+
+        Whatever goes wrong here (but an interruption) leaves the jobs to train one by one.
+        """
+        try:
+            self._start(configs, task_configs)
+        except Exception as error:
+            log.warning(f"stacked training not possible ({error!r}); jobs train one by one")
+
+    def _start(self, configs: list[DictConfig], task_configs: list[DictConfig]) -> None:
         from mlcli import grid, procs, runner, stacked, sweep
 
         first = configs[self.indices[0]]
