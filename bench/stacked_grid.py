@@ -47,6 +47,17 @@ def final_val_acc(root: Path) -> dict[str, float]:
     return out
 
 
+def training_seconds(root: Path) -> float:
+    """Seconds spent training inside the process: every job's run (``duration_s``) plus, for
+    the stacked launcher, the stacked model's training (``stacked_grid.train_s``, once)."""
+    total, stacked = 0.0, 0.0
+    for status_path in root.rglob("status.json"):
+        status = json.loads(status_path.read_text())
+        total += float(status.get("duration_s") or 0.0)
+        stacked = max(stacked, float((status.get("stacked_grid") or {}).get("train_s", 0.0)))
+    return total + stacked
+
+
 def main() -> None:
     """Time the three commands, interleaved; print medians, ratios and per-job accuracies."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -64,6 +75,7 @@ def main() -> None:
         "stacked launcher": ["stack_folds=auto", "hydra/launcher=stacked"],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
+    training: dict[str, list[float]] = {name: [] for name in commands}
     accs: dict[str, dict[str, float]] = {}
     load: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,6 +92,7 @@ def main() -> None:
                     raise SystemExit(f"{name}: exit {done.returncode}\n{done.stdout[-3000:]}")
                 if repeat:
                     times[name].append(elapsed)
+                    training[name].append(training_seconds(root))
                 accs[name] = final_val_acc(root)
     med = {name: statistics.median(t) for name, t in times.items()}
     print(
@@ -88,13 +101,18 @@ def main() -> None:
         f"repeats after a warm-up; load average {statistics.median(load):.1f} "
         f"on {os.cpu_count()} cores"
     )
-    print("| command | median s | all s | / basic sequential | / basic stacked folds |")
-    print("|---|---|---|---|---|")
+    print(
+        "| command | median s | all s | / basic sequential | / basic stacked folds "
+        "| training s (in runs) | training / basic sequential |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    train_med = {name: statistics.median(t) for name, t in training.items()}
     for name, value in med.items():
         runs = ", ".join(f"{t:.1f}" for t in times[name])
         print(
             f"| {name} | {value:.2f} | {runs} | {value / med['basic, sequential folds']:.2f} "
-            f"| {value / med['basic, stacked folds']:.2f} |"
+            f"| {value / med['basic, stacked folds']:.2f} | {train_med[name]:.2f} "
+            f"| {train_med[name] / train_med['basic, sequential folds']:.2f} |"
         )
     print("\nfinal val acc per job (mean over 5 folds):")
     for name, values in accs.items():
