@@ -83,8 +83,9 @@ def _job_dir(config: DictConfig) -> Path:
 class _Group:
     """Jobs trained together: their locks, and what the child process trained for them."""
 
-    def __init__(self, indices: list[int]) -> None:
+    def __init__(self, indices: list[int], first_number: int = 0) -> None:
         self.indices = indices
+        self.first_number = first_number  # Hydra's number of the batch's first job
         self.locks = contextlib.ExitStack()
         self.keys: list[str] = []
 
@@ -129,7 +130,7 @@ class _Group:
             jobs.append(grid.GroupJob(task_configs[i], keys[i], done))
         if len(jobs) < 2:
             return
-        numbers = ", ".join(f"#{i}" for i in self.indices)
+        numbers = ", ".join(f"#{self.first_number + i}" for i in self.indices)
         log.info(f"Training jobs {numbers} as one stacked model ({len(jobs)} runs)")
         runner.preload()  # imported once here: the training child and every job's inherit it
         result = procs.call_in_child(lambda: grid.train_group(jobs))
@@ -212,7 +213,7 @@ class StackedLauncher(Launcher):
             with _as_job(config):
                 signatures.append(grid.signature(task_config))
         for indices in grid.groups(signatures, self.max_jobs):
-            new_group = _Group(indices)
+            new_group = _Group(indices, initial_job_idx)
             for i in indices:
                 group_of[i] = new_group
 
