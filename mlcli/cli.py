@@ -13,15 +13,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.panel import Panel
 from typer.core import TyperCommand
 
 from mlcli.config import GROUPS, ConfigProblem, group_options
 
 EXIT_USAGE = 2
-# Wide when not a terminal (logs, CI, pipes) so tables do not wrap mid-word.
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+class _ErrConsole:
+    """rich's stderr console, imported at its first use (rich costs ~0.1 s: not for --help)."""
+
+    def print(self, *objects: Any) -> None:
+        from rich.console import Console
+
+        # Wide when not a terminal (logs, CI, pipes) so tables do not wrap mid-word.
+        Console(stderr=True, width=None if sys.stderr.isatty() else 160).print(*objects)
+
+
+err_console = _ErrConsole()
 
 
 class _TrainCommand(TyperCommand):
@@ -69,6 +78,8 @@ def print_problems(problems: list[ConfigProblem], what: str = "mlcli train") -> 
     lines.append("")
     lines.append("Nothing was run or written. Valid groups and options: `mlcli train --help`;")
     lines.append("the composed config: `mlcli train [OVERRIDES] --cfg job`.")
+    from rich.panel import Panel
+
     err_console.print(
         Panel("\n".join(lines), title=f"{what}: invalid configuration", border_style="red")
     )
@@ -296,6 +307,8 @@ def report(
             overfit_tolerance=overfit_tolerance,
         )
     except ReportError as error:
+        from rich.panel import Panel
+
         err_console.print(Panel(str(error), title="mlcli report", border_style="red"))
         raise typer.Exit(EXIT_USAGE) from None
 

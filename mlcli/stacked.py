@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -37,19 +38,26 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlcli.build import instantiate
-from mlcli.data.base import Dataset
+from mlcli.data.base import Dataset, Task
 from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import (
     DivergedError,
+    DivergenceWatch,
     FoldData,
     _loss,
     _train_metrics,
     batches_per_epoch,
+    defers_divergence_check,
     evaluate,
 )
 
 FoldRows = list[dict[str, Any]]
+
+PRECOMPUTED: dict[str, dict[str, Any]] = {}
+"""Folds already trained by the stacked launcher (:mod:`mlcli.grid`), by run key: ``{"results":
+{fold: rows | ("diverged", epoch, step, loss)}, "info": {...}}``. :func:`fold_results` takes a
+run's rows from here when they cover all its pending folds."""
 
 # Elementwise optimizers: one over stacked tensors updates each fold as its own would.
 STACKABLE_OPTIMIZERS = {
@@ -221,6 +229,77 @@ def _clip_per_fold(params: list[torch.Tensor], max_norm: float) -> None:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
 
 
+@dataclass
+class Member:
+    """One model of a stack: a fold of a run (its data, batch order, and whose rows they are)."""
+
+    key: str
+    fold: int
+    job: int
+    data: FoldData
+    generator: torch.Generator
+
+
+def build_member(
+    cfg: DictConfig,
+    key: str,
+    dataset: Dataset,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    fold: int,
+    test_idx: np.ndarray,
+    device: torch.device,
+    job: int = 0,
+) -> tuple[Member, nn.Module]:
+    """Fold ``fold`` of run ``cfg`` set up as :func:`mlcli.runner._run_fold` sets it up (same
+    data, seeds and initial weights), with its model."""
+    from mlcli.runner import derived_seed, seed_everything
+
+    train_idx, val_idx = folds[fold]
+    data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
+    seed_everything(derived_seed(int(cfg.seed), fold))
+    model = instantiate(
+        cfg.model,
+        "model",
+        list(cfg.get("allow_targets") or []),
+        in_shape=dataset.in_shape,
+        out_features=dataset.out_features,
+    ).to(device)
+    generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
+    return Member(key, fold, job, data, generator), model
+
+
+class Stepper(Protocol):
+    """Optimizer and schedule of a stack: the lr each member's next step uses, and the step."""
+
+    def lrs(self) -> list[float]: ...
+
+    def zero_grad(self) -> None: ...
+
+    def step(self) -> None: ...
+
+
+class _SharedStepper:
+    """One torch optimizer and schedule over the stacked tensors (all members alike)."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        k: int,
+    ) -> None:
+        self.optimizer, self.scheduler, self.k = optimizer, scheduler, k
+
+    def lrs(self) -> list[float]:
+        return [float(self.optimizer.param_groups[0]["lr"])] * self.k
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
+
+
 def train_stacked(
     cfg: DictConfig,
     key: str,
@@ -236,40 +315,61 @@ def train_stacked(
     Every fold is set up as :func:`mlcli.runner._run_fold` sets it up (same seeds, same data),
     so its rows equal those of sequential training up to float rounding.
     """
-    from mlcli.runner import derived_seed, seed_everything
-
     allow = list(cfg.get("allow_targets") or [])
-    task, epochs, batch_size = dataset.task, int(cfg.epochs), int(cfg.batch_size)
-    datas: list[FoldData] = []
-    models: list[nn.Module] = []
-    generators: list[torch.Generator] = []
-    for fold in fold_ids:
-        train_idx, val_idx = folds[fold]
-        datas.append(fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device))
-        seed_everything(derived_seed(int(cfg.seed), fold))
-        models.append(
-            instantiate(
-                cfg.model,
-                "model",
-                allow,
-                in_shape=dataset.in_shape,
-                out_features=dataset.out_features,
-            ).to(device)
-        )
-        generators.append(torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1)))
-    stacked = StackedModel(models)
-    sizes = [len(d.x_train) for d in datas]
-    steps = {batches_per_epoch(n, batch_size) for n in sizes}
-    if len(steps) != 1:
-        raise UnstackableError(f"the folds have different numbers of batches per epoch {steps}")
-    steps_per_epoch = steps.pop()
+    built = [build_member(cfg, key, dataset, folds, f, test_idx, device) for f in fold_ids]
+    members = [m for m, _ in built]
+    stacked = StackedModel([model for _, model in built])
+    steps_per_epoch = common_steps_per_epoch(members, int(cfg.batch_size))
     optimizer = build_optimizer(cfg.optim, stacked.params, allow)
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
-        optimizer, total_steps=epochs * steps_per_epoch
+        optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
     )
-    clip = cfg.get("clip_grad_norm")
+    outcome = train_members(
+        members,
+        stacked,
+        _SharedStepper(optimizer, scheduler, len(members)),
+        task=dataset.task,
+        epochs=int(cfg.epochs),
+        batch_size=int(cfg.batch_size),
+        clip=cfg.get("clip_grad_norm"),
+        device=device,
+        on_epoch=on_epoch,
+    )
+    return {m.fold: result for m, result in zip(members, outcome, strict=True)}
 
-    k = len(fold_ids)
+
+def common_steps_per_epoch(members: list[Member], batch_size: int) -> int:
+    """The members' optimizer steps per epoch (they must agree to step together)."""
+    steps = {batches_per_epoch(len(m.data.x_train), batch_size) for m in members}
+    if len(steps) != 1:
+        raise UnstackableError(f"the folds have different numbers of batches per epoch {steps}")
+    return steps.pop()
+
+
+def train_members(
+    members: list[Member],
+    stacked: StackedModel,
+    stepper: Stepper,
+    *,
+    task: Task,
+    epochs: int,
+    batch_size: int,
+    clip: float | None,
+    device: torch.device,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> list[FoldRows | DivergedError]:
+    """Train the stack; each member's rows (long form, with its run key) or its divergence.
+
+    A member's divergence is recorded at the step it happens. Sequential training of a run stops
+    at its first diverging fold, so a run's later folds are not needed once an earlier one
+    diverged; training stops when no member is still needed.
+    """
+    datas = [m.data for m in members]
+    generators = [m.generator for m in members]
+    sizes = [len(d.x_train) for d in datas]
+    steps_per_epoch = common_steps_per_epoch(members, batch_size)
+
+    k = len(members)
     x_all = torch.cat([d.x_train for d in datas])
     y_all = torch.cat([d.y_train for d in datas])
     offsets = torch.tensor(np.cumsum([0, *sizes[:-1]]), device=device)
@@ -280,6 +380,13 @@ def train_stacked(
     diverged: dict[int, DivergedError] = {}
     results: dict[int, list[tuple[int, str, str, float]]] = {i: [] for i in range(k)}
     step = 0
+
+    def needed(i: int) -> bool:
+        """Member i still matters: not diverged, and no earlier fold of its run diverged."""
+        m = members[i]
+        return i not in diverged and not any(
+            members[j].job == m.job and members[j].fold < m.fold for j in diverged
+        )
 
     def account(
         loss_sums: torch.Tensor,
@@ -301,7 +408,12 @@ def train_stacked(
                 dim=1,
             )
 
+    watch = DivergenceWatch(k, device) if defers_divergence_check(device) else None
+
     def check(losses: torch.Tensor, epoch: int) -> None:
+        if watch is not None:  # on an accelerator: recorded on the device, read once an epoch
+            watch.see(losses, step)
+            return
         # One host sync per step, as in the sequential loop: a diverging fold is caught at once.
         if bool(torch.isfinite(losses).all()):
             return
@@ -313,7 +425,7 @@ def train_stacked(
         loss_sums = torch.zeros(k, device=device)
         score_sums = torch.zeros(k, 4, device=device)
         seen = [0] * k
-        lr_used = optimizer.param_groups[0]["lr"]
+        lr_used = stepper.lrs()
         perms = [
             torch.randperm(n, generator=g).to(device)
             for n, g in zip(sizes, generators, strict=True)
@@ -381,18 +493,20 @@ def train_stacked(
                                     target.pow(2).sum(),
                                 ]
                             )
-            optimizer.zero_grad(set_to_none=True)
+            stepper.zero_grad()
             losses.sum().backward()  # d(sum)/d(fold's params) = that fold's own gradient
             if clip is not None:
                 _clip_per_fold(stacked.params, float(clip))
-            lr_used = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
+            lr_used = stepper.lrs()
+            stepper.step()
             step += 1
             if index is not None:
                 with torch.no_grad():
                     account(loss_sums, score_sums, losses, output, y)
-        if 0 in diverged:  # sequential training would stop at the first fold's divergence
+        if watch is not None:
+            for i, found in watch.flush(epoch).items():
+                diverged.setdefault(i, found)
+        if not any(needed(i) for i in range(k)):
             break
 
         for i in range(k):
@@ -410,17 +524,17 @@ def train_stacked(
             names = [("train", m) for m in train_values] + [("val", m) for m in val_values]
             numbers = torch.stack([*train_values.values(), *val_values.values()]).tolist()
             metrics = {f"{sp}/{m}": v for (sp, m), v in zip(names, numbers, strict=True)}
-            metrics["train/lr"] = float(lr_used)
+            metrics["train/lr"] = float(lr_used[i])
             for name, value in metrics.items():
                 split, metric = name.split("/", 1)
                 results[i].append((epoch, split, metric, value))
             if on_epoch is not None:
-                on_epoch(fold_ids[i], epoch, metrics)
+                on_epoch(members[i].fold, epoch, metrics)
 
-    finished: dict[int, FoldRows | DivergedError] = {}
-    for i, fold in enumerate(fold_ids):
+    finished: list[FoldRows | DivergedError] = []
+    for i, member in enumerate(members):
         if i in diverged:
-            finished[fold] = diverged[i]
+            finished.append(diverged[i])
             continue
         data = datas[i]
         if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
@@ -431,10 +545,19 @@ def train_stacked(
                 values, torch.stack(list(values.values())).tolist(), strict=True
             ):
                 results[i].append((epochs, "test", metric, value))
-        finished[fold] = [
-            {"run_key": key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
-            for e, s, m, v in results[i]
-        ]
+        finished.append(
+            [
+                {
+                    "run_key": member.key,
+                    "fold": member.fold,
+                    "epoch": e,
+                    "split": s,
+                    "metric": m,
+                    "value": v,
+                }
+                for e, s, m, v in results[i]
+            ]
+        )
     return finished
 
 
@@ -478,7 +601,8 @@ def fold_results(
 ) -> Iterator[tuple[int, FoldRows]]:
     """Yield ``(fold, rows)`` for every fold not yet done, in fold order.
 
-    Stacked when :func:`should_stack` says so, else in parallel processes
+    Taken from :data:`PRECOMPUTED` when the stacked launcher trained them already; else
+    stacked when :func:`should_stack` says so, else in parallel processes
     (``parallel_folds > 1``), else one fold after another with ``run_fold(fold, reporter)``.
     Raises :class:`~mlcli.train.DivergedError` where sequential training would, after yielding
     the folds before it. ``status`` (the run's status.json dict) gets ``fold_training``: how the
@@ -486,6 +610,16 @@ def fold_results(
     """
     pending = [f for f in range(len(folds)) if f not in done_folds]
     status = status if status is not None else {}
+    ready = PRECOMPUTED.get(key)
+    if ready is not None and all(f in ready["results"] for f in pending):
+        status["fold_training"] = "stacked grid"
+        status["stacked_grid"] = dict(ready["info"])
+        for fold in pending:
+            result = ready["results"][fold]
+            if isinstance(result, tuple):
+                raise DivergedError(*result[1:])
+            yield fold, result
+        return
     stack = should_stack(cfg, dataset, len(pending))
     if stack:
         try:

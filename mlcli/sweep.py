@@ -158,6 +158,10 @@ def _lock_path(outputs_root: Path, key: str) -> Path:
     return state_dir(outputs_root) / "locks" / f"{key}.lock"
 
 
+_HELD: dict[str, int] = {}
+"""Lock files this process holds (path → pid): taking one again within it is a no-op."""
+
+
 @contextlib.contextmanager
 def key_lock(outputs_root: Path, key: str) -> Iterator[None]:
     """Hold the exclusive lock of run ``key`` (waits while another process computes it).
@@ -165,12 +169,18 @@ def key_lock(outputs_root: Path, key: str) -> Iterator[None]:
     ``flock`` locks die with their process, so a SIGKILLed job never leaves a stale lock.
     """
     path = _lock_path(outputs_root, key)
+    held = str(path.resolve())
+    if _HELD.get(held) == os.getpid():  # this process holds it already (the stacked launcher)
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD[held] = os.getpid()
         yield
     finally:
+        _HELD.pop(held, None)
         os.close(fd)  # releases the lock (children forked meanwhile have exited)
 
 

@@ -17,6 +17,7 @@ teacher forcing) and, in evaluation, ``token_acc`` and ``exact_match`` of greedy
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
@@ -45,6 +46,40 @@ class DivergedError(RuntimeError):
         self.epoch = epoch
         self.step = step
         self.loss = loss
+
+
+def defers_divergence_check(device: torch.device) -> bool:
+    """Whether the loop checks for divergence once per epoch rather than at every step.
+
+    On the CPU a check costs nothing but the check itself, so the loop stops at the diverging
+    step. On an accelerator reading the loss would stall the queue of kernels at every step:
+    :class:`DivergenceWatch` records the first non-finite step on the device instead.
+    """
+    return device.type != "cpu"
+
+
+class DivergenceWatch:
+    """The first optimizer step whose loss is not finite, per model of a stack (``k`` losses a
+    step), recorded on the device without a host sync; :meth:`flush` reads it once an epoch."""
+
+    def __init__(self, k: int, device: torch.device) -> None:
+        self.first_step = torch.full((k,), -1, dtype=torch.long, device=device)
+        self.first_loss = torch.zeros(k, device=device)
+
+    def see(self, losses: torch.Tensor, step: int) -> None:
+        """Note this step's losses (``k`` values, or one)."""
+        losses = losses.detach().reshape(-1).to(self.first_loss.dtype)
+        new = ~torch.isfinite(losses) & (self.first_step < 0)
+        self.first_step = torch.where(new, step, self.first_step)
+        self.first_loss = torch.where(new, losses, self.first_loss)
+
+    def flush(self, epoch: int) -> dict[int, DivergedError]:
+        """The models that diverged so far (one host sync), as the per-step check reports them."""
+        steps = self.first_step.tolist()
+        if all(s < 0 for s in steps):
+            return {}
+        losses = self.first_loss.tolist()
+        return {i: DivergedError(epoch, s, losses[i]) for i, s in enumerate(steps) if s >= 0}
 
 
 @dataclass
@@ -219,53 +254,72 @@ def fit(
     step = (start_epoch - 1) * batches_per_epoch(n, batch_size)
     # A constant schedule (no warmup) never changes the lr: skip its per-step Python call.
     lr_fixed = all(getattr(f, "is_constant", False) for f in getattr(scheduler, "lr_lambdas", [0]))
+    watch = DivergenceWatch(1, device) if defers_divergence_check(device) else None
     model.train()
     for epoch in range(start_epoch, epochs + 1):
-        # Running sums stay on the device: one host sync per epoch, not one per step.
+        # Running sums stay on the device: one host sync per epoch, not one per step (on the
+        # CPU the loss is read at every step anyway, for the divergence check: it is summed
+        # there, in double precision).
         loss_sum = torch.zeros((), device=device)
-        # classification: correct; regression: sse, sae, sum y, sum y²; token tasks:
-        # correct tokens, real tokens, loss × real tokens (token-weighted epoch mean).
+        loss_total = 0.0
+        # regression: sse, sae, sum y, sum y²; token tasks: correct tokens, real tokens,
+        # loss × real tokens (token-weighted epoch mean); classification: correct (counted at
+        # the end of the epoch from the predictions of each step, one kernel a step).
         score_sums = torch.zeros(4, device=device)
-        correct = score_sums[0]  # a view: accumulating into it fills score_sums[0]
+        predicted = torch.empty(n, dtype=torch.long, device=device)
         seen = 0
         lr_used = optimizer.param_groups[0]["lr"]
         permutation = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch_size):
-            index = permutation[start : start + batch_size]
-            if len(index) < 2 <= n:
+            batch = min(batch_size, n - start)
+            if batch < 2 <= n:
                 continue  # a trailing batch of one row breaks batch norm (see batches_per_epoch)
+            index = permutation[start : start + batch]
             x, y = data.x_train[index], data.y_train[index]
             lengths = data.lengths_train[index] if data.lengths_train is not None else None
             output = forward(model, task, x, lengths, y)
             loss = _loss(task, output, y)
-            if not torch.isfinite(loss):
-                raise DivergedError(epoch, step, float(loss.detach()))
+            if watch is not None:
+                watch.see(loss, step)
+                loss_sum.add_(loss.detach(), alpha=batch)
+            else:
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise DivergedError(epoch, step, value)
+                loss_total += value * batch
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            lr_used = optimizer.param_groups[0]["lr"]
+            if not lr_fixed:
+                lr_used = optimizer.param_groups[0]["lr"]
             optimizer.step()
             if not lr_fixed:
                 scheduler.step()
             step += 1
 
-            batch = len(index)
             seen += batch
-            with torch.no_grad():
-                loss_sum.add_(loss.detach(), alpha=batch)
-                if task == "classification":
-                    correct.add_((output.argmax(dim=-1) == y).sum())
-                elif task in TOKEN_TASKS:
+            if task == "classification":
+                torch.argmax(output.detach(), dim=-1, out=predicted[seen - batch : seen])
+            elif task in TOKEN_TASKS:
+                with torch.no_grad():
                     right, count = _token_sums(task, output.detach(), y)
                     score_sums[:3] += torch.stack([right, count, loss.detach() * count])
-                else:
+            else:
+                with torch.no_grad():
                     target = y * std + mean
                     error = output.detach().reshape(y.shape) * std + mean - target
                     score_sums += torch.stack(
                         [error.pow(2).sum(), error.abs().sum(), target.sum(), target.pow(2).sum()]
                     )
 
+        if watch is not None and (diverged := watch.flush(epoch)):
+            raise diverged[0]
+        if watch is None:
+            loss_sum = torch.tensor(loss_total, device=device)
+        if task == "classification":  # the rows trained on: the first `seen` of the permutation
+            trained = data.y_train[permutation[:seen]]
+            score_sums[0] = (predicted[:seen] == trained).sum()
         train_values = _train_metrics(task, loss_sum, score_sums, max(seen, 1))
         val_values = evaluate(model, data.x_val, data.y_val, task, mean, std, data.lengths_val)
         # One transfer for everything the epoch recorded.
