@@ -303,10 +303,10 @@ class _Study:
             print(f"study {self.spec.study_name!r} in {self.sweep_dir}: {done} trial(s) finished")
         returns: list[Any] = []
         while (finished := self._finished()) < self.n_trials:
-            if self._failed() > self.max_failures:
+            if (failed := self._failed()) > self.max_failures:
                 self.write_results()
                 raise StudyError(
-                    f"{self._failed()} trials failed (max_failures={self.max_failures}): the "
+                    f"{failed} trials failed (max_failures={self.max_failures}): the "
                     f"study stopped; see {self.sweep_dir / RESULTS_FILE}"
                 )
             n = min(int(self.settings.n_jobs), self.n_trials - finished)

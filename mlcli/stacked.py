@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from mlcli.build import instantiate
 from mlcli.data.base import Dataset, Task
+from mlcli.models import build_model
 from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import (
@@ -257,13 +258,9 @@ def build_member(
     train_idx, val_idx = folds[fold]
     data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
     seed_everything(derived_seed(int(cfg.seed), fold))
-    model = instantiate(
-        cfg.model,
-        "model",
-        list(cfg.get("allow_targets") or []),
-        in_shape=dataset.in_shape,
-        out_features=dataset.out_features,
-    ).to(device)
+    allow = list(cfg.get("allow_targets") or [])
+    in_shape = tuple(data.x_train.shape[1:])  # as runner._run_fold: after preprocessing
+    model = build_model(cfg.model, dataset, allow, in_shape=in_shape).to(device)
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
     return Member(key, fold, job, data, generator), model
 
@@ -572,13 +569,7 @@ def should_stack(cfg: DictConfig, dataset: Dataset, n_pending: int) -> bool:
             raise UnstackableError(f"stack_folds=on, but the folds cannot be stacked: {reason}")
         return False
     if mode == "auto":
-        model = instantiate(
-            cfg.model,
-            "model",
-            list(cfg.get("allow_targets") or []),
-            in_shape=dataset.in_shape,
-            out_features=dataset.out_features,
-        )
+        model = build_model(cfg.model, dataset, list(cfg.get("allow_targets") or []))
         try:
             stacked = StackedModel([model])
         except UnstackableError:
