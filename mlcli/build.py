@@ -10,8 +10,9 @@ come from the command line or a config file copied from the internet. mlcli inst
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 BUILTIN_ALLOWED: tuple[str, ...] = ("mlcli", "torch.optim", "torch.optim.lr_scheduler")
@@ -103,3 +104,24 @@ def instantiate(node: Any, key: str, extra_allowed: Iterable[str] = (), **kwargs
     for sub_key, target in find_targets(node, key):
         check_target(sub_key, target, extra_allowed)
     return hydra_instantiate(node, **kwargs)
+
+
+def factory(node: Any, key: str, extra_allowed: Iterable[str] = ()) -> Callable[..., Any]:
+    """``node``'s target as a callable: ``f(*args, **kwargs)`` calls it with the node's settings
+    and these arguments (whether or not the node says ``_partial_: true``), targets checked once.
+
+    Hydra's ``instantiate`` copies and resolves the node at every call; here that happens once,
+    so a run that builds a model and an optimizer for each of its folds pays for it once. A node
+    with nested ``_target_`` nodes is instantiated anew at every call instead: its nested objects
+    (a module, say) must not be shared between the things it builds.
+    """
+    from hydra.utils import instantiate as hydra_instantiate
+
+    extra_allowed = list(extra_allowed)
+    targets = find_targets(node, key)
+    for sub_key, target in targets:
+        check_target(sub_key, target, extra_allowed)
+    if len(targets) > 1:
+        return functools.partial(hydra_instantiate, node, _partial_=False)
+    built: Callable[..., Any] = hydra_instantiate(node, _partial_=True)
+    return built

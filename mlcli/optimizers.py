@@ -3,7 +3,8 @@
 ``torch.optim`` picks its multi-tensor (``foreach``) implementation by default only for CUDA
 tensors; on the CPU it loops over parameters in Python, one small kernel per operation per
 tensor. The ``foreach`` implementation performs the same elementwise arithmetic with the same
-scalars, so mlcli asks for it everywhere (unless the config sets ``foreach`` or ``fused``).
+scalars, so mlcli asks for it whenever a model has enough parameter tensors for it to pay
+(unless the config sets ``foreach`` or ``fused``).
 ``fused=True`` is never chosen for the user: on the CPU it rounds differently, and in torch 2.13
 it silently applies wrong updates to gradients whose strides differ from the parameter's.
 """
@@ -11,20 +12,27 @@ it silently applies wrong updates to gradients whose strides differ from the par
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from mlcli.build import instantiate
+from mlcli.build import factory as instantiate_factory
+
+FOREACH_MIN_TENSORS = 6
+"""``foreach`` pays from this many parameter tensors on (measured on one CPU core with Adam: 4
+tensors 118 µs a step per tensor loop vs 124 µs foreach; 6 tensors 180 vs 166 µs; 10 tensors
+of width 512 3.7 vs 2.2 ms)."""
 
 
-def build_optimizer(
-    node: DictConfig, params: Iterable[torch.Tensor], allow: list[str]
-) -> torch.optim.Optimizer:
-    """``instantiate(cfg.optim)(params)``, with ``foreach=True`` where the optimizer takes it."""
-    factory: Any = instantiate(node, "optim", allow)
+def optimizer_factory(
+    node: DictConfig, allow: list[str]
+) -> Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]:
+    """``params -> optimizer`` for ``cfg.optim``, with ``foreach=True`` where the optimizer takes
+    it and the parameters are many enough for it to pay (composed once: a run builds one
+    optimizer per fold)."""
+    factory: Any = instantiate_factory(node, "optim", allow)
     target = getattr(factory, "func", factory)
     extra: dict[str, Any] = {}
     keywords = getattr(factory, "keywords", {}) or {}
@@ -34,5 +42,18 @@ def build_optimizer(
         accepted = set()
     if "foreach" in accepted and keywords.get("foreach") is None and not keywords.get("fused"):
         extra["foreach"] = True
-    optimizer: torch.optim.Optimizer = factory(params, **extra)
-    return optimizer
+
+    def build(params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        params = list(params)
+        many = sum(1 for p in params if not isinstance(p, dict)) >= FOREACH_MIN_TENSORS
+        optimizer: torch.optim.Optimizer = factory(params, **(extra if many else {}))
+        return optimizer
+
+    return build
+
+
+def build_optimizer(
+    node: DictConfig, params: Iterable[torch.Tensor], allow: list[str]
+) -> torch.optim.Optimizer:
+    """``instantiate(cfg.optim)(params)``, with ``foreach=True`` where the optimizer takes it."""
+    return optimizer_factory(node, allow)(params)

@@ -13,6 +13,7 @@ import platform
 import random
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 import mlcli
 from mlcli import checkpoint, results, security
 from mlcli.analysis import loss_function
-from mlcli.build import check_target, find_targets, instantiate, root_cause
+from mlcli.build import check_target, factory, find_targets, instantiate, root_cause
 from mlcli.cv import plan
 from mlcli.data.base import Dataset
 from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
 from mlcli.data.loading import build_dataset, split_config
-from mlcli.models import build_model
-from mlcli.optimizers import build_optimizer
+from mlcli.models import model_factory
+from mlcli.optimizers import optimizer_factory
 from mlcli.optuna_study import FoldReporter, TrialPruned
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.stacked import fold_results
@@ -104,6 +105,29 @@ def versions() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Builders:
+    """What each fold of a run builds afresh, composed once per run (:func:`mlcli.build.factory`):
+    ``model(in_shape)``, ``optimizer(params)``, ``scheduler(optimizer, total_steps=...)``,
+    ``analyzer(loss_fn=..., out_dir=..., fold=..., seed=...)``."""
+
+    model: Callable[[tuple[int, ...] | None], torch.nn.Module]
+    optimizer: Callable[[Any], torch.optim.Optimizer]
+    scheduler: Callable[..., Any]
+    analyzer: Callable[..., Any]
+
+    @classmethod
+    def for_run(cls, cfg: DictConfig, dataset: Dataset) -> Builders:
+        """The builders of run ``cfg`` on ``dataset`` (targets checked against the allowlist)."""
+        allow = list(cfg.get("allow_targets") or [])
+        return cls(
+            model=model_factory(cfg.model, dataset, allow),
+            optimizer=optimizer_factory(cfg.optim, allow),
+            scheduler=factory(cfg.scheduler, "scheduler", allow),
+            analyzer=factory(cfg.analysis, "analysis", allow),
+        )
+
+
 @dataclass
 class RunOutcome:
     """What a run ended as."""
@@ -149,10 +173,16 @@ def run(
             done_folds = set(previous.get("folds_completed", []))
             rows = [r for r in results.read_results(results_path) if r["fold"] in done_folds]
 
-    results.atomic_write_text(
-        run_dir / results.CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False)
+    # Every file of the run is written in order on a writer thread: training does not wait for
+    # the disk, and what is on disk is always a whole prefix of what was written.
+    writer = results.OrderedWriter()
+    writer.submit(
+        results.atomic_write_text,
+        run_dir / results.CONFIG_FILE,
+        OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False),
     )
-    results.atomic_write_text(
+    writer.submit(
+        results.atomic_write_text,
         run_dir / results.OVERRIDES_FILE,
         OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))),
     )
@@ -179,10 +209,11 @@ def run(
             for key, target in find_targets(cfg)
         },
     }
-    results.write_json(status_path, status)
+    writer.submit(results.write_json, status_path, dict(status))
     started = time.perf_counter()
 
     def finish(state: str, error: BaseException | None = None) -> None:
+        writer.drain()  # the folds' files first: the final status is the last write
         status["state"] = state
         status["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         status["duration_s"] = round(time.perf_counter() - started, 3)
@@ -215,6 +246,8 @@ def run(
         if reporter is not None:
             reporter.start(len(folds), int(cfg.epochs), done_folds, status["metric"])
 
+        builders = Builders.for_run(cfg, dataset)
+
         def run_fold(fold: int, fold_reporter: Any) -> list[dict[str, Any]]:
             train_idx, val_idx = folds[fold]
             return _run_fold(
@@ -228,8 +261,11 @@ def run(
                 device,
                 fold_reporter,
                 run_dir,
+                builders,
             )
 
+        if int(cfg.get("parallel_folds", 1)) > 1:
+            writer.drain()  # no write in flight while fold processes are forked
         if fold_hook is not None and fold_hook.prunes and enum_name(cfg.stack_folds) == "auto":
             # A pruner judges folds as they finish: stacked folds would all finish at once.
             cfg = cfg.copy()
@@ -240,10 +276,8 @@ def run(
         ):
             rows.extend(fold_rows)
             done_folds.add(fold)
-            results.write_results(results_path, rows)
             status["folds_completed"] = sorted(done_folds)
-            results.write_json(status_path, status)
-            checkpoint.fold_path(run_dir, fold).unlink(missing_ok=True)
+            writer.submit(_save_fold, run_dir, list(rows), dict(status), fold)
             if reporter is not None:
                 reporter.fold_done(fold)
             if fold_hook is not None:
@@ -264,6 +298,16 @@ def run(
     return RunOutcome("COMPLETED", key, run_dir, summary=summarize(rows))
 
 
+def _save_fold(
+    run_dir: Path, rows: list[dict[str, Any]], status: dict[str, Any], fold: int
+) -> None:
+    """After a fold: results (with the fold's rows), then the status that lists the fold, then
+    the fold's checkpoint is no longer needed."""
+    results.write_results(run_dir / results.RESULTS_FILE, rows)
+    results.write_json(run_dir / results.STATUS_FILE, status)
+    checkpoint.fold_path(run_dir, fold).unlink(missing_ok=True)
+
+
 def _run_fold(
     cfg: DictConfig,
     key: str,
@@ -275,6 +319,7 @@ def _run_fold(
     device: torch.device,
     reporter: Any,
     run_dir: Path,
+    builders: Builders,
 ) -> list[dict[str, Any]]:
     """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows.
 
@@ -282,20 +327,16 @@ def _run_fold(
     finds one of its own, resumes from it (see :mod:`mlcli.checkpoint`).
     """
     data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
-    allow = cfg.get("allow_targets", [])
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
     fold_seed = derived_seed(int(cfg.seed), fold)
     seed_everything(fold_seed)
     # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
-    model = build_model(cfg.model, dataset, allow, in_shape=tuple(data.x_train.shape[1:]))
-    model = model.to(device)
-    optimizer = build_optimizer(cfg.optim, model.parameters(), allow)
+    model = builders.model(tuple(data.x_train.shape[1:])).to(device)
+    optimizer = builders.optimizer(model.parameters())
     steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
-    scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
-        optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
-    )
+    scheduler = builders.scheduler(optimizer, total_steps=int(cfg.epochs) * steps_per_epoch)
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
-    analyzer = instantiate(cfg.analysis, "analysis", allow)(
+    analyzer = builders.analyzer(
         loss_fn=loss_function(dataset.task),
         out_dir=run_dir / "analysis",
         fold=fold,

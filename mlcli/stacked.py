@@ -2,7 +2,7 @@
 
 A small MLP on a small batch is overhead-bound: each step spends far more time in Python and in
 launching ~30 tiny kernels than in arithmetic. Training the K folds of a run side by side, with
-every weight stacked along a new first dimension (``[K, out, in]``, ``torch.baddbmm`` instead of
+every weight stacked along a new first dimension (``[K, in, out]``, ``torch.baddbmm`` instead of
 ``addmm``), pays that overhead once per step instead of K times.
 
 Each fold keeps what it has when trained alone:
@@ -43,6 +43,7 @@ from mlcli.models import build_model
 from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import (
+    COUNT_CHUNK,
     DivergedError,
     DivergenceWatch,
     FoldData,
@@ -121,7 +122,8 @@ class StackedModel:
             if isinstance(layer, nn.Flatten):
                 self.layers.append(("flatten", None))
             elif isinstance(layer, nn.Linear):
-                weight = stack([m.weight for m in same], True)
+                # [K, in, out]: x @ W with no transposed view, forward or backward.
+                weight = stack([m.weight.t() for m in same], True)
                 bias = stack([m.bias for m in same], True) if layer.bias is not None else None
                 self.layers.append(("linear", (weight, bias)))
                 self.macs += layer.in_features * layer.out_features
@@ -161,9 +163,9 @@ class StackedModel:
             elif kind == "linear":
                 weight, bias = spec
                 if bias is None:
-                    x = torch.bmm(x, weight.transpose(1, 2))
+                    x = torch.bmm(x, weight)
                 else:
-                    x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+                    x = torch.baddbmm(bias.unsqueeze(1), x, weight)
             elif kind == "batch_norm":
                 weight, bias, mean, var, momentum, eps = spec
                 c = x.shape[2]
@@ -191,7 +193,7 @@ class StackedModel:
                 x = x.reshape(x.shape[0], -1)
             elif kind == "linear":
                 weight, bias = spec
-                x = F.linear(x, weight[fold], None if bias is None else bias[fold])
+                x = x @ weight[fold] if bias is None else torch.addmm(bias[fold], x, weight[fold])
             elif kind == "batch_norm":
                 weight, bias, mean, var, momentum, eps = spec
                 x = F.batch_norm(
@@ -290,7 +292,9 @@ class _SharedStepper:
         return [float(self.optimizer.param_groups[0]["lr"])] * self.k
 
     def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:  # as zero_grad(set_to_none=True), minus its hooks
+            for p in group["params"]:
+                p.grad = None
 
     def step(self) -> None:
         self.optimizer.step()
@@ -369,6 +373,7 @@ def train_members(
     k = len(members)
     x_all = torch.cat([d.x_train for d in datas])
     y_all = torch.cat([d.y_train for d in datas])
+    row_shape = tuple(x_all.shape[1:])
     offsets = torch.tensor(np.cumsum([0, *sizes[:-1]]), device=device)
     means = torch.tensor([d.target_mean for d in datas], device=device)
     stds = torch.tensor([d.target_std for d in datas], device=device)
@@ -388,18 +393,20 @@ def train_members(
     def account(
         loss_sums: torch.Tensor,
         score_sums: torch.Tensor,
-        i_loss: torch.Tensor,
-        output: torch.Tensor,
-        y: torch.Tensor,
+        step_losses: list[torch.Tensor],
+        outputs: list[torch.Tensor],
+        targets: list[torch.Tensor],
     ) -> None:
-        """Add a step's per-fold sums in place (``output``/``y`` with a leading fold dim)."""
-        batch = y.shape[1]
-        loss_sums.add_(i_loss.detach(), alpha=batch)
+        """Add the per-fold sums of several full steps in place (each step's ``output``/``y``
+        with a leading fold dim): one reduction for many steps, not a few kernels a step."""
+        batches = torch.tensor([t.shape[1] for t in targets], dtype=loss_sums.dtype, device=device)
+        loss_sums += (torch.stack(step_losses) * batches[:, None]).sum(dim=0)
+        output, y = torch.cat(outputs, dim=1), torch.cat(targets, dim=1)
         if task == "classification":
             score_sums[:, 0] += (output.argmax(dim=-1) == y).sum(dim=1)
         else:
             target = y * stds[:, None] + means[:, None]
-            error = output.detach().reshape(y.shape) * stds[:, None] + means[:, None] - target
+            error = output.reshape(y.shape) * stds[:, None] + means[:, None] - target
             score_sums += torch.stack(
                 [error.pow(2).sum(1), error.abs().sum(1), target.sum(1), target.pow(2).sum(1)],
                 dim=1,
@@ -412,7 +419,7 @@ def train_members(
             watch.see(losses, step)
             return
         # One host sync per step, as in the sequential loop: a diverging fold is caught at once.
-        if bool(torch.isfinite(losses).all()):
+        if math.isfinite(losses.sum().item()):  # (a sum of finite losses that overflows: below)
             return
         for i, value in enumerate(losses.tolist()):
             if not math.isfinite(value) and i not in diverged:
@@ -421,6 +428,8 @@ def train_members(
     for epoch in range(1, epochs + 1):
         loss_sums = torch.zeros(k, device=device)
         score_sums = torch.zeros(k, 4, device=device)
+        # Full steps not yet accounted for: their losses, outputs and targets.
+        pending: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
         seen = [0] * k
         lr_used = stepper.lrs()
         perms = [
@@ -438,7 +447,9 @@ def train_members(
             else:
                 index = None
             if index is not None:  # every fold has a batch of the same size: one stacked step
-                x, y = x_all[index], y_all[index]
+                rows = index.reshape(-1)
+                x = x_all.index_select(0, rows).view(*index.shape, *row_shape)
+                y = y_all.index_select(0, rows).view(*index.shape, *y_all.shape[1:])
                 output = stacked.forward(x, training=True)
                 if task == "classification":
                     per_row = F.cross_entropy(
@@ -494,12 +505,20 @@ def train_members(
             losses.sum().backward()  # d(sum)/d(fold's params) = that fold's own gradient
             if clip is not None:
                 _clip_per_fold(stacked.params, float(clip))
-            lr_used = stepper.lrs()
+            if s == steps_per_epoch - 1:  # the lr the epoch's last step uses (a row per epoch)
+                lr_used = stepper.lrs()
             stepper.step()
             step += 1
             if index is not None:
-                with torch.no_grad():
-                    account(loss_sums, score_sums, losses, output, y)
+                for kept, value in zip(pending, (losses, output, y), strict=True):
+                    kept.append(value.detach())
+                if len(pending[0]) * output.numel() >= COUNT_CHUNK:
+                    with torch.no_grad():
+                        account(loss_sums, score_sums, *pending)
+                    pending = ([], [], [])
+        if pending[0]:
+            with torch.no_grad():
+                account(loss_sums, score_sums, *pending)
         if watch is not None:
             for i, found in watch.flush(epoch).items():
                 diverged.setdefault(i, found)

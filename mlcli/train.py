@@ -35,6 +35,8 @@ MetricRow = tuple[int, str, str, float]
 """(epoch, split, metric, value)."""
 
 EVAL_CHUNK = 8192
+COUNT_CHUNK = 1 << 20
+"""Training outputs (elements) kept before their correct predictions are counted."""
 TOKEN_TASKS = ("tagging", "seq2seq")
 
 
@@ -171,6 +173,21 @@ def _rows(lengths: torch.Tensor | None, start: int) -> torch.Tensor | None:
     return None if lengths is None else lengths[start : start + EVAL_CHUNK]
 
 
+# Modules whose forward never reads ``self.training`` (exact types: a subclass may read it).
+_MODE_FREE = (
+    nn.Sequential, nn.Linear, nn.Flatten, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Sigmoid,
+    nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Conv1d, nn.Conv2d, nn.MaxPool1d,
+    nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+    nn.LayerNorm, nn.Embedding,
+)  # fmt: skip
+
+
+def mode_dependent(model: nn.Module) -> bool:
+    """Whether ``model`` may compute differently in train and eval mode (dropout, batch norm,
+    or any module not known to ignore the mode): only then does evaluation switch modes."""
+    return any(type(m) not in _MODE_FREE for m in model.modules())
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -187,15 +204,18 @@ def evaluate(
     ``token_acc`` (position-wise over real target tokens) and ``exact_match`` (whole sequence,
     EOS included).
     """
-    model.eval()
+    toggle = mode_dependent(model)
+    if toggle:
+        model.eval()
     outputs, decoded = [], []
     for i in range(0, len(x), EVAL_CHUNK):
         x_i, y_i, lengths_i = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK], _rows(lengths, i)
         outputs.append(forward(model, task, x_i, lengths_i, y_i))
         if task == "seq2seq":
             decoded.append(cast(Seq2SeqModel, model).generate(x_i, lengths_i, y.shape[1]))
-    model.train()
-    output = torch.cat(outputs)
+    if toggle:
+        model.train()
+    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
     loss = _loss(task, output, y)
     if task == "classification":
         return {"loss": loss, "acc": (output.argmax(dim=-1) == y).float().mean()}
@@ -266,8 +286,8 @@ def fit(
         # loss × real tokens (token-weighted epoch mean); classification: correct (counted at
         # the end of the epoch from the predictions of each step, one kernel a step).
         score_sums = torch.zeros(4, device=device)
-        predicted = torch.empty(n, dtype=torch.long, device=device)
-        seen = 0
+        logits: list[torch.Tensor] = []  # classification: this epoch's outputs not yet counted
+        counted = seen = 0
         lr_used = optimizer.param_groups[0]["lr"]
         permutation = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch_size):
@@ -287,7 +307,8 @@ def fit(
                 if not math.isfinite(value):
                     raise DivergedError(epoch, step, value)
                 loss_total += value * batch
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:
+                p.grad = None
             loss.backward()
             if clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(params, clip_grad_norm)
@@ -300,7 +321,11 @@ def fit(
 
             seen += batch
             if task == "classification":
-                torch.argmax(output.detach(), dim=-1, out=predicted[seen - batch : seen])
+                # Kept, not reduced: one argmax over many steps' outputs beats one a step.
+                logits.append(output.detach())
+                if (seen - counted) * output.shape[-1] >= COUNT_CHUNK:
+                    score_sums[0] += _correct(logits, data.y_train, permutation[counted:seen])
+                    logits, counted = [], seen
             elif task in TOKEN_TASKS:
                 with torch.no_grad():
                     right, count = _token_sums(task, output.detach(), y)
@@ -317,9 +342,8 @@ def fit(
             raise diverged[0]
         if watch is None:
             loss_sum = torch.tensor(loss_total, device=device)
-        if task == "classification":  # the rows trained on: the first `seen` of the permutation
-            trained = data.y_train[permutation[:seen]]
-            score_sums[0] = (predicted[:seen] == trained).sum()
+        if logits:  # the rows trained on: the first `seen` of the permutation
+            score_sums[0] += _correct(logits, data.y_train, permutation[counted:seen])
         train_values = _train_metrics(task, loss_sum, score_sums, max(seen, 1))
         val_values = evaluate(model, data.x_val, data.y_val, task, mean, std, data.lengths_val)
         # One transfer for everything the epoch recorded.
@@ -344,6 +368,11 @@ def fit(
         ):
             rows.append((epochs, "test", metric, value))
     return rows
+
+
+def _correct(logits: list[torch.Tensor], y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Correct predictions among consecutive steps' outputs ``logits`` for the rows ``rows``."""
+    return (torch.cat(logits).argmax(dim=-1) == y[rows]).sum()
 
 
 def _train_metrics(

@@ -109,10 +109,13 @@ def test_parallel_folds_are_bit_identical_to_sequential(compose, tmp_path):
     assert seq_rows == par_rows
 
 
+def _deep(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
 def test_foreach_optimizer_makes_the_same_updates(compose):
-    torch.manual_seed(0)
-    models = [nn.Linear(5, 3) for _ in range(2)]
-    models[1].load_state_dict(models[0].state_dict())
+    models = [_deep(), _deep()]  # six parameter tensors: foreach pays
     node = compose("optim=adam").optim
     fast = build_optimizer(node, models[0].parameters(), [])
     plain = torch.optim.Adam(models[1].parameters(), lr=float(node.lr))
@@ -123,7 +126,16 @@ def test_foreach_optimizer_makes_the_same_updates(compose):
             optimizer.zero_grad()
             model(x).pow(2).mean().backward()
             optimizer.step()
-    torch.testing.assert_close(models[0].weight, models[1].weight, rtol=0, atol=0)
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_few_parameter_tensors_keep_the_per_tensor_loop(compose):
+    node = compose("optim=adam").optim
+    assert build_optimizer(node, nn.Linear(5, 3).parameters(), []).defaults["foreach"] is None
+    assert build_optimizer(node, _deep().parameters(), []).defaults["foreach"] is True
+    forced = compose("optim=adam", "+optim.foreach=false").optim
+    assert build_optimizer(forced, _deep().parameters(), []).defaults["foreach"] is False
 
 
 def test_how_folds_are_trained_does_not_change_the_run_key(compose):

@@ -33,6 +33,7 @@ __all__ = [
     "data_inputs",
     "linear",
     "mlp",
+    "model_factory",
     "relu_sum",
     "sigmoid_sum",
     "transformer",
@@ -58,6 +59,44 @@ def data_inputs(builder: Callable[..., Any], name: str, dataset: Dataset) -> dic
     return inputs
 
 
+def model_factory(
+    node: Any, dataset: Dataset, allow: Any = ()
+) -> Callable[[tuple[int, ...] | None], nn.Module]:
+    """``in_shape -> model`` for ``node`` (a ``model`` config) on ``dataset``: the config is
+    checked and composed once, and each call builds a fresh model (``in_shape`` overrides the
+    dataset's when preprocessing changes it, e.g. one-hot columns)."""
+    from hydra.utils import get_method
+
+    from mlcli.build import check_target, factory
+
+    target = str(node._target_)
+    check_target("model", target, allow)
+    name = target.rsplit(".", 1)[-1]
+    inputs = data_inputs(get_method(target), name, dataset)
+    builder = factory(node, "model", allow)
+
+    def build(in_shape: tuple[int, ...] | None = None) -> nn.Module:
+        model = builder(**{**inputs, **({"in_shape": in_shape} if in_shape is not None else {})})
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"model._target_ {target} returned {type(model).__name__}, not nn.Module"
+            )
+        decodes = callable(getattr(model, "generate", None))
+        if dataset.task == "seq2seq" and not decodes:
+            raise ValueError(
+                f"dataset {dataset.name} is sequence-to-sequence: it needs a model that decodes "
+                f"(has generate()), such as model=transformer; model {name} does not"
+            )
+        if decodes and dataset.task != "seq2seq":
+            raise ValueError(
+                f"model {name} is sequence-to-sequence, but dataset {dataset.name} is a "
+                f"{dataset.task} task"
+            )
+        return model
+
+    return build
+
+
 def build_model(
     node: Any, dataset: Dataset, allow: Any = (), in_shape: tuple[int, ...] | None = None
 ) -> nn.Module:
@@ -65,28 +104,4 @@ def build_model(
 
     ``in_shape`` overrides the dataset's when preprocessing changes it (one-hot columns).
     """
-    from hydra.utils import get_method
-
-    from mlcli.build import check_target, instantiate
-
-    target = str(node._target_)
-    check_target("model", target, allow)
-    name = target.rsplit(".", 1)[-1]
-    inputs = data_inputs(get_method(target), name, dataset)
-    if in_shape is not None:
-        inputs["in_shape"] = in_shape
-    model = instantiate(node, "model", allow, **inputs)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model._target_ {target} returned {type(model).__name__}, not nn.Module")
-    decodes = callable(getattr(model, "generate", None))
-    if dataset.task == "seq2seq" and not decodes:
-        raise ValueError(
-            f"dataset {dataset.name} is sequence-to-sequence: it needs a model that decodes "
-            f"(has generate()), such as model=transformer; model {name} does not"
-        )
-    if decodes and dataset.task != "seq2seq":
-        raise ValueError(
-            f"model {name} is sequence-to-sequence, but dataset {dataset.name} is a "
-            f"{dataset.task} task"
-        )
-    return model
+    return model_factory(node, dataset, allow)(in_shape)
