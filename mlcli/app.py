@@ -62,18 +62,20 @@ def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str,
 
 def task(cfg: DictConfig) -> str:
     """Run one job inside Hydra: returns its final state; raises only ``KeyboardInterrupt``."""
-    from mlcli import display, procs, runner, sweep  # noqa: F401
+    from mlcli import display, procs, runner, stacked, sweep  # noqa: F401
 
-    runner.preload()  # once per process: every job's forked child inherits torch, sklearn & co.
+    hydra_cfg = HydraConfig.get()
+    key = sweep.run_key(cfg)
+    # Once per process: every job's forked child inherits torch, sklearn & co. (and torch.optim's
+    # lazy imports, unless the stacked launcher has trained this job's folds already).
+    runner.preload(optimizers=key not in stacked.PRECOMPUTED)
     if os.environ.get(TRIAL_ENV):
         import optuna  # noqa: F401  (an Optuna sweep's jobs report to their trial)
 
-    hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     choices = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if k in GROUPS}
     overrides = list(hydra_cfg.overrides.task)
     session = sweep.Session.from_env()
-    key = sweep.run_key(cfg)
     entry: dict[str, Any] = {"run_dir": str(job_dir), "overrides": overrides, "run_key": key}
     if session.stop_requested:
         log.warning("not run: an earlier job failed and on_failure=stop")

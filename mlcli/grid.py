@@ -118,6 +118,24 @@ class _Hyper:
     constant: bool = True
 
 
+class LrHolder(torch.optim.Optimizer):
+    """A stand-in optimizer with one parameter group and no parameters: what a member's
+    schedule (a ``torch.optim.lr_scheduler``) steps, to tell the member's learning rate.
+
+    ``torch.optim.Optimizer.__init__`` is not called: it imports ``torch._dynamo`` (about a
+    second), and a stacked grid, whose update is :class:`MemberOptimizer`'s, needs nothing of it.
+    """
+
+    def __init__(self, lr: float) -> None:
+        self.defaults: dict[str, Any] = {"lr": lr}
+        self.param_groups: list[dict[str, Any]] = [{"params": [], "lr": lr}]
+        self.state: Any = {}
+
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        """Nothing to update."""
+        return None
+
+
 def _hyper(cfg: DictConfig, total_steps: int, allow: list[str]) -> _Hyper:
     from mlcli.build import instantiate
 
@@ -138,11 +156,11 @@ def _hyper(cfg: DictConfig, total_steps: int, allow: list[str]) -> _Hyper:
         centered=bool(optim.get("centered") or False),
     )
     # The run's own schedule, stepped as it would step the run's optimizer.
-    stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=hyper.lr)
+    stand_in = LrHolder(hyper.lr)
     hyper.schedule = instantiate(cfg.scheduler, "scheduler", allow)(
         stand_in, total_steps=total_steps
     )
-    stand_in.step()  # no gradient, no change: only marks it stepped (the scheduler checks)
+    stand_in.step()  # only marks it stepped (the scheduler checks)
     lambdas = getattr(hyper.schedule, "lr_lambdas", [0])
     hyper.constant = all(getattr(f, "is_constant", False) for f in lambdas)
     return hyper
@@ -192,11 +210,6 @@ class MemberOptimizer:
     def lrs(self) -> list[float]:
         """Each member's learning rate for the next step."""
         return [float(h.schedule.optimizer.param_groups[0]["lr"]) for h in self.hypers]
-
-    def zero_grad(self) -> None:
-        """Drop the gradients (set to None, as ``zero_grad(set_to_none=True)``)."""
-        for p in self.params:
-            p.grad = None
 
     def _per_member(self, values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=self.dtype, device=self.device)
@@ -309,6 +322,7 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
     from mlcli.build import instantiate
     from mlcli.cv import plan
     from mlcli.data.loading import build_dataset, split_config
+    from mlcli.models import model_factory
     from mlcli.preprocess import enum_name
     from mlcli.stacked import (
         AUTO_MAX_MACS_PER_STEP,
@@ -338,11 +352,12 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
             if reason is not None:
                 return {"unstackable": reason}
             task = dataset.task
+            build = model_factory(cfg.model, dataset, allow)
             for fold in range(len(split.folds)):
                 if fold in job.done_folds:
                     continue
                 member, model = build_member(
-                    cfg, job.key, dataset, split.folds, fold, split.test, device, job=j
+                    cfg, job.key, dataset, split.folds, fold, split.test, device, j, build
                 )
                 members.append(member)
                 models.append(model)
@@ -361,7 +376,7 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
     outcome = train_members(
         members,
         stacked,
-        MemberOptimizer(stacked.params, hypers),
+        MemberOptimizer([stacked.flat], hypers),
         task=task,
         epochs=int(first.epochs),
         batch_size=batch_size,

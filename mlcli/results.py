@@ -97,23 +97,33 @@ class OrderedWriter:
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
+        self._latest: dict[str, Future[None]] = {}
 
-    def submit(self, write: Callable[..., None], *args: Any) -> None:
-        """Queue ``write(*args)``; its arguments must not change afterwards. Raises the error of
-        an earlier write that failed (a full disk is not noticed only at the end of a run)."""
+    def submit(self, write: Callable[..., None], *args: Any, replaces: str | None = None) -> None:
+        """Queue ``write(*args)``; its arguments must not change afterwards. A write submitted
+        with ``replaces=NAME`` drops the previous one of that name if it has not started (it
+        rewrites the same files with more). Raises the error of an earlier write that failed (a
+        full disk is not noticed only at the end of a run)."""
         for future in self._pending:
-            if future.done() and future.exception() is not None:
+            if future.done() and not future.cancelled() and future.exception() is not None:
                 self.drain()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcli-writer")
-        self._pending.append(self._pool.submit(write, *args))
+        if replaces is not None and replaces in self._latest:
+            self._latest[replaces].cancel()  # a no-op once it runs
+        future = self._pool.submit(write, *args)
+        self._pending.append(future)
+        if replaces is not None:
+            self._latest[replaces] = future
 
     def drain(self) -> None:
         """Wait until everything submitted is on disk; raise the first write's error, if any."""
         pending, self._pending = self._pending, []
+        self._latest = {}
         try:
             for future in pending:
-                future.result()
+                if not future.cancelled():
+                    future.result()
         finally:
             for future in pending:
                 future.cancel()

@@ -41,16 +41,18 @@ from mlcli.train import DivergedError, batches_per_epoch, fit
 log = logging.getLogger("mlcli")
 
 
-def preload() -> None:
+def preload(optimizers: bool = True) -> None:
     """Import what every run needs, so that job processes forked from this one inherit it.
 
     Without it each job's child would pay these lazy imports again (seconds: scikit-learn's
-    splitters and datasets, and ``torch._dynamo``, which the first optimizer a process builds
-    imports).
+    splitters and datasets, and ``torch._dynamo``, which the first ``torch.optim`` optimizer a
+    process builds imports: ``optimizers=False`` when no job of this process will build one).
     """
     import sklearn.datasets
     import sklearn.model_selection  # noqa: F401
-    import torch._dynamo  # noqa: F401
+
+    if optimizers:
+        import torch._dynamo  # noqa: F401
 
 
 def derived_seed(*numbers: int) -> int:
@@ -246,9 +248,11 @@ def run(
         if reporter is not None:
             reporter.start(len(folds), int(cfg.epochs), done_folds, status["metric"])
 
-        builders = Builders.for_run(cfg, dataset)
+        built: list[Builders] = []  # made when a fold first trains on its own
 
         def run_fold(fold: int, fold_reporter: Any) -> list[dict[str, Any]]:
+            if not built:
+                built.append(Builders.for_run(cfg, dataset))
             train_idx, val_idx = folds[fold]
             return _run_fold(
                 cfg,
@@ -261,7 +265,7 @@ def run(
                 device,
                 fold_reporter,
                 run_dir,
-                builders,
+                built[0],
             )
 
         if int(cfg.get("parallel_folds", 1)) > 1:
@@ -277,7 +281,8 @@ def run(
             rows.extend(fold_rows)
             done_folds.add(fold)
             status["folds_completed"] = sorted(done_folds)
-            writer.submit(_save_fold, run_dir, list(rows), dict(status), fold)
+            # Folds that finish together (stacked) need only the last of their writes.
+            writer.submit(_save_fold, run_dir, list(rows), dict(status), replaces="fold")
             if reporter is not None:
                 reporter.fold_done(fold)
             if fold_hook is not None:
@@ -298,14 +303,13 @@ def run(
     return RunOutcome("COMPLETED", key, run_dir, summary=summarize(rows))
 
 
-def _save_fold(
-    run_dir: Path, rows: list[dict[str, Any]], status: dict[str, Any], fold: int
-) -> None:
-    """After a fold: results (with the fold's rows), then the status that lists the fold, then
-    the fold's checkpoint is no longer needed."""
+def _save_fold(run_dir: Path, rows: list[dict[str, Any]], status: dict[str, Any]) -> None:
+    """After a fold: results (with the fold's rows), then the status that lists the fold; the
+    finished folds' checkpoints are then no longer needed."""
     results.write_results(run_dir / results.RESULTS_FILE, rows)
     results.write_json(run_dir / results.STATUS_FILE, status)
-    checkpoint.fold_path(run_dir, fold).unlink(missing_ok=True)
+    for fold in status["folds_completed"]:
+        checkpoint.fold_path(run_dir, fold).unlink(missing_ok=True)
 
 
 def _run_fold(

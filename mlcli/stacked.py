@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from mlcli.build import instantiate
 from mlcli.data.base import Dataset, Task
-from mlcli.models import build_model
+from mlcli.models import build_model, model_factory
 from mlcli.optimizers import build_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import (
@@ -153,6 +153,30 @@ class StackedModel:
                 self.layers.append(("elementwise", layer))
             else:
                 raise UnstackableError(f"layer {type(layer).__name__} is not stackable")
+        # One [K, P] tensor holds every fold's parameters (each parameter a view of it, each
+        # fold's P values contiguous): the optimizer and the per-fold clipping then work on one
+        # tensor, a few kernels a step instead of a few per parameter. Elementwise optimizers
+        # make the same update whatever the layout.
+        self.flat = torch.cat([p.detach().reshape(self.k, -1) for p in self.params], dim=1)
+        self.flat.requires_grad_(True)
+        offset = 0
+        for p in self.params:
+            size = p[0].numel()
+            p.data = self.flat.detach()[:, offset : offset + size].view(p.shape)
+            offset += size
+
+    def gather_grads(self) -> None:
+        """After ``backward``: the parameters' gradients, laid out as ``flat.grad``."""
+        grads = [
+            torch.zeros_like(p) if p.grad is None else p.grad for p in self.params
+        ]  # a parameter the loss does not reach has a zero gradient, as in its own model
+        self.flat.grad = torch.cat([g.reshape(self.k, -1) for g in grads], dim=1)
+
+    def zero_grad(self) -> None:
+        """Drop every gradient (as ``zero_grad(set_to_none=True)``)."""
+        self.flat.grad = None
+        for p in self.params:
+            p.grad = None
 
     def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         """All folds at once: ``x`` is ``[K, B, ...]``, the output ``[K, B, out]``."""
@@ -175,8 +199,8 @@ class StackedModel:
                     flat,
                     mean.view(-1),
                     var.view(-1),
-                    weight.view(-1),
-                    bias.view(-1),
+                    weight.reshape(-1),
+                    bias.reshape(-1),
                     training,
                     momentum if momentum is not None else 0.1,
                     eps,
@@ -222,14 +246,11 @@ class _FoldView(nn.Module):
         return self.stacked.forward_one(self.fold, x, self.training)
 
 
-def _clip_per_fold(params: list[torch.Tensor], max_norm: float) -> None:
-    """``clip_grad_norm_`` applied to each fold's gradients separately."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norms = torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in grads], dim=1)
-    total = norms.norm(dim=1)
-    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+def _clip_per_fold(flat: torch.Tensor, max_norm: float) -> None:
+    """``clip_grad_norm_`` applied to each fold's gradients (a row of ``flat.grad``) separately."""
+    assert flat.grad is not None
+    total = flat.grad.norm(dim=1)
+    flat.grad.mul_((max_norm / (total + 1e-6)).clamp(max=1.0)[:, None])
 
 
 @dataclass
@@ -252,27 +273,28 @@ def build_member(
     test_idx: np.ndarray,
     device: torch.device,
     job: int = 0,
+    build: Callable[[tuple[int, ...] | None], nn.Module] | None = None,
 ) -> tuple[Member, nn.Module]:
     """Fold ``fold`` of run ``cfg`` set up as :func:`mlcli.runner._run_fold` sets it up (same
-    data, seeds and initial weights), with its model."""
+    data, seeds and initial weights), with its model (``build``: the run's
+    :func:`~mlcli.models.model_factory`, made here if not given)."""
     from mlcli.runner import derived_seed, seed_everything
 
     train_idx, val_idx = folds[fold]
     data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
     seed_everything(derived_seed(int(cfg.seed), fold))
-    allow = list(cfg.get("allow_targets") or [])
-    in_shape = tuple(data.x_train.shape[1:])  # as runner._run_fold: after preprocessing
-    model = build_model(cfg.model, dataset, allow, in_shape=in_shape).to(device)
+    if build is None:
+        build = model_factory(cfg.model, dataset, list(cfg.get("allow_targets") or []))
+    model = build(tuple(data.x_train.shape[1:])).to(device)  # as _run_fold: after preprocessing
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
     return Member(key, fold, job, data, generator), model
 
 
 class Stepper(Protocol):
-    """Optimizer and schedule of a stack: the lr each member's next step uses, and the step."""
+    """Optimizer and schedule of a stack: the lr each member's next step uses, and the step
+    (on :attr:`StackedModel.flat`, whose gradient the loop sets)."""
 
     def lrs(self) -> list[float]: ...
-
-    def zero_grad(self) -> None: ...
 
     def step(self) -> None: ...
 
@@ -290,11 +312,6 @@ class _SharedStepper:
 
     def lrs(self) -> list[float]:
         return [float(self.optimizer.param_groups[0]["lr"])] * self.k
-
-    def zero_grad(self) -> None:
-        for group in self.optimizer.param_groups:  # as zero_grad(set_to_none=True), minus its hooks
-            for p in group["params"]:
-                p.grad = None
 
     def step(self) -> None:
         self.optimizer.step()
@@ -317,11 +334,14 @@ def train_stacked(
     so its rows equal those of sequential training up to float rounding.
     """
     allow = list(cfg.get("allow_targets") or [])
-    built = [build_member(cfg, key, dataset, folds, f, test_idx, device) for f in fold_ids]
+    build = model_factory(cfg.model, dataset, allow)
+    built = [
+        build_member(cfg, key, dataset, folds, f, test_idx, device, build=build) for f in fold_ids
+    ]
     members = [m for m, _ in built]
     stacked = StackedModel([model for _, model in built])
     steps_per_epoch = common_steps_per_epoch(members, int(cfg.batch_size))
-    optimizer = build_optimizer(cfg.optim, stacked.params, allow)
+    optimizer = build_optimizer(cfg.optim, [stacked.flat], allow)
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
         optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
     )
@@ -501,10 +521,11 @@ def train_members(
                                     target.pow(2).sum(),
                                 ]
                             )
-            stepper.zero_grad()
+            stacked.zero_grad()
             losses.sum().backward()  # d(sum)/d(fold's params) = that fold's own gradient
+            stacked.gather_grads()
             if clip is not None:
-                _clip_per_fold(stacked.params, float(clip))
+                _clip_per_fold(stacked.flat, float(clip))
             if s == steps_per_epoch - 1:  # the lr the epoch's last step uses (a row per epoch)
                 lr_used = stepper.lrs()
             stepper.step()

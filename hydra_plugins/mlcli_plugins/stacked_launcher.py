@@ -132,7 +132,9 @@ class _Group:
             return
         numbers = ", ".join(f"#{self.first_number + i}" for i in self.indices)
         log.info(f"Training jobs {numbers} as one stacked model ({len(jobs)} runs)")
-        runner.preload()  # imported once here: the training child and every job's inherit it
+        # Imported once here: the training child and every job's inherit it (no torch.optim:
+        # the stacked model has its own optimizer, and the jobs find their folds trained).
+        runner.preload(optimizers=False)
         result = procs.call_in_child(lambda: grid.train_group(jobs))
         if not result.returned:
             log.warning(f"stacked training failed ({result.describe()}); jobs train one by one")
