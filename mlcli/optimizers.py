@@ -57,3 +57,26 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """``instantiate(cfg.optim)(params)``, with ``foreach=True`` where the optimizer takes it."""
     return optimizer_factory(node, allow)(params)
+
+
+def build_fused_optimizer(
+    node: DictConfig, flat: torch.Tensor, allow: list[str]
+) -> torch.optim.Optimizer:
+    """The optimizer of ``cfg.optim`` over one contiguous tensor (stacked folds), with
+    ``fused=True`` where the optimizer has a fused kernel and the config chooses no
+    implementation: one kernel a step instead of one per arithmetic operation.
+
+    Fused kernels round differently from the per-tensor loop (the same update up to float
+    rounding, which stacked folds already differ by); the stride trap does not arise: ``flat``
+    and its gradient are contiguous.
+    """
+    factory: Any = instantiate_factory(node, "optim", allow)
+    keywords = getattr(factory, "keywords", {}) or {}
+    try:
+        accepted = set(inspect.signature(getattr(factory, "func", factory)).parameters)
+    except (TypeError, ValueError):
+        accepted = set()
+    chosen = any(keywords.get(k) is not None for k in ("foreach", "fused", "differentiable"))
+    fused = "fused" in accepted and not chosen and flat.is_contiguous() and flat.is_floating_point()
+    optimizer: torch.optim.Optimizer = factory([flat], **({"fused": True} if fused else {}))
+    return optimizer

@@ -40,10 +40,11 @@ from torch.nn import functional as F
 from mlcli.build import instantiate
 from mlcli.data.base import Dataset, Task
 from mlcli.models import build_model, model_factory
-from mlcli.optimizers import build_optimizer
+from mlcli.optimizers import build_fused_optimizer
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.train import (
     COUNT_CHUNK,
+    EVAL_CHUNK,
     DivergedError,
     DivergenceWatch,
     FoldData,
@@ -51,7 +52,6 @@ from mlcli.train import (
     _train_metrics,
     batches_per_epoch,
     defers_divergence_check,
-    evaluate,
 )
 
 FoldRows = list[dict[str, Any]]
@@ -235,22 +235,82 @@ class StackedModel:
         return x
 
 
-class _FoldView(nn.Module):
-    """One fold of a :class:`StackedModel` as a module (for :func:`mlcli.train.evaluate`)."""
-
-    def __init__(self, stacked: StackedModel, fold: int) -> None:
-        super().__init__()
-        self.stacked, self.fold = stacked, fold
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stacked.forward_one(self.fold, x, self.training)
-
-
 def _clip_per_fold(flat: torch.Tensor, max_norm: float) -> None:
     """``clip_grad_norm_`` applied to each fold's gradients (a row of ``flat.grad``) separately."""
     assert flat.grad is not None
     total = flat.grad.norm(dim=1)
     flat.grad.mul_((max_norm / (total + 1e-6)).clamp(max=1.0)[:, None])
+
+
+@dataclass
+class PaddedSplit:
+    """One split of every member, zero-padded to the longest (``mask`` marks the real rows)."""
+
+    x: torch.Tensor  # [K, N, ...]
+    y: torch.Tensor  # [K, N, ...]
+    mask: torch.Tensor  # [K, N], 1.0 for a real row
+    counts: torch.Tensor  # [K] real rows
+
+    @classmethod
+    def of(cls, datas: list[FoldData], split: str) -> PaddedSplit | None:
+        """The members' ``val`` or ``test`` rows (None when a member has none)."""
+        xs = [getattr(d, f"x_{split}") for d in datas]
+        ys = [getattr(d, f"y_{split}") for d in datas]
+        if any(x is None or len(x) == 0 for x in xs) or any(y is None for y in ys):
+            return None
+        n = max(len(x) for x in xs)
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return F.pad(t, (0, 0) * (t.dim() - 1) + (0, n - len(t)))
+
+        first = xs[0]
+        mask = torch.stack(
+            [(torch.arange(n, device=first.device) < len(x)).to(torch.float32) for x in xs]
+        )
+        counts = torch.tensor([len(x) for x in xs], dtype=torch.float32, device=first.device)
+        return cls(
+            torch.stack([pad(x) for x in xs]), torch.stack([pad(y) for y in ys]), mask, counts
+        )
+
+
+@torch.no_grad()
+def evaluate_members(
+    stacked: StackedModel,
+    split: PaddedSplit,
+    task: Task,
+    means: torch.Tensor,
+    stds: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """:func:`mlcli.train.evaluate` for every member at once: each metric as ``[K]`` values
+    over that member's real rows (eval mode: padded rows change nothing, batch norm included)."""
+    k, n = split.mask.shape
+    rows = max(1, EVAL_CHUNK // k)
+    outputs = [stacked.forward(split.x[:, i : i + rows], training=False) for i in range(0, n, rows)]
+    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+    mask, counts = split.mask, split.counts
+
+    def mean(values: torch.Tensor) -> torch.Tensor:  # [K, N] -> [K], over real rows
+        return (values * mask).sum(dim=1) / counts
+
+    if task == "classification":
+        per_row = F.cross_entropy(
+            output.reshape(k * n, -1), split.y.reshape(-1), reduction="none"
+        ).view(k, n)
+        correct = (output.argmax(dim=-1) == split.y).to(per_row.dtype)
+        return {"loss": mean(per_row), "acc": mean(correct)}
+    y = split.y.reshape(k, n)
+    standardized = output.reshape(k, n)
+    prediction = standardized * stds[:, None] + means[:, None]
+    target = y * stds[:, None] + means[:, None]
+    error = prediction - target
+    mse = mean(error.pow(2))
+    total = mean((target - mean(target)[:, None]).pow(2))
+    return {
+        "loss": mean((standardized - y).pow(2)),
+        "mse": mse,
+        "mae": mean(error.abs()),
+        "r2": 1.0 - mse / total.clamp_min(torch.finfo(total.dtype).tiny),
+    }
 
 
 @dataclass
@@ -341,7 +401,7 @@ def train_stacked(
     members = [m for m, _ in built]
     stacked = StackedModel([model for _, model in built])
     steps_per_epoch = common_steps_per_epoch(members, int(cfg.batch_size))
-    optimizer = build_optimizer(cfg.optim, [stacked.flat], allow)
+    optimizer = build_fused_optimizer(cfg.optim, stacked.flat, allow)
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
         optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
     )
@@ -397,7 +457,8 @@ def train_members(
     offsets = torch.tensor(np.cumsum([0, *sizes[:-1]]), device=device)
     means = torch.tensor([d.target_mean for d in datas], device=device)
     stds = torch.tensor([d.target_std for d in datas], device=device)
-    views = [_FoldView(stacked, i) for i in range(k)]
+    val_split = PaddedSplit.of(datas, "val")
+    assert val_split is not None
     full = min(n // batch_size for n in sizes)
     diverged: dict[int, DivergedError] = {}
     results: dict[int, list[tuple[int, str, str, float]]] = {i: [] for i in range(k)}
@@ -546,20 +607,14 @@ def train_members(
         if not any(needed(i) for i in range(k)):
             break
 
-        for i in range(k):
-            if i in diverged:
-                continue
-            train_values = _train_metrics(task, loss_sums[i], score_sums[i], max(seen[i], 1))
-            val_values = evaluate(
-                views[i],
-                datas[i].x_val,
-                datas[i].y_val,
-                task,
-                datas[i].target_mean,
-                datas[i].target_std,
-            )
-            names = [("train", m) for m in train_values] + [("val", m) for m in val_values]
-            numbers = torch.stack([*train_values.values(), *val_values.values()]).tolist()
+        alive = [i for i in range(k) if i not in diverged]
+        seen_t = torch.tensor(seen, dtype=loss_sums.dtype, device=device).clamp_min(1)
+        train_values = _train_metrics(task, loss_sums, score_sums.T, seen_t)  # each [K]
+        val_values = evaluate_members(stacked, val_split, task, means, stds)
+        names = [("train", m) for m in train_values] + [("val", m) for m in val_values]
+        # One transfer for every member's epoch.
+        table = torch.stack([*train_values.values(), *val_values.values()], dim=1)[alive].tolist()
+        for i, numbers in zip(alive, table, strict=True):
             metrics = {f"{sp}/{m}": v for (sp, m), v in zip(names, numbers, strict=True)}
             metrics["train/lr"] = float(lr_used[i])
             for name, value in metrics.items():
@@ -569,19 +624,19 @@ def train_members(
                 on_epoch(members[i].fold, epoch, metrics)
 
     finished: list[FoldRows | DivergedError] = []
+    test_split = PaddedSplit.of(datas, "test")
+    if test_split is not None:  # every member's test rows, once, after the last epoch
+        test_values = evaluate_members(stacked, test_split, task, means, stds)
+        test_table = torch.stack(list(test_values.values()), dim=1).tolist()
+        for i in range(k):
+            if i not in diverged:
+                results[i].extend(
+                    (epochs, "test", m, v) for m, v in zip(test_values, test_table[i], strict=True)
+                )
     for i, member in enumerate(members):
         if i in diverged:
             finished.append(diverged[i])
             continue
-        data = datas[i]
-        if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
-            values = evaluate(
-                views[i], data.x_test, data.y_test, task, data.target_mean, data.target_std
-            )
-            for metric, value in zip(
-                values, torch.stack(list(values.values())).tolist(), strict=True
-            ):
-                results[i].append((epochs, "test", metric, value))
         finished.append(
             [
                 {

@@ -376,7 +376,7 @@ def _correct(logits: list[torch.Tensor], y: torch.Tensor, rows: torch.Tensor) ->
 
 
 def _train_metrics(
-    task: Task, loss_sum: torch.Tensor, sums: torch.Tensor, seen: int
+    task: Task, loss_sum: torch.Tensor, sums: torch.Tensor, seen: int | torch.Tensor
 ) -> dict[str, torch.Tensor]:
     if task == "classification":
         return {"loss": loss_sum / seen, "acc": sums[0] / seen}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -350,3 +351,53 @@ def test_files_with_and_without_quotes_read_the_same(tmp_path, text):
         except DataError as error:
             results.append((error.column, error.n_bad, error.line, error.problem))
     assert results[0] == results[1]
+
+
+def test_a_dataset_is_built_once_per_process_and_read_again_when_its_file_changes(
+    compose, tmp_path, monkeypatch
+):
+    from mlcli.data import loading
+
+    monkeypatch.setattr(loading, "_BUILT", type(loading._BUILT)())
+    path = tmp_path / "points.csv"
+    pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "target": [0.0, 1.0, 2.0, 3.0]}).to_csv(
+        path, index=False
+    )
+    cfg = compose("dataset=csv", f"dataset.path={path}", "dataset.target=target")
+    first = loading.build_dataset(cfg)
+    again = loading.build_dataset(cfg)
+    assert again.X is first.X  # the same arrays, not read again...
+    assert again.notes is not first.notes  # ...but each run's own lists
+    with pytest.raises(ValueError, match="read-only"):
+        again.X[0, 0] = 99.0  # shared between runs: nobody may change them
+    pd.DataFrame({"x": [5.0, 6.0, 7.0], "target": [1.0, 2.0, 3.0]}).to_csv(path, index=False)
+    os.utime(path, ns=(1, 1))  # a new modification time, whatever the clock's resolution
+    edited = loading.build_dataset(cfg)
+    assert edited.X[:, 0].tolist() == [5.0, 6.0, 7.0]
+
+
+def test_a_users_dataset_builder_runs_every_time(compose, monkeypatch):
+    from mlcli.data import loading
+
+    import importlib
+
+    builders = importlib.import_module("tests.test_data_files")  # as Hydra imports the target
+    monkeypatch.setattr(loading, "_BUILT", type(loading._BUILT)())
+    monkeypatch.setenv("MLCLI_ALLOW_TARGETS", "tests.test_data_files")
+    cfg = compose("dataset=digits")
+    cfg.dataset._target_ = "tests.test_data_files.counted_dataset"
+    before = len(builders._CALLS)
+    loading.build_dataset(cfg)
+    loading.build_dataset(cfg)
+    assert len(builders._CALLS) == before + 2
+
+
+def counted_dataset():
+    """A user's builder (see the test above)."""
+    from mlcli.data.base import Dataset
+
+    _CALLS.append(1)
+    return Dataset(name="tiny", X=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]), task="classification")
+
+
+_CALLS: list[int] = []

@@ -212,3 +212,31 @@ def test_readme_stacked_launcher_commands_are_valid():
         assert cfg.hydra.launcher._target_.endswith("stacked_launcher.StackedLauncher")
         signatures = [grid.signature(job_cfg) for _, job_cfg in command.jobs]
         assert grid.groups(signatures, 32), args  # the example's jobs do stack together
+
+
+def test_a_stacked_grid_needs_no_torch_optim_machinery():
+    """A stacked group trains with :class:`grid.MemberOptimizer` and steps each run's schedule on
+    a stand-in: torch.optim's optimizers, whose first use imports torch._dynamo (about a second
+    of every process's start-up), are never built."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from mlcli import grid, sweep
+from mlcli.preflight import compose_job
+jobs = []
+for lr, schedule in (("0.01", "cosine"), ("0.03", "linear")):
+    cfg = compose_job(["dataset=wine", "model.hidden=[16]", "epochs=2", "cv.n_splits=2",
+                       "progress=false", "device=cpu", f"optim.lr={lr}",
+                       f"scheduler={schedule}"], None, "config")
+    jobs.append(grid.GroupJob(cfg, sweep.run_key(cfg)))
+out = grid.train_group(jobs)
+assert out["info"]["models"] == 4, out
+print("torch._dynamo" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
