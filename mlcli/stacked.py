@@ -2,7 +2,7 @@
 
 A small MLP on a small batch is overhead-bound: each step spends far more time in Python and in
 launching ~30 tiny kernels than in arithmetic. Training the K folds of a run side by side, with
-every weight stacked along a new first dimension (``[K, in, out]``, ``torch.baddbmm`` instead of
+every weight stacked along a new first dimension (``[K, out, in]``, ``torch.baddbmm`` instead of
 ``addmm``), pays that overhead once per step instead of K times.
 
 Each fold keeps what it has when trained alone:
@@ -122,8 +122,7 @@ class StackedModel:
             if isinstance(layer, nn.Flatten):
                 self.layers.append(("flatten", None))
             elif isinstance(layer, nn.Linear):
-                # [K, in, out]: x @ W with no transposed view, forward or backward.
-                weight = stack([m.weight.t() for m in same], True)
+                weight = stack([m.weight for m in same], True)  # [K, out, in]
                 bias = stack([m.bias for m in same], True) if layer.bias is not None else None
                 self.layers.append(("linear", (weight, bias)))
                 self.macs += layer.in_features * layer.out_features
@@ -179,24 +178,40 @@ class StackedModel:
             p.grad = None
 
     def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        """All folds at once: ``x`` is ``[K, B, ...]``, the output ``[K, B, out]``."""
+        """All folds at once: ``x`` is ``[K, B, ...]``, the output ``[K, B, out]`` (a view).
+
+        From the first linear layer on, activations are kept features-first, ``[K, features,
+        B]``: each layer is ``W @ h`` (``[K, out, in] @ [K, in, B]``), so every product of the
+        forward and backward passes is B, ``in`` or ``out`` wide except for the gradient to ``h``
+        (``in`` wide). A product whose result is narrow (a 10-class output layer computed as
+        ``h @ W``) runs several times slower than its transpose on a CPU.
+        """
         k, b = x.shape[0], x.shape[1]
+        features_first = False
         for kind, spec in self.layers:
             if kind == "flatten":
+                if features_first:
+                    raise UnstackableError("a Flatten layer after a linear layer")
                 x = x.reshape(k, b, -1)
-            elif kind == "linear":
+                continue
+            if kind in ("linear", "batch_norm") and not features_first:
+                if x.dim() != 3:
+                    raise UnstackableError(f"a linear layer on {x.dim() - 1}-d examples")
+                x, features_first = x.transpose(1, 2), True
+            if kind == "linear":
                 weight, bias = spec
-                if bias is None:
-                    x = torch.bmm(x, weight)
-                else:
-                    x = torch.baddbmm(bias.unsqueeze(1), x, weight)
+                x = (
+                    torch.bmm(weight, x)
+                    if bias is None
+                    else torch.baddbmm(bias[..., None], weight, x)
+                )
             elif kind == "batch_norm":
                 weight, bias, mean, var, momentum, eps = spec
-                c = x.shape[2]
-                # K folds x C features = K*C channels: per-fold batch statistics in one call.
-                flat = x.transpose(0, 1).reshape(b, k * c)
+                c = x.shape[1]
+                # K folds x C features = K*C channels of one example of length B: per-fold batch
+                # statistics in one call.
                 flat = F.batch_norm(
-                    flat,
+                    x.reshape(1, k * c, b),
                     mean.view(-1),
                     var.view(-1),
                     weight.reshape(-1),
@@ -205,10 +220,10 @@ class StackedModel:
                     momentum if momentum is not None else 0.1,
                     eps,
                 )
-                x = flat.reshape(b, k, c).transpose(0, 1)
+                x = flat.view(k, c, b)
             else:
                 x = spec(x)
-        return x
+        return x.transpose(1, 2) if features_first else x
 
     def forward_one(self, fold: int, x: torch.Tensor, training: bool) -> torch.Tensor:
         """Fold ``fold`` alone (an index into the stack) on ``x`` of shape ``[B, ...]``."""
@@ -217,7 +232,7 @@ class StackedModel:
                 x = x.reshape(x.shape[0], -1)
             elif kind == "linear":
                 weight, bias = spec
-                x = x @ weight[fold] if bias is None else torch.addmm(bias[fold], x, weight[fold])
+                x = F.linear(x, weight[fold], None if bias is None else bias[fold])
             elif kind == "batch_norm":
                 weight, bias, mean, var, momentum, eps = spec
                 x = F.batch_norm(
@@ -293,9 +308,7 @@ def evaluate_members(
         return (values * mask).sum(dim=1) / counts
 
     if task == "classification":
-        per_row = F.cross_entropy(
-            output.reshape(k * n, -1), split.y.reshape(-1), reduction="none"
-        ).view(k, n)
+        per_row = F.cross_entropy(output.transpose(1, 2), split.y, reduction="none")
         correct = (output.argmax(dim=-1) == split.y).to(per_row.dtype)
         return {"loss": mean(per_row), "acc": mean(correct)}
     y = split.y.reshape(k, n)
@@ -533,10 +546,9 @@ def train_members(
                 y = y_all.index_select(0, rows).view(*index.shape, *y_all.shape[1:])
                 output = stacked.forward(x, training=True)
                 if task == "classification":
-                    per_row = F.cross_entropy(
-                        output.reshape(-1, output.shape[-1]), y.reshape(-1), reduction="none"
-                    )
-                    losses = per_row.view(k, -1).mean(dim=1)
+                    # classes on dim 1 ([K, C, B], the layout the model computes in): no copy
+                    per_row = F.cross_entropy(output.transpose(1, 2), y, reduction="none")
+                    losses = per_row.mean(dim=1)
                 else:
                     losses = F.mse_loss(output.reshape(y.shape), y, reduction="none").mean(dim=1)
                 check(losses, epoch)
