@@ -5,6 +5,7 @@ No torch/pandas import at module level: ``mlcli --help`` and config errors stay 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import sys
@@ -314,5 +315,31 @@ def report(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    A command that ends normally (any exit code) leaves without the interpreter's teardown:
+    with torch, scikit-learn and Hydra loaded, freeing every module and object one by one takes
+    0.4-0.7 s, longer than most of a small run. Everything it would do for mlcli is done first:
+    the jobs' files are fsynced as they are written, joblib workers and writer threads are shut
+    down by the command itself, and the streams and log handlers are flushed here. An uncaught
+    exception (``--debug``) and Ctrl-C take the ordinary way out.
+    """
+    try:
+        app()
+    except SystemExit as exit_:
+        code = exit_.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+        _leave(code or 0)
+
+
+def _leave(code: int) -> None:
+    """Exit now with ``code``, after flushing what a normal exit would flush."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
