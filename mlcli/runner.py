@@ -7,6 +7,7 @@ its finished folds, and running it again into the same dir computes only the mis
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -51,6 +52,7 @@ def preload(optimizers: bool = True) -> None:
     import sklearn.datasets
     import sklearn.model_selection  # noqa: F401
 
+    _git_sha(os.getcwd())
     if optimizers:
         import torch._dynamo  # noqa: F401
 
@@ -84,10 +86,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _git_sha() -> str | None:
+@functools.cache
+def _git_sha(cwd: str) -> str | None:
+    """The commit checked out in ``cwd`` (asked once per process and directory: jobs forked
+    from a process that asked already inherit the answer)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+            cwd=cwd,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -103,7 +113,7 @@ def versions() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
-        "git_sha": _git_sha(),
+        "git_sha": _git_sha(os.getcwd()),
     }
 
 
