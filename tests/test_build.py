@@ -16,9 +16,7 @@ def test_each_call_builds_a_fresh_object_with_the_nodes_settings():
 
 
 def test_nested_objects_are_not_shared_between_calls():
-    node = OmegaConf.create(
-        {"_target_": "builtins.dict", "inner": {"_target_": "builtins.list"}}
-    )
+    node = OmegaConf.create({"_target_": "builtins.dict", "inner": {"_target_": "builtins.list"}})
     make = factory(node, "x", ["builtins"])
     first, second = make(), make()
     assert first == second == {"inner": []}

@@ -38,6 +38,35 @@ def test_help_does_not_import_torch_or_pandas():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    ("args", "code", "stream", "text"),
+    [
+        (["train", *TINY], 0, "stdout", "mean ± std over 2 folds"),
+        (["train", "model=cnnn"], 2, "stderr", "Did you mean 'cnn'?"),
+        (["report", "no/such/dir"], 2, "stderr", "no such file or directory"),
+        (["--help"], 0, "stdout", "Usage"),
+    ],
+    ids=["train", "bad-config", "bad-report-path", "help"],
+)
+def test_the_console_command_exits_with_its_code_and_flushes_its_output(
+    tmp_path, args, code, stream, text
+):
+    """``python -m mlcli`` leaves without the interpreter's teardown: nothing may be lost."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mlcli", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == code, done.stderr[-2000:]
+    assert text in " ".join(getattr(done, stream).split()), getattr(done, stream)[-2000:]
+    if args[0] == "train" and code == 0:
+        (run_dir,) = _run_dirs(tmp_path / "outputs" / "runs")
+        assert json.loads((run_dir / "status.json").read_text())["state"] == "COMPLETED"
+
+
 def test_train_writes_a_run_dir_and_prints_the_fold_summary(cli, tmp_path):
     result = cli("train", *TINY)
     assert result.exit_code == 0, result.output

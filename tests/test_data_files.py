@@ -377,9 +377,9 @@ def test_a_dataset_is_built_once_per_process_and_read_again_when_its_file_change
 
 
 def test_a_users_dataset_builder_runs_every_time(compose, monkeypatch):
-    from mlcli.data import loading
-
     import importlib
+
+    from mlcli.data import loading
 
     builders = importlib.import_module("tests.test_data_files")  # as Hydra imports the target
     monkeypatch.setattr(loading, "_BUILT", type(loading._BUILT)())
