@@ -295,8 +295,9 @@ def fit(
             if batch < 2 <= n:
                 continue  # a trailing batch of one row breaks batch norm (see batches_per_epoch)
             index = permutation[start : start + batch]
-            x, y = data.x_train[index], data.y_train[index]
-            lengths = data.lengths_train[index] if data.lengths_train is not None else None
+            # index_select: the same rows as x[index], without advanced indexing's set-up
+            x, y = data.x_train.index_select(0, index), data.y_train.index_select(0, index)
+            lengths = None if data.lengths_train is None else data.lengths_train[index]
             output = forward(model, task, x, lengths, y)
             loss = _loss(task, output, y)
             if watch is not None:
