@@ -43,8 +43,15 @@ def _assert_same(a: dict, b: dict) -> None:
             "batch_size=32",
         ],
         ["dataset=wine", "model=linear", "optim.weight_decay=0.01"],
+        # every optimizer: fused kernels (AdamW, Adagrad) and the per-tensor loop (RMSprop)
+        ["dataset=iris", "optim=adamw", "optim.weight_decay=0.05", "scheduler=linear"],
+        ["dataset=iris", "optim=adagrad", "model.hidden=[16,16]"],
+        ["dataset=iris", "optim=rmsprop", "optim.momentum=0.5", "clip_grad_norm=1.0"],
     ],
-    ids=["digits-mlp-adam", "diabetes-bn-sgd-clip-cosine", "wine-linear"],
+    ids=[
+        "digits-mlp-adam", "diabetes-bn-sgd-clip-cosine", "wine-linear", "iris-adamw-linear-lr",
+        "iris-adagrad-deep", "iris-rmsprop-momentum-clip",
+    ],  # fmt: skip
 )
 def test_stacked_folds_equal_sequential(compose, tmp_path, overrides):
     seq, seq_status, seq_rows = _run(compose, tmp_path / "seq", "stack_folds=off", *overrides)
