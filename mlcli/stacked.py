@@ -3,7 +3,10 @@
 A small MLP on a small batch is overhead-bound: each step spends far more time in Python and in
 launching ~30 tiny kernels than in arithmetic. Training the K folds of a run side by side, with
 every weight stacked along a new first dimension (``[K, out, in]``, ``torch.baddbmm`` instead of
-``addmm``), pays that overhead once per step instead of K times.
+``addmm``), pays that overhead once per step instead of K times. Activations are kept
+features-first (``[K, features, B]``), so no matrix product has a narrow result (see
+:meth:`StackedModel.forward`); all parameters are views of one ``[K, P]`` tensor, which the
+optimizer (fused where it has a kernel) and the per-fold clipping update as one.
 
 Each fold keeps what it has when trained alone:
 
@@ -13,7 +16,8 @@ Each fold keeps what it has when trained alone:
 * its batch-norm statistics (running mean/var per fold; the batch statistics of a step are
   computed per fold, by treating the K×C stacked features as K·C channels),
 * its optimizer state: the optimizers mlcli stacks are elementwise (SGD, Adam, AdamW, RMSprop,
-  Adagrad), so one optimizer over stacked tensors makes the same update as K optimizers,
+  Adagrad), so one optimizer over stacked tensors makes the same update as K optimizers (a
+  fused kernel's up to float rounding),
 * its gradient clipping (the norm is taken per fold),
 * its divergence: a fold whose loss becomes NaN/inf is recorded at that step, exactly as the
   sequential loop would stop there (the folds do not mix, so the others are unaffected).

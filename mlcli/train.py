@@ -283,8 +283,8 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         loss_total = 0.0
         # regression: sse, sae, sum y, sum y²; token tasks: correct tokens, real tokens,
-        # loss × real tokens (token-weighted epoch mean); classification: correct (counted at
-        # the end of the epoch from the predictions of each step, one kernel a step).
+        # loss × real tokens (token-weighted epoch mean); classification: correct (counted from
+        # the steps' kept outputs, one argmax per ~1 M logits).
         score_sums = torch.zeros(4, device=device)
         logits: list[torch.Tensor] = []  # classification: this epoch's outputs not yet counted
         counted = seen = 0
