@@ -49,9 +49,13 @@ def _assert_same(a: dict, b: dict) -> None:
         ["dataset=iris", "optim=rmsprop", "optim.momentum=0.5", "clip_grad_norm=1.0"],
     ],
     ids=[
-        "digits-mlp-adam", "diabetes-bn-sgd-clip-cosine", "wine-linear", "iris-adamw-linear-lr",
-        "iris-adagrad-deep", "iris-rmsprop-momentum-clip",
-    ],  # fmt: skip
+        "digits-mlp-adam",
+        "diabetes-bn-sgd-clip-cosine",
+        "wine-linear",
+        "iris-adamw-linear-lr",
+        "iris-adagrad-deep",
+        "iris-rmsprop-momentum-clip",
+    ],
 )
 def test_stacked_folds_equal_sequential(compose, tmp_path, overrides):
     seq, seq_status, seq_rows = _run(compose, tmp_path / "seq", "stack_folds=off", *overrides)
