@@ -89,9 +89,11 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
 class OrderedWriter:
     """A run's writes, done one after another in the order given, on a thread of their own.
 
-    Writing a fold's results waits on the disk (two fsyncs a file); meanwhile the next fold
-    trains. The files on disk are always a prefix of what was submitted, each file whole, as
-    with synchronous writes. :meth:`drain` waits for every write and re-raises the first error.
+    Writing waits on the disk (two fsyncs a file); meanwhile the caller goes on (a run sets up
+    its data and folds). The files on disk are always a prefix of what was submitted, each file
+    whole, as with synchronous writes; a write that a later one of the same name supersedes
+    before it starts is dropped (folds that end together). :meth:`drain` waits for every write
+    and re-raises the first error.
     """
 
     def __init__(self) -> None:

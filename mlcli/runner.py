@@ -185,8 +185,8 @@ def run(
             done_folds = set(previous.get("folds_completed", []))
             rows = [r for r in results.read_results(results_path) if r["fold"] in done_folds]
 
-    # Every file of the run is written in order on a writer thread: training does not wait for
-    # the disk, and what is on disk is always a whole prefix of what was written.
+    # Every file of the run is written in order on a writer thread, while the run sets up its
+    # data and folds; what is on disk is always a whole prefix of what was written.
     writer = results.OrderedWriter()
     writer.submit(
         results.atomic_write_text,
@@ -261,6 +261,9 @@ def run(
         built: list[Builders] = []  # made when a fold first trains on its own
 
         def run_fold(fold: int, fold_reporter: Any) -> list[dict[str, Any]]:
+            # The folds before this one are on disk before it builds anything: a run killed
+            # while it trains keeps them all (stacked folds, which end together, write once).
+            writer.drain()
             if not built:
                 built.append(Builders.for_run(cfg, dataset))
             train_idx, val_idx = folds[fold]
