@@ -26,20 +26,26 @@ tensors 118 µs a step per tensor loop vs 124 µs foreach; 6 tensors 180 vs 166 
 of width 512 3.7 vs 2.2 ms)."""
 
 
+def _composed(node: DictConfig, allow: list[str]) -> tuple[Any, set[str], dict[str, Any]]:
+    """The optimizer's factory, the keyword arguments its class accepts, and those the config
+    sets."""
+    factory: Any = instantiate_factory(node, "optim", allow)
+    keywords = getattr(factory, "keywords", {}) or {}
+    try:
+        accepted = set(inspect.signature(getattr(factory, "func", factory)).parameters)
+    except (TypeError, ValueError):
+        accepted = set()
+    return factory, accepted, keywords
+
+
 def optimizer_factory(
     node: DictConfig, allow: list[str]
 ) -> Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]:
     """``params -> optimizer`` for ``cfg.optim``, with ``foreach=True`` where the optimizer takes
     it and the parameters are many enough for it to pay (composed once: a run builds one
     optimizer per fold)."""
-    factory: Any = instantiate_factory(node, "optim", allow)
-    target = getattr(factory, "func", factory)
+    factory, accepted, keywords = _composed(node, allow)
     extra: dict[str, Any] = {}
-    keywords = getattr(factory, "keywords", {}) or {}
-    try:
-        accepted = set(inspect.signature(target).parameters)
-    except (TypeError, ValueError):
-        accepted = set()
     if "foreach" in accepted and keywords.get("foreach") is None and not keywords.get("fused"):
         extra["foreach"] = True
 
@@ -70,12 +76,7 @@ def build_fused_optimizer(
     rounding, which stacked folds already differ by); the stride trap does not arise: ``flat``
     and its gradient are contiguous.
     """
-    factory: Any = instantiate_factory(node, "optim", allow)
-    keywords = getattr(factory, "keywords", {}) or {}
-    try:
-        accepted = set(inspect.signature(getattr(factory, "func", factory)).parameters)
-    except (TypeError, ValueError):
-        accepted = set()
+    factory, accepted, keywords = _composed(node, allow)
     chosen = any(keywords.get(k) is not None for k in ("foreach", "fused", "differentiable"))
     fused = "fused" in accepted and not chosen and flat.is_contiguous() and flat.is_floating_point()
     optimizer: torch.optim.Optimizer = factory([flat], **({"fused": True} if fused else {}))

@@ -56,6 +56,7 @@ from mlcli.train import (
     _train_metrics,
     batches_per_epoch,
     defers_divergence_check,
+    regression_metrics,
 )
 
 FoldRows = list[dict[str, Any]]
@@ -308,26 +309,20 @@ def evaluate_members(
     output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
     mask, counts = split.mask, split.counts
 
-    def mean(values: torch.Tensor) -> torch.Tensor:  # [K, N] -> [K], over real rows
-        return (values * mask).sum(dim=1) / counts
+    def mean(values: torch.Tensor) -> torch.Tensor:  # [K, N] -> [K, 1], over real rows
+        return ((values * mask).sum(dim=1) / counts)[:, None]
 
     if task == "classification":
         per_row = F.cross_entropy(output.transpose(1, 2), split.y, reduction="none")
         correct = (output.argmax(dim=-1) == split.y).to(per_row.dtype)
-        return {"loss": mean(per_row), "acc": mean(correct)}
-    y = split.y.reshape(k, n)
-    standardized = output.reshape(k, n)
-    prediction = standardized * stds[:, None] + means[:, None]
-    target = y * stds[:, None] + means[:, None]
-    error = prediction - target
-    mse = mean(error.pow(2))
-    total = mean((target - mean(target)[:, None]).pow(2))
-    return {
-        "loss": mean((standardized - y).pow(2)),
-        "mse": mse,
-        "mae": mean(error.abs()),
-        "r2": 1.0 - mse / total.clamp_min(torch.finfo(total.dtype).tiny),
-    }
+        metrics = {"loss": mean(per_row), "acc": mean(correct)}
+    else:
+        y, standardized = split.y.reshape(k, n), output.reshape(k, n)
+        metrics = {
+            "loss": mean((standardized - y).pow(2)),
+            **regression_metrics(standardized, y, means[:, None], stds[:, None], mean),
+        }
+    return {name: value.squeeze(1) for name, value in metrics.items()}
 
 
 @dataclass

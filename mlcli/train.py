@@ -231,15 +231,25 @@ def evaluate(
             "token_acc": ((prediction == y) & real).sum() / real.sum(),
             "exact_match": (prediction == y).all(dim=1).float().mean(),
         }
-    prediction = output.reshape(y.shape) * std + mean
+    return {"loss": loss, **regression_metrics(output.reshape(y.shape), y, mean, std)}
+
+
+def regression_metrics(
+    standardized: torch.Tensor,
+    y: torch.Tensor,
+    mean: float | torch.Tensor,
+    std: float | torch.Tensor,
+    average: Callable[[torch.Tensor], torch.Tensor] = torch.mean,
+) -> dict[str, torch.Tensor]:
+    """``mse``, ``mae`` and ``r2`` in the target's original units, from standardized predictions
+    and targets (``average``: the mean over rows; a masked one for padded stacked splits)."""
     target = y * std + mean
-    error = prediction - target
-    mse = error.pow(2).mean()
-    total = (target - target.mean()).pow(2).mean()
+    error = standardized * std + mean - target
+    mse = average(error.pow(2))
+    total = average((target - average(target)).pow(2))
     return {
-        "loss": loss,
         "mse": mse,
-        "mae": error.abs().mean(),
+        "mae": average(error.abs()),
         "r2": 1.0 - mse / total.clamp_min(torch.finfo(total.dtype).tiny),
     }
 
