@@ -37,7 +37,7 @@ from mlcli.optuna_study import FoldReporter, TrialPruned
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.stacked import fold_results
 from mlcli.sweep import run_key
-from mlcli.train import DivergedError, batches_per_epoch, fit
+from mlcli.train import DivergedError, LossBound, batches_per_epoch, fit, has_batch_norm
 
 log = logging.getLogger("mlcli")
 
@@ -350,8 +350,9 @@ def _run_fold(
     # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
     model = builders.model(tuple(data.x_train.shape[1:])).to(device)
     optimizer = builders.optimizer(model.parameters())
-    steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
+    steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size), has_batch_norm(model))
     scheduler = builders.scheduler(optimizer, total_steps=int(cfg.epochs) * steps_per_epoch)
+    bound = LossBound(cfg.get("diverge_factor"))
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
     analyzer = builders.analyzer(
         loss_fn=loss_function(dataset.task),
@@ -375,6 +376,8 @@ def _run_fold(
                 generator=generator,
                 device=device,
             )
+            initial = state.get("loss_initial")  # the divergence bound's reference
+            bound.initial = float(initial) if isinstance(initial, (int, float)) else None
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -392,6 +395,7 @@ def _run_fold(
                 scheduler=scheduler,
                 generator=generator,
                 device=device,
+                loss_initial=bound.initial,
             )
             checkpoint.save(ckpt_path, state)
         if reporter is not None:
@@ -410,6 +414,7 @@ def _run_fold(
         on_epoch=on_epoch,
         start_epoch=start_epoch,
         analyzer=analyzer if analyzer.active else None,
+        bound=bound,
     )
     # Rows of the epochs before a checkpoint resume came from the checkpoint.
     previous_rows = [r for r in done_rows if r[0] < start_epoch]
