@@ -31,6 +31,7 @@ from mlcli.cv import plan
 from mlcli.data.base import Dataset
 from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
 from mlcli.data.loading import build_dataset, split_config
+from mlcli.data_identity import data_files
 from mlcli.models import model_factory
 from mlcli.optimizers import optimizer_factory
 from mlcli.optuna_study import FoldReporter, TrialPruned
@@ -201,6 +202,8 @@ def run(
     status: dict[str, Any] = {
         "state": "RUNNING",
         "run_key": key,
+        # The content hashes the run key covers (hashed once per process: no second read).
+        "data_files": data_files(cfg.dataset),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ended": None,
         "duration_s": None,
