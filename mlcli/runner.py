@@ -38,6 +38,7 @@ from mlcli.optuna_study import FoldReporter, TrialPruned
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.stacked import fold_results
 from mlcli.sweep import run_key
+from mlcli.tasks import selection_metric
 from mlcli.train import DivergedError, LossBound, batches_per_epoch, fit, has_batch_norm
 
 log = logging.getLogger("mlcli")
@@ -61,14 +62,6 @@ def preload(optimizers: bool = True) -> None:
 def derived_seed(*numbers: int) -> int:
     """A well-mixed 32-bit seed from several integers (e.g. run seed and fold)."""
     return int(np.random.SeedSequence([abs(int(n)) for n in numbers]).generate_state(1)[0])
-
-
-def selection_metric(metric: str, task: str) -> str:
-    """Resolve ``metric=auto``: val/acc (classification, tagging), val/r2 (regression),
-    val/exact_match (seq2seq)."""
-    if metric != "auto":
-        return metric
-    return {"regression": "val/r2", "seq2seq": "val/exact_match"}.get(task, "val/acc")
 
 
 def seed_everything(seed: int) -> None:

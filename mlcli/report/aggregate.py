@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mlcli.config import did_you_mean
 from mlcli.report.collect import Collected, ReportError
 from mlcli.report.configs import (
     auto_columns,
@@ -392,7 +393,7 @@ def _rank_metric(wanted: str | None, runs: pd.DataFrame, names: list[str]) -> st
     if names and metric not in names:
         raise ReportError(
             f"--metric {wanted or metric}: not recorded by these runs; choose one of "
-            f"{', '.join(names)}"
+            f"{', '.join(names)}.{did_you_mean(metric, names)}"
         )
     return metric
 
