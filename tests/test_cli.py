@@ -121,7 +121,8 @@ BAD_INPUTS = [
     # the selection metric must be one the task records (not found after a whole sweep)
     (["metric=val/acc2"], "metric", "Did you mean 'val/acc'? Valid: auto, train/acc"),
     (["-m", "metric=val/acc,val/accc"], "metric", "Did you mean 'val/acc'"),
-    (["dataset=diabetes", "metric=r2"], "metric", "a regression run records. Did you mean 'val/r2'"),
+    (["dataset=diabetes", "metric=r2"], "metric",
+     "a regression run records. Did you mean 'val/r2'"),
     (["dataset=diabetes", "metric=val/acc"], "metric", "val/mse, val/r2"),
     (["dataset._target_=tests.synthetic.vectors", "allow_targets=[tests.synthetic]",
       "metric=val/exact_mach"], "metric", "any task records. Did you mean 'val/exact_match'"),

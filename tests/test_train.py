@@ -105,7 +105,9 @@ TASK_RUNS = {
         "dataset._target_=tests.synthetic.tagging", *SYNTHETIC, "model=attention", *SMALL,
         "model.head=token",
     ],
-    "seq2seq": ["dataset._target_=tests.synthetic.reverse", *SYNTHETIC, "model=transformer", *SMALL],
+    "seq2seq": [
+        "dataset._target_=tests.synthetic.reverse", *SYNTHETIC, "model=transformer", *SMALL,
+    ],
 }  # fmt: skip
 
 
