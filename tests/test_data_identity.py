@@ -12,6 +12,7 @@ import pytest
 
 from mlcli import data_identity, sweep
 from mlcli.config import packaged_conf_dir
+from mlcli.report import build_report
 from tests.conftest import TINY
 
 ROWS = "x1,x2,target\n" + "".join(f"{i * 0.5:.1f},{(i * 7) % 5},{i % 2}\n" for i in range(40))
@@ -44,6 +45,10 @@ def test_a_rerun_after_editing_the_csv_trains_again(cli, tmp_path):
     digests = {s["data_files"]["data.csv"] for s in (first, second)}
     old = hashlib.sha256(ROWS.encode()).hexdigest()
     assert digests == {old, hashlib.sha256(data.read_bytes()).hexdigest()}
+    # The report does not pool the two as replicates of one configuration.
+    report = build_report([tmp_path / "outputs"])
+    assert report.group_columns == ["data_files"] and len(report.table) == 2
+    assert set(report.table["data_files"]) == {f"data.csv:{d[:12]}" for d in digests}
 
 
 def test_each_file_is_hashed_once_per_process_until_it_changes(compose, tmp_path, monkeypatch):
