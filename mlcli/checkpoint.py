@@ -1,11 +1,12 @@
 """Checkpoints of a fold in training, so a long run resumes where it stopped, bit for bit.
 
 With ``checkpoint_every=N`` a fold saves ``<run dir>/checkpoints/fold-<k>.pt`` every N epochs:
-model, optimizer and scheduler state, the epoch, the fold's metric rows so far, and every random
-state the rest of the fold draws from: torch's CPU generator (and the CUDA one on a GPU), NumPy's
-and Python's global generators, and the generator that orders the mini-batches. Resuming restores
-all of them, so the resumed fold computes exactly what the uninterrupted one would have (without
-the random states the batch order and dropout masks would differ).
+model, optimizer and scheduler state, the epoch, the fold's metric rows so far, its loss at
+initialization (the reference of its divergence bound), and every random state the rest of the
+fold draws from: torch's CPU generator (and the CUDA one on a GPU), NumPy's and Python's global
+generators, and the generator that orders the mini-batches. Resuming restores all of them, so the
+resumed fold computes exactly what the uninterrupted one would have (without the random states
+the batch order and dropout masks would differ).
 
 Everything is stored as tensors, numbers, strings, lists and dicts, so a checkpoint loads with
 ``torch.load(..., weights_only=True)``, which unpickles no code. It is passed explicitly because
@@ -119,10 +120,13 @@ def capture(
     scheduler: Any,
     generator: torch.Generator,
     device: torch.device,
+    loss_initial: float | None = None,
 ) -> dict[str, Any]:
-    """A fold's full training state after ``epoch`` (its rows so far included)."""
+    """A fold's full training state after ``epoch`` (its rows so far included; ``loss_initial``:
+    its loss at initialization, which its divergence bound is taken from)."""
     return {
         "run_key": run_key,
+        "loss_initial": loss_initial,
         "fold": fold,
         "epoch": epoch,
         "rows": [list(row) for row in rows],

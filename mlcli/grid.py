@@ -315,8 +315,8 @@ class GroupJob:
 def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
     """Train the pending folds of ``jobs`` as one stacked model.
 
-    Returns ``{"results": {run_key: {fold: rows | ("diverged", epoch, step, loss)}}, "info":
-    {...}}`` (picklable), or ``{"unstackable": reason}`` when the group cannot be stacked.
+    Returns ``{"results": {run_key: {fold: rows | DivergedError}}, "info": {...}}`` (picklable),
+    or ``{"unstackable": reason}`` when the group cannot be stacked.
     """
     from mlcli import runner
     from mlcli.build import instantiate
@@ -333,7 +333,6 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
         config_reason,
         train_members,
     )
-    from mlcli.train import DivergedError
 
     started = time.perf_counter()
     first = jobs[0].cfg
@@ -368,7 +367,10 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
         auto = all(enum_name(job.cfg.get("stack_folds", "auto")) == "auto" for job in jobs)
         if auto and stacked.macs * batch_size > AUTO_MAX_MACS_PER_STEP:
             return {"unstackable": "compute-bound model (stack_folds=auto)"}
-        total_steps = int(first.epochs) * common_steps_per_epoch(members, batch_size)
+        if batch_size == 1 and stacked.batch_norm:  # each job fails with the reason on its own
+            return {"unstackable": "batch_size=1 with batch norm"}
+        steps_per_epoch = common_steps_per_epoch(members, batch_size, stacked.batch_norm)
+        total_steps = int(first.epochs) * steps_per_epoch
     except UnstackableError as error:
         return {"unstackable": str(error)}
     by_job = {j: _hyper(job.cfg, total_steps, allow) for j, job in enumerate(jobs)}
@@ -382,13 +384,11 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
         batch_size=batch_size,
         clip=first.get("clip_grad_norm"),
         device=device,
+        diverge_factor=first.get("diverge_factor"),
     )
     results: dict[str, dict[int, Any]] = {}
     for member, result in zip(members, outcome, strict=True):
-        value: Any = result
-        if isinstance(result, DivergedError):
-            value = ("diverged", result.epoch, result.step, result.loss)
-        results.setdefault(member.key, {})[member.fold] = value
+        results.setdefault(member.key, {})[member.fold] = result
     info = {
         "runs": len(jobs),
         "models": len(members),

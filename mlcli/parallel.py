@@ -20,12 +20,12 @@ _RUN_FOLD: Callable[[int], Any] | None = None
 
 
 def _work(fold: int) -> tuple[str, Any]:
-    """In a worker: train one fold; a divergence comes back as data (it does not pickle)."""
+    """In a worker: train one fold; a divergence comes back as data (raised in fold order)."""
     assert _RUN_FOLD is not None
     try:
         return "rows", _RUN_FOLD(fold)
     except DivergedError as error:
-        return "diverged", (error.epoch, error.step, error.loss)
+        return "diverged", error
 
 
 def parallel_fold_results(
@@ -44,7 +44,7 @@ def parallel_fold_results(
                 for fold in pending:
                     kind, value = futures[fold].result()
                     if kind == "diverged":
-                        raise DivergedError(*value)
+                        raise value
                     yield fold, value
             finally:
                 for future in futures.values():

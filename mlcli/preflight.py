@@ -290,6 +290,14 @@ def _check_job(
         hydra = cfg.pop("hydra")
     command.jobs.append((job, cfg))
     found = validate(cfg)
+    if cfg.get("batch_size") == 1 and cfg.model.get("batch_norm") is True:
+        found.append(
+            ConfigProblem(
+                "batch_size",
+                "1 with model.batch_norm=true: batch norm needs more than one row per training "
+                "batch; use batch_size >= 2 or model.batch_norm=false",
+            )
+        )
     if not trust_overrides:
         found.extend(security.hydra_config_problems(hydra))
     allow = list(cfg.get("allow_targets") or [])

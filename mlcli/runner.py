@@ -31,13 +31,15 @@ from mlcli.cv import plan
 from mlcli.data.base import Dataset
 from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
 from mlcli.data.loading import build_dataset, split_config
+from mlcli.data_identity import data_files
 from mlcli.models import model_factory
 from mlcli.optimizers import optimizer_factory
 from mlcli.optuna_study import FoldReporter, TrialPruned
 from mlcli.preprocess import enum_name, fold_tensors
 from mlcli.stacked import fold_results
 from mlcli.sweep import run_key
-from mlcli.train import DivergedError, batches_per_epoch, fit
+from mlcli.tasks import selection_metric
+from mlcli.train import DivergedError, LossBound, batches_per_epoch, fit, has_batch_norm
 
 log = logging.getLogger("mlcli")
 
@@ -60,14 +62,6 @@ def preload(optimizers: bool = True) -> None:
 def derived_seed(*numbers: int) -> int:
     """A well-mixed 32-bit seed from several integers (e.g. run seed and fold)."""
     return int(np.random.SeedSequence([abs(int(n)) for n in numbers]).generate_state(1)[0])
-
-
-def selection_metric(metric: str, task: str) -> str:
-    """Resolve ``metric=auto``: val/acc (classification, tagging), val/r2 (regression),
-    val/exact_match (seq2seq)."""
-    if metric != "auto":
-        return metric
-    return {"regression": "val/r2", "seq2seq": "val/exact_match"}.get(task, "val/acc")
 
 
 def seed_everything(seed: int) -> None:
@@ -201,6 +195,8 @@ def run(
     status: dict[str, Any] = {
         "state": "RUNNING",
         "run_key": key,
+        # The content hashes the run key covers (hashed once per process: no second read).
+        "data_files": data_files(cfg.dataset),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ended": None,
         "duration_s": None,
@@ -350,8 +346,9 @@ def _run_fold(
     # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
     model = builders.model(tuple(data.x_train.shape[1:])).to(device)
     optimizer = builders.optimizer(model.parameters())
-    steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size))
+    steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size), has_batch_norm(model))
     scheduler = builders.scheduler(optimizer, total_steps=int(cfg.epochs) * steps_per_epoch)
+    bound = LossBound(cfg.get("diverge_factor"))
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
     analyzer = builders.analyzer(
         loss_fn=loss_function(dataset.task),
@@ -375,6 +372,8 @@ def _run_fold(
                 generator=generator,
                 device=device,
             )
+            initial = state.get("loss_initial")  # the divergence bound's reference
+            bound.initial = float(initial) if isinstance(initial, (int, float)) else None
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -392,6 +391,7 @@ def _run_fold(
                 scheduler=scheduler,
                 generator=generator,
                 device=device,
+                loss_initial=bound.initial,
             )
             checkpoint.save(ckpt_path, state)
         if reporter is not None:
@@ -410,6 +410,7 @@ def _run_fold(
         on_epoch=on_epoch,
         start_epoch=start_epoch,
         analyzer=analyzer if analyzer.active else None,
+        bound=bound,
     )
     # Rows of the epochs before a checkpoint resume came from the checkpoint.
     previous_rows = [r for r in done_rows if r[0] < start_epoch]

@@ -19,8 +19,10 @@ Each fold keeps what it has when trained alone:
   Adagrad), so one optimizer over stacked tensors makes the same update as K optimizers (a
   fused kernel's up to float rounding),
 * its gradient clipping (the norm is taken per fold),
-* its divergence: a fold whose loss becomes NaN/inf is recorded at that step, exactly as the
-  sequential loop would stop there (the folds do not mix, so the others are unaffected).
+* its divergence: a fold whose loss becomes NaN/inf is recorded at that step, and one whose
+  epoch fails :func:`~mlcli.train.epoch_divergence` (non-finite val/test metric, mean training
+  loss past its own bound) at that epoch, exactly as the sequential loop would stop there (the
+  folds do not mix, so the others are unaffected).
 
 Dropout (its masks come from the global generator, in an order only sequential training has),
 analyses, sequence tasks and models other than mlcli's ``linear``/``mlp`` are declared
@@ -52,10 +54,13 @@ from mlcli.train import (
     DivergedError,
     DivergenceWatch,
     FoldData,
+    LossBound,
     _loss,
     _train_metrics,
     batches_per_epoch,
+    check_batch_size,
     defers_divergence_check,
+    epoch_divergence,
     regression_metrics,
 )
 
@@ -63,8 +68,8 @@ FoldRows = list[dict[str, Any]]
 
 PRECOMPUTED: dict[str, dict[str, Any]] = {}
 """Folds already trained by the stacked launcher (:mod:`mlcli.grid`), by run key: ``{"results":
-{fold: rows | ("diverged", epoch, step, loss)}, "info": {...}}``. :func:`fold_results` takes a
-run's rows from here when they cover all its pending folds."""
+{fold: rows | DivergedError}, "info": {...}}``. :func:`fold_results` takes a run's rows from here
+when they cover all its pending folds."""
 
 # Elementwise optimizers: one over stacked tensors updates each fold as its own would.
 STACKABLE_OPTIMIZERS = {
@@ -112,6 +117,7 @@ class StackedModel:
         self.layers: list[tuple[str, Any]] = []
         self.params: list[torch.Tensor] = []
         self.macs = 0
+        self.batch_norm = False  # a batch-norm layer: a batch of one row cannot be trained on
 
         def stack(tensors: list[torch.Tensor], grad: bool) -> torch.Tensor:
             out = torch.stack([t.detach() for t in tensors]).contiguous()
@@ -134,6 +140,7 @@ class StackedModel:
             elif isinstance(layer, nn.BatchNorm1d):
                 if not (layer.affine and layer.track_running_stats):
                     raise UnstackableError("batch norm without affine/running statistics")
+                self.batch_norm = True
                 self.layers.append(
                     (
                         "batch_norm",
@@ -412,7 +419,7 @@ def train_stacked(
     ]
     members = [m for m, _ in built]
     stacked = StackedModel([model for _, model in built])
-    steps_per_epoch = common_steps_per_epoch(members, int(cfg.batch_size))
+    steps_per_epoch = common_steps_per_epoch(members, int(cfg.batch_size), stacked.batch_norm)
     optimizer = build_fused_optimizer(cfg.optim, stacked.flat, allow)
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
         optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
@@ -427,13 +434,15 @@ def train_stacked(
         clip=cfg.get("clip_grad_norm"),
         device=device,
         on_epoch=on_epoch,
+        diverge_factor=cfg.get("diverge_factor"),
     )
     return {m.fold: result for m, result in zip(members, outcome, strict=True)}
 
 
-def common_steps_per_epoch(members: list[Member], batch_size: int) -> int:
-    """The members' optimizer steps per epoch (they must agree to step together)."""
-    steps = {batches_per_epoch(len(m.data.x_train), batch_size) for m in members}
+def common_steps_per_epoch(members: list[Member], batch_size: int, batch_norm: bool) -> int:
+    """The members' optimizer steps per epoch (they must agree to step together; ``batch_norm``:
+    the model has batch norm, so a trailing batch of one row is dropped)."""
+    steps = {batches_per_epoch(len(m.data.x_train), batch_size, batch_norm) for m in members}
     if len(steps) != 1:
         raise UnstackableError(f"the folds have different numbers of batches per epoch {steps}")
     return steps.pop()
@@ -450,17 +459,22 @@ def train_members(
     clip: float | None,
     device: torch.device,
     on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+    diverge_factor: float | None = None,
 ) -> list[FoldRows | DivergedError]:
     """Train the stack; each member's rows (long form, with its run key) or its divergence.
 
-    A member's divergence is recorded at the step it happens. Sequential training of a run stops
-    at its first diverging fold, so a run's later folds are not needed once an earlier one
-    diverged; training stops when no member is still needed.
+    A member's divergence is recorded at the step (or epoch end) where sequential training of the
+    fold would raise it, each member with its own :class:`~mlcli.train.LossBound`
+    (``diverge_factor`` × its own first loss). Sequential training of a run stops at its first
+    diverging fold, so a run's later folds are not needed once an earlier one diverged; training
+    stops when no member is still needed.
     """
     datas = [m.data for m in members]
     generators = [m.generator for m in members]
     sizes = [len(d.x_train) for d in datas]
-    steps_per_epoch = common_steps_per_epoch(members, batch_size)
+    batch_norm = stacked.batch_norm
+    check_batch_size(batch_size, batch_norm)
+    steps_per_epoch = common_steps_per_epoch(members, batch_size, batch_norm)
 
     k = len(members)
     x_all = torch.cat([d.x_train for d in datas])
@@ -473,6 +487,8 @@ def train_members(
     assert val_split is not None
     full = min(n // batch_size for n in sizes)
     diverged: dict[int, DivergedError] = {}
+    bounds = [LossBound(diverge_factor) for _ in members]
+    first_losses: torch.Tensor | None = None  # each member's first loss, read at the epoch's end
     results: dict[int, list[tuple[int, str, str, float]]] = {i: [] for i in range(k)}
     step = 0
 
@@ -535,7 +551,7 @@ def train_members(
         for s in range(steps_per_epoch):
             if s < full:
                 index = grid[s]
-            elif len({len(t) for t in tails}) == 1 and len(tails[0]) >= 2:
+            elif len({len(t) for t in tails}) == 1:  # (a tail of one row only without batch norm)
                 index = torch.stack(tails)
             else:
                 index = None
@@ -550,14 +566,15 @@ def train_members(
                     losses = per_row.mean(dim=1)
                 else:
                     losses = F.mse_loss(output.reshape(y.shape), y, reduction="none").mean(dim=1)
-                check(losses, epoch)
+                member_losses = losses.detach()
+                check(member_losses, epoch)
                 for i in range(k):
                     seen[i] += y.shape[1]
             else:  # the folds' last batches differ in size: each fold on its own rows
                 loss_list: list[torch.Tensor] = []
                 outputs: list[torch.Tensor | None] = []
                 for i, t in enumerate(tails):
-                    if len(t) < 2:
+                    if len(t) == 0 or (len(t) == 1 and batch_norm):
                         outputs.append(None)
                         continue
                     tail_out = stacked.forward_one(i, x_all[t], training=True)
@@ -571,6 +588,7 @@ def train_members(
                         continue
                     check_list[i] = losses[j].detach()
                     j += 1
+                member_losses = check_list
                 check(check_list, epoch)
                 for i, (t, out) in enumerate(zip(tails, outputs, strict=True)):
                     if out is None:
@@ -593,6 +611,8 @@ def train_members(
                                     target.pow(2).sum(),
                                 ]
                             )
+            if step == 0:
+                first_losses = member_losses  # the losses at initialization: the bounds' reference
             stacked.zero_grad()
             losses.sum().backward()  # d(sum)/d(fold's params) = that fold's own gradient
             stacked.gather_grads()
@@ -623,27 +643,44 @@ def train_members(
         train_values = _train_metrics(task, loss_sums, score_sums.T, seen_t)  # each [K]
         val_values = evaluate_members(stacked, val_split, task, means, stds)
         names = [("train", m) for m in train_values] + [("val", m) for m in val_values]
-        # One transfer for every member's epoch.
-        table = torch.stack([*train_values.values(), *val_values.values()], dim=1)[alive].tolist()
+        # One transfer for every member's epoch (and the bounds' references, once).
+        reference = [first_losses] if first_losses is not None and epoch == 1 else []
+        columns = [*train_values.values(), *val_values.values(), *reference]
+        table = torch.stack(columns, dim=1)[alive].tolist()
         for i, numbers in zip(alive, table, strict=True):
+            if reference:
+                bounds[i].initial = numbers.pop()
             metrics = {f"{sp}/{m}": v for (sp, m), v in zip(names, numbers, strict=True)}
+            judged = epoch_divergence(epoch, step - 1, metrics, bounds[i].limit)
+            if judged is not None:
+                diverged[i] = judged
+                continue
             metrics["train/lr"] = float(lr_used[i])
             for name, value in metrics.items():
                 split, metric = name.split("/", 1)
                 results[i].append((epoch, split, metric, value))
             if on_epoch is not None:
                 on_epoch(members[i].fold, epoch, metrics)
+        if not any(needed(i) for i in range(k)):
+            break
 
     finished: list[FoldRows | DivergedError] = []
     test_split = PaddedSplit.of(datas, "test")
-    if test_split is not None:  # every member's test rows, once, after the last epoch
+    if test_split is not None and any(needed(i) for i in range(k)):
+        # every member's test rows, once, after the last epoch
         test_values = evaluate_members(stacked, test_split, task, means, stds)
         test_table = torch.stack(list(test_values.values()), dim=1).tolist()
         for i in range(k):
-            if i not in diverged:
-                results[i].extend(
-                    (epochs, "test", m, v) for m, v in zip(test_values, test_table[i], strict=True)
-                )
+            if i in diverged:
+                continue
+            named = {f"test/{m}": v for m, v in zip(test_values, test_table[i], strict=True)}
+            judged = epoch_divergence(epochs, step - 1, named, None)
+            if judged is not None:
+                diverged[i] = judged
+                continue
+            results[i].extend(
+                (epochs, "test", m, v) for m, v in zip(test_values, test_table[i], strict=True)
+            )
     for i, member in enumerate(members):
         if i in diverged:
             finished.append(diverged[i])
@@ -713,8 +750,8 @@ def fold_results(
         status["stacked_grid"] = dict(ready["info"])
         for fold in pending:
             result = ready["results"][fold]
-            if isinstance(result, tuple):
-                raise DivergedError(*result[1:])
+            if isinstance(result, DivergedError):
+                raise result
             yield fold, result
         return
     stack = should_stack(cfg, dataset, len(pending))

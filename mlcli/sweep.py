@@ -4,7 +4,8 @@ A *run key* is a hash of a job's resolved config without what cannot change its 
 display, launcher). Before a job trains, :func:`decide` looks up the key among every run dir
 below the outputs root (any dir holding ``status.json``):
 
-* a COMPLETED (or DIVERGED: deterministic, it would diverge again) run → the job is skipped;
+* a COMPLETED (or DIVERGED: deterministic, it would diverge again) run → the job is skipped
+  (a data file edited since has another content hash, hence another key: the job runs);
 * an unfinished run (RUNNING left by a killed process, INTERRUPTED, FAILED) → the job continues
   in that run dir, computing only its missing folds;
 * none → a new run in the job dir Hydra gave it (or a fresh sibling if that dir already holds
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlcli.config import NON_RESULT_KEYS
+from mlcli.data_identity import data_files
 from mlcli.results import STATUS_FILE, read_json, write_json
 
 DONE_STATES = ("COMPLETED", "DIVERGED")
@@ -53,16 +55,24 @@ SESSION_ENV = "MLCLI_SESSION"
 LEDGER_ENV = "MLCLI_LEDGER_DIR"
 RERUN_ENV = "MLCLI_RERUN"
 STOP_FILE = "STOP"
+DATA_FILES_KEY = "data_files"
+"""Where the run key (and status.json) hold the data files' content hashes."""
 
 
 def run_key(cfg: Any) -> str:
-    """A stable hash of the resolved config, without keys that do not change results."""
+    """A stable hash of the resolved config, without keys that do not change results, and of the
+    content of the data files its dataset names (:func:`mlcli.data_identity.data_files`): an
+    edited data file makes another experiment. A dataset that names no file (mlcli's built-in
+    sets) adds nothing."""
     from omegaconf import OmegaConf
 
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(container, dict)
     for key in (*NON_RESULT_KEYS, "hydra"):
         container.pop(key, None)
+    files = data_files(container.get("dataset"))
+    if files:
+        container[DATA_FILES_KEY] = files  # no config key has this name (the schema refuses it)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 

@@ -12,6 +12,13 @@ the standardized target that training minimizes) and ``mse``, ``mae``, ``r2`` in
 original units. Token tasks average over real tokens only (padding is never counted): tagging
 records ``loss`` and ``acc``; seq2seq records ``loss`` and ``tf_acc`` (next-token accuracy under
 teacher forcing) and, in evaluation, ``token_acc`` and ``exact_match`` of greedy decoding.
+:mod:`mlcli.tasks` lists these names (the preflight checks ``metric=`` against them; a test holds
+the two together).
+
+Every batch is trained on, but a trailing batch of one row when the model has batch norm. A fold
+diverges (:class:`DivergedError`) at a step whose loss is not finite, or at the end of an epoch
+whose val/test metrics are not finite or whose mean training loss exceeds ``diverge_factor`` ×
+the loss at initialization (:class:`LossBound`, :func:`epoch_divergence`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -41,13 +48,68 @@ TOKEN_TASKS = ("tagging", "seq2seq")
 
 
 class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """Training diverged: a step's loss became NaN or infinite (``step``: that step, whose update
+    was not applied), or, judged at the end of an epoch (``step``: the epoch's last step), a val or
+    test metric is not finite or the epoch's mean training loss exceeded its bound
+    (:class:`LossBound`). ``what`` says which; ``loss`` is the offending value."""
 
-    def __init__(self, epoch: int, step: int, loss: float) -> None:
-        super().__init__(f"training loss became {loss} at epoch {epoch}, optimizer step {step}")
+    def __init__(self, epoch: int, step: int, loss: float, what: str | None = None) -> None:
+        self.what = what or f"training loss became {loss}"
+        super().__init__(f"{self.what} at epoch {epoch}, optimizer step {step}")
         self.epoch = epoch
         self.step = step
         self.loss = loss
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable: parallel folds and stacked grids send it from a child process.
+        return (type(self), (self.epoch, self.step, self.loss, self.what))
+
+
+LOSS_FLOOR = 1.0
+"""The loss at initialization a bound is taken from is at least this (see :class:`LossBound`)."""
+
+
+@dataclass
+class LossBound:
+    """A fold's divergence bound: its epoch-mean training loss may not exceed ``factor`` × its
+    loss at initialization (``initial``: the first optimizer step's loss, taken before any update;
+    at least :data:`LOSS_FLOOR`, so that a model that starts near a perfect fit is not flagged
+    for noise). ``factor`` None: no bound.
+
+    Checked once an epoch, on the epoch's mean training loss that the loop reads anyway: no host
+    sync per step. ``initial`` is set by the loop in the fold's first epoch (a checkpoint restores
+    it on resume)."""
+
+    factor: float | None = None
+    initial: float | None = None
+
+    @property
+    def limit(self) -> float | None:
+        """The largest epoch-mean training loss allowed (None: unbounded so far)."""
+        if self.factor is None or self.initial is None:
+            return None
+        return self.factor * max(self.initial, LOSS_FLOOR)
+
+
+def epoch_divergence(
+    epoch: int, step: int, metrics: dict[str, float], limit: float | None
+) -> DivergedError | None:
+    """The end-of-epoch divergence rule, shared by the plain and the stacked loop: a val or test
+    metric that is not finite, or a mean training loss above ``limit`` (``metrics``: the epoch's
+    ``split/metric`` values; ``step``: the epoch's last optimizer step)."""
+    for name, value in metrics.items():
+        if not name.startswith("train/") and not math.isfinite(value):
+            return DivergedError(epoch, step, value, f"{name} became {value}")
+    loss = metrics.get("train/loss")
+    if limit is not None and loss is not None and not loss <= limit:
+        return DivergedError(
+            epoch,
+            step,
+            loss,
+            f"the epoch's mean training loss became {loss:.4g}, above {limit:.4g} "
+            "(diverge_factor × the loss at initialization)",
+        )
+    return None
 
 
 def defers_divergence_check(device: torch.device) -> bool:
@@ -110,10 +172,26 @@ class Seq2SeqModel(Protocol):
     ) -> torch.Tensor: ...
 
 
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch (a trailing batch of a single row is skipped)."""
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` has a batch-norm layer (in train mode it needs more than one row)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def check_batch_size(batch_size: int, batch_norm: bool) -> None:
+    """Refuse ``batch_size=1`` for a model with batch norm (every batch would be one row)."""
+    if batch_size == 1 and batch_norm:
+        raise ValueError(
+            "batch_size=1 with a batch-norm model: batch norm needs more than one row per "
+            "training batch; use batch_size >= 2, or a model without batch norm "
+            "(model.batch_norm=false)"
+        )
+
+
+def batches_per_epoch(n: int, batch_size: int, batch_norm: bool = False) -> int:
+    """Optimizer steps in one epoch of ``n`` rows: every batch, but for a model with batch norm
+    (``batch_norm``) a trailing batch of a single row, which batch norm cannot train on."""
     full, rest = divmod(n, batch_size)
-    return full + (1 if rest >= 2 or (rest == 1 and n == 1) else 0)
+    return full + (1 if rest >= 2 or (rest == 1 and (not batch_norm or n == 1)) else 0)
 
 
 def forward(
@@ -268,20 +346,28 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     analyzer: Analyzer | None = None,
     start_epoch: int = 1,
+    bound: LossBound | None = None,
 ) -> list[MetricRow]:
     """Train ``model`` for ``epochs`` epochs on the fold's training rows; return metric rows.
 
     ``start_epoch`` > 1 continues a fold restored from a checkpoint (rows from that epoch on).
 
     The fold's test rows (if any) are evaluated exactly once, after the last epoch.
-    Raises :class:`DivergedError` at the first optimizer step whose loss is not finite.
+    Raises :class:`DivergedError` at the first optimizer step whose loss is not finite, and at the
+    end of an epoch whose val (or, after the last, test) metrics are not finite or whose mean
+    training loss exceeds ``bound`` (:func:`epoch_divergence`).
     """
     rows: list[MetricRow] = []
     n = len(data.x_train)
     device = data.x_train.device
     params = [p for p in model.parameters() if p.requires_grad]
     mean, std = data.target_mean, data.target_std
-    step = (start_epoch - 1) * batches_per_epoch(n, batch_size)
+    # A trailing batch of one row is trained on, unless batch norm needs more (batches_per_epoch).
+    batch_norm = has_batch_norm(model)
+    check_batch_size(batch_size, batch_norm)
+    step = (start_epoch - 1) * batches_per_epoch(n, batch_size, batch_norm)
+    bound = bound if bound is not None else LossBound()
+    first_loss: torch.Tensor | None = None  # the first step's loss, read at the epoch's end
     # A constant schedule (no warmup) never changes the lr: skip its per-step Python call.
     lr_fixed = all(getattr(f, "is_constant", False) for f in getattr(scheduler, "lr_lambdas", [0]))
     watch = DivergenceWatch(1, device) if defers_divergence_check(device) else None
@@ -302,7 +388,7 @@ def fit(
         permutation = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch_size):
             batch = min(batch_size, n - start)
-            if batch < 2 <= n:
+            if batch == 1 and batch_norm and n > 1:
                 continue  # a trailing batch of one row breaks batch norm (see batches_per_epoch)
             index = permutation[start : start + batch]
             # index_select: the same rows as x[index], without advanced indexing's set-up
@@ -310,6 +396,8 @@ def fit(
             lengths = None if data.lengths_train is None else data.lengths_train[index]
             output = forward(model, task, x, lengths, y)
             loss = _loss(task, output, y)
+            if step == 0:
+                first_loss = loss.detach()  # the loss at initialization: the bound's reference
             if watch is not None:
                 watch.see(loss, step)
                 loss_sum.add_(loss.detach(), alpha=batch)
@@ -357,10 +445,15 @@ def fit(
             score_sums[0] += _correct(logits, data.y_train, permutation[counted:seen])
         train_values = _train_metrics(task, loss_sum, score_sums, max(seen, 1))
         val_values = evaluate(model, data.x_val, data.y_val, task, mean, std, data.lengths_val)
-        # One transfer for everything the epoch recorded.
+        # One transfer for everything the epoch recorded (and the bound's reference, once).
         names = [("train", k) for k in train_values] + [("val", k) for k in val_values]
-        numbers = torch.stack([*train_values.values(), *val_values.values()]).tolist()
+        reference = [first_loss] if bound.initial is None and first_loss is not None else []
+        numbers = torch.stack([*train_values.values(), *val_values.values(), *reference]).tolist()
+        if reference:
+            bound.initial = numbers.pop()
         epoch_metrics = {f"{split}/{k}": v for (split, k), v in zip(names, numbers, strict=True)}
+        if (judged := epoch_divergence(epoch, step - 1, epoch_metrics, bound.limit)) is not None:
+            raise judged
         epoch_metrics["train/lr"] = float(lr_used)
         for key, value in epoch_metrics.items():
             split, metric = key.split("/", 1)
@@ -374,10 +467,11 @@ def fit(
 
     if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
         test_values = evaluate(model, data.x_test, data.y_test, task, mean, std, data.lengths_test)
-        for metric, value in zip(
-            test_values, torch.stack(list(test_values.values())).tolist(), strict=True
-        ):
-            rows.append((epochs, "test", metric, value))
+        numbers = torch.stack(list(test_values.values())).tolist()
+        test_metrics = {f"test/{k}": v for k, v in zip(test_values, numbers, strict=True)}
+        if (judged := epoch_divergence(epochs, step - 1, test_metrics, None)) is not None:
+            raise judged
+        rows.extend((epochs, "test", k, v) for k, v in zip(test_values, numbers, strict=True))
     return rows
 
 

@@ -79,6 +79,30 @@ def test_without_the_random_states_a_resumed_run_differs(compose, tmp_path, monk
     assert not differs.empty and set(differs["fold"]) == {1} and differs["epoch"].min() == 3
 
 
+def test_a_resumed_fold_keeps_the_divergence_bound_taken_from_its_first_loss(
+    compose, tmp_path, monkeypatch
+):
+    """The bound is diverge_factor × the fold's loss at initialization: a fold resumed from a
+    checkpoint (which never sees its first step again) gets it back from the checkpoint."""
+    calls: list[tuple[int, float | None, float | None]] = []
+    real_fit = runner.fit
+
+    def recording_fit(*args, bound, start_epoch, **kwargs):
+        before = bound.initial
+        rows = real_fit(*args, bound=bound, start_epoch=start_epoch, **kwargs)
+        calls.append((start_epoch, before, bound.initial))
+        return rows
+
+    monkeypatch.setattr(runner, "fit", recording_fit)
+    cfg = compose(*CHECKPOINTED)
+    runner.run(cfg, tmp_path / "straight")
+    (_, none, first_loss_0), (_, _, first_loss_1) = calls
+    assert none is None and math.isfinite(first_loss_1) and first_loss_0 != first_loss_1
+    calls.clear()
+    _interrupted_then_resumed(cfg, tmp_path / "resumed")
+    assert calls[-1] == (3, first_loss_1, first_loss_1)  # fold 1, resumed after epoch 2
+
+
 def test_checkpoints_load_weights_only_even_when_the_environment_says_otherwise(
     tmp_path, monkeypatch
 ):
@@ -211,8 +235,9 @@ def test_diverging_run_stops_at_the_first_non_finite_loss_and_clipping_keeps_it_
         return loss
 
     monkeypatch.setattr(train, "_loss", recording_loss)
+    # No growth bound: this is the per-step check of a loss that becomes NaN/inf.
     args = ["optim=sgd", "optim.lr=50", "dataset=diabetes", "model=linear", "cv=holdout",
-            "epochs=5", "progress=false"]  # fmt: skip
+            "epochs=5", "progress=false", "diverge_factor=null"]  # fmt: skip
     outcome = runner.run(compose(*args), tmp_path / "diverged")
     assert outcome.state == "DIVERGED"
     status = json.loads((tmp_path / "diverged" / "status.json").read_text())

@@ -118,7 +118,18 @@ BAD_INPUTS = [
     (["-m", "optim.lr=0.1,abc"], "optim.lr", "could not be converted to Float"),
     (["dataset.test_fraction=???"], "dataset.test_fraction", "a value is required"),
     (["model._target_=os.system"], "model._target_", "allowlist"),
-]
+    # the selection metric must be one the task records (not found after a whole sweep)
+    (["metric=val/acc2"], "metric", "Did you mean 'val/acc'? Valid: auto, train/acc"),
+    (["-m", "metric=val/acc,val/accc"], "metric", "Did you mean 'val/acc'"),
+    (["dataset=diabetes", "metric=r2"], "metric",
+     "a regression run records. Did you mean 'val/r2'"),
+    (["dataset=diabetes", "metric=val/acc"], "metric", "val/mse, val/r2"),
+    (["dataset._target_=tests.synthetic.vectors", "allow_targets=[tests.synthetic]",
+      "metric=val/exact_mach"], "metric", "any task records. Did you mean 'val/exact_match'"),
+    (["analysis=hessian", "metric=train/grad_nrm"], "metric", "Did you mean 'train/grad_norm'"),
+    (["batch_size=1", "model.batch_norm=true"], "batch_size", "model.batch_norm=false"),
+    (["diverge_factor=0.5"], "diverge_factor", "must be >= 1"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("args", "key", "hint"), BAD_INPUTS, ids=lambda v: str(v))

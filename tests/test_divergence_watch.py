@@ -13,14 +13,17 @@ from mlcli import runner, stacked, train
 from mlcli.results import read_json
 
 DIVERGING = ["dataset=diabetes", "optim=sgd", "optim.lr=1000", "epochs=3", "cv.n_splits=2"]
+# A finite loss past diverge_factor × the first loss (the bound is judged once an epoch).
+EXPLODING = ["optim.lr=1e6", "epochs=2", "cv.n_splits=2"]
 FAST = ["progress=false", "device=cpu"]
 
 
 @pytest.mark.parametrize("folds", ["stack_folds=off", "stack_folds=on"])
+@pytest.mark.parametrize("args", [DIVERGING, EXPLODING], ids=["nan", "bound"])
 def test_deferred_check_reports_the_step_the_per_step_check_reports(
-    compose, tmp_path, monkeypatch, folds
+    compose, tmp_path, monkeypatch, folds, args
 ):
-    cfg = compose(*DIVERGING, *FAST, folds)
+    cfg = compose(*args, *FAST, folds)
     assert runner.run(cfg, tmp_path / "per_step").state == "DIVERGED"
     monkeypatch.setattr(train, "defers_divergence_check", lambda device: True)
     monkeypatch.setattr(stacked, "defers_divergence_check", lambda device: True)

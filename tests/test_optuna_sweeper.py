@@ -122,6 +122,7 @@ def test_validation_jobs_compose_every_corner_once():
         (["hydra.sweeper.sampler=grid", LR], "optim.lr"),
         (["hydra.sweeper.n_trials=0", LR], "hydra.sweeper.n_trials"),
         (["epochs=3"], "hydra.sweeper.params"),  # nothing to search
+        (["metric=val/acc2", LR], "Did you mean 'val/acc'"),  # the objective's metric
     ],
 )
 def test_bad_studies_fail_before_anything_runs(cli, tmp_path, args, named):

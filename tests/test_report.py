@@ -216,6 +216,11 @@ BAD = [
     (["--where", "optim"], "expected KEY=VALUE"),
     (["--where", "optim=rmsprop"], "no run matches"),
     (["--metric", "val/f1"], "--metric val/f1: not recorded by these runs; choose one of val/acc"),
+    (
+        ["--metric", "val/acc2"],
+        "choose one of val/acc, val/loss, test/acc, test/loss, train/acc, "
+        "train/loss. Did you mean 'val/acc'?",
+    ),
     (["--compare", "epochs"], "--compare epochs: every run has epochs=6"),
     (["nowhere"], "nowhere: no such file or directory"),
 ]

@@ -104,6 +104,25 @@ def test_pruned_runs_count_their_finished_folds_as_partial_results(tmp_path):
     assert other.exists()
 
 
+def test_a_configuration_with_a_diverged_run_never_ranks_above_one_without(tmp_path):
+    """adam (lr 0.01) has the best val/acc, but one of its seeds DIVERGED: the mean of its
+    surviving seed must not put it above sgd, whose seeds all finished."""
+    root = tmp_path / "runs"
+    copy_run(run_of(**ADAM), root / "adam0")
+    copy_run(run_of(**ADAM, seed="1"), root / "adam1", state="DIVERGED", folds_completed=[0],
+             error={"type": "DivergedError", "message": "val/loss became nan at epoch 2, "
+                    "optimizer step 3", "epoch": 2, "step": 3})  # fmt: skip
+    copy_run(run_of(**SGD), root / "sgd0")
+    copy_run(run_of(**SGD, seed="1"), root / "sgd1")
+    agg = build_report([root])
+    table = agg.table.set_index("optim")
+    assert table.loc["adam", "val/acc_mean"] > table.loc["sgd", "val/acc_mean"]
+    assert list(agg.table["optim"]) == ["sgd", "adam"]
+    assert (table.loc["sgd", "rank"], table.loc["adam", "rank"]) == (1, 2)
+    assert table.loc["adam", "status"] == "COMPLETED,DIVERGED"
+    assert any("DIVERGED run ranks after" in note for note in agg.notes)
+
+
 def test_a_nan_in_a_completed_run_makes_the_mean_nan_not_a_smaller_average(tmp_path):
     run = copy_run(run_of(**ADAM), tmp_path / "runs" / "a")
     rows = pq.read_table(run / "results.parquet").to_pandas()

@@ -47,6 +47,14 @@ def _assert_same(a: dict, b: dict) -> None:
         ["dataset=iris", "optim=adamw", "optim.weight_decay=0.05", "scheduler=linear"],
         ["dataset=iris", "optim=adagrad", "model.hidden=[16,16]"],
         ["dataset=iris", "optim=rmsprop", "optim.momentum=0.5", "clip_grad_norm=1.0"],
+        # every batch size trains: batches of one row; a trailing batch of one row (60 rows a
+        # fold), dropped only with batch norm; folds of 102 and 103 rows (tails of 1 and 2 rows)
+        ["dataset=iris", "batch_size=1", "scheduler=cosine"],
+        ["dataset=iris", "batch_size=59", "scheduler=linear"],
+        # (SGD: Adam turns the float noise of the gradient of a bias before batch norm, which is
+        # zero in exact arithmetic, into steps of ~lr that shift the running mean a little)
+        ["dataset=iris", "batch_size=59", "model.batch_norm=true", "optim=sgd", "optim.lr=0.1"],
+        ["dataset=iris", "cv.n_splits=7", "batch_size=101", "scheduler=linear"],
     ],
     ids=[
         "digits-mlp-adam",
@@ -55,6 +63,10 @@ def _assert_same(a: dict, b: dict) -> None:
         "iris-adamw-linear-lr",
         "iris-adagrad-deep",
         "iris-rmsprop-momentum-clip",
+        "iris-batch-size-1",
+        "iris-single-row-tail",
+        "iris-single-row-tail-bn",
+        "iris-ragged-single-row-tail",
     ],
 )
 def test_stacked_folds_equal_sequential(compose, tmp_path, overrides):
@@ -62,9 +74,22 @@ def test_stacked_folds_equal_sequential(compose, tmp_path, overrides):
     stk, stk_status, stk_rows = _run(compose, tmp_path / "stk", "stack_folds=on", *overrides)
     assert seq.state == stk.state == "COMPLETED"
     assert (seq_status["fold_training"], stk_status["fold_training"]) == ("sequential", "stacked")
-    assert {k[0] for k in stk_rows} == {0, 1}
+    assert {k[0] for k in stk_rows} == {0, 1, *range(len(stk_status["folds_completed"]))}
     assert any(k[2] == "test" for k in stk_rows)
     _assert_same(seq_rows, stk_rows)
+
+
+def test_batch_size_one_trains(compose, tmp_path):
+    """A batch of one row is a step: the loss moves, the train metrics are those of real rows."""
+    for mode in ("off", "on"):
+        _, status, rows = _run(compose, tmp_path / mode, f"stack_folds={mode}", "dataset=iris",
+                               "batch_size=1")  # fmt: skip
+        assert status["state"] == "COMPLETED"
+        for fold in (0, 1):
+            first, second = rows[(fold, 1, "train", "loss")], rows[(fold, 2, "train", "loss")]
+            assert 0 < second < first
+            assert rows[(fold, 2, "train", "acc")] > 0.5  # 3 classes: chance is 1/3
+            assert rows[(fold, 2, "val", "loss")] < rows[(fold, 1, "val", "loss")]
 
 
 def test_auto_stacks_the_mlp_and_falls_back_for_dropout(compose, tmp_path):
@@ -82,14 +107,28 @@ def test_stack_folds_on_with_dropout_fails_with_the_reason(compose, tmp_path):
     assert "dropout" in status["error"]["message"]
 
 
-def test_divergence_is_recorded_as_sequential_training_does(compose, tmp_path):
-    args = ["dataset=diabetes", "optim=sgd", "optim.lr=1000", "epochs=3"]
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["dataset=diabetes", "optim=sgd", "optim.lr=1000", "epochs=3"], None),
+        # finite but exploding: Adam at lr=1e6 (val loss ~1e14, as COMPLETED before the bound)
+        (["optim.lr=1e6"], "the epoch's mean training loss became"),
+        # no bound: the val loss is NaN while every training loss is finite
+        (["dataset=wine", "optim=sgd", "optim.lr=1e6", "diverge_factor=null"], "val/loss became"),
+    ],
+    ids=["nan-loss", "bound", "nan-val"],
+)
+def test_divergence_is_recorded_as_sequential_training_does(compose, tmp_path, args, what):
     seq, seq_status, seq_rows = _run(compose, tmp_path / "seq", "stack_folds=off", *args)
     stk, stk_status, stk_rows = _run(compose, tmp_path / "stk", "stack_folds=on", *args)
     assert seq.state == stk.state == "DIVERGED"
     assert seq_status["error"] == stk_status["error"]
+    assert what is None or what in seq_status["error"]["message"]
     assert seq_status["folds_completed"] == stk_status["folds_completed"]
     _assert_same(seq_rows, stk_rows)
+    _, par_status, par_rows = _run(compose, tmp_path / "par", "stack_folds=off",
+                                   "parallel_folds=2", *args)  # fmt: skip
+    assert par_status["error"] == seq_status["error"] and par_rows == seq_rows
 
 
 def test_stacked_resume_computes_only_missing_folds(compose, tmp_path):

@@ -240,3 +240,36 @@ print("torch._dynamo" in sys.modules)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_a_stacked_grid_diverges_where_each_run_alone_diverges(compose, tmp_path):
+    """A member whose loss explodes (finite, past diverge_factor × its first loss) ends at the
+    epoch and step its run ends at when trained alone; its neighbour in the stack is unaffected."""
+    from mlcli import runner, sweep
+    from mlcli.results import read_json, read_results
+    from mlcli.train import DivergedError
+
+    base = ["epochs=2", "cv.n_splits=2", "progress=false", "device=cpu"]
+    configs = [compose(*base, f"optim.lr={lr}") for lr in ("0.01", "1e6")]
+    stacked = grid.train_group([grid.GroupJob(cfg, sweep.run_key(cfg)) for cfg in configs])
+    assert stacked["info"]["models"] == 4
+    states = []
+    for n, cfg in enumerate(configs):
+        alone = runner.run(compose(*base, f"optim.lr={cfg.optim.lr}", "stack_folds=off"),
+                           tmp_path / str(n))  # fmt: skip
+        states.append(alone.state)
+        status = read_json(tmp_path / str(n) / "status.json")
+        folds = stacked["results"][sweep.run_key(cfg)]
+        if alone.state == "DIVERGED":
+            first = folds[0]
+            assert isinstance(first, DivergedError)
+            assert {"epoch": first.epoch, "step": first.step, "message": str(first)} == {
+                k: status["error"][k] for k in ("epoch", "step", "message")
+            }
+            assert "mean training loss became" in str(first)
+            continue
+        rows = read_results(tmp_path / str(n) / "results.parquet")
+        mine = [r for fold in (0, 1) for r in folds[fold]]
+        assert [r["value"] for r in mine] == pytest.approx([r["value"] for r in rows], rel=1e-4)
+    assert states == ["COMPLETED", "DIVERGED"]
+    assert [runner.run_key(c) for c in configs] == list(stacked["results"])

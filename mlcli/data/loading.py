@@ -102,21 +102,33 @@ def split_config(cfg: Any) -> tuple[float, int]:
 
 
 def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
-    """Build each distinct dataset of ``cfgs`` once and make its folds; report bad data.
+    """Build each distinct dataset of ``cfgs`` once and make its folds; report bad data, and a
+    selection metric (``metric=``) that the dataset's task does not record.
 
     Only mlcli's own builders and splitters run here (a user's code is not run twice, nor
     before the job); a problem other than :class:`DataError` is left for the job to report.
+    The metric of a job whose dataset a user's builder makes is checked against every task's.
     """
     from omegaconf import OmegaConf
 
     from mlcli.build import instantiate, root_cause
     from mlcli.cv import plan
+    from mlcli.tasks import metric_problem
 
     problems: list[ConfigProblem] = []
     built: dict[str, Dataset | None] = {}
     planned: set[str] = set()
+    metrics: set[str] = set()
+
+    def check_metric(cfg: Any, task: str | None) -> None:
+        message = metric_problem(str(cfg.metric), task, cfg.get("analysis"))
+        if message is not None and message not in metrics:
+            metrics.add(message)
+            problems.append(ConfigProblem("metric", message))
+
     for cfg in cfgs:
         if not str(cfg.dataset.get("_target_", "")).startswith("mlcli.data."):
+            check_metric(cfg, None)
             continue
         data_key = OmegaConf.to_yaml(cfg.dataset)
         if data_key not in built:
@@ -129,6 +141,8 @@ def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
                     problems.append(ConfigProblem(cause.key, str(cause)))
                 # anything else is not a data problem: the job records it as its failure
         dataset = built[data_key]
+        if dataset is not None:
+            check_metric(cfg, dataset.task)
         split_key = data_key + OmegaConf.to_yaml(cfg.cv)
         own_cv = str(cfg.cv.get("_target_", "")).startswith("mlcli.cv.")
         if dataset is None or not own_cv or split_key in planned:

@@ -14,7 +14,9 @@
   numbers at that epoch are slightly optimistic, since the epoch was chosen on them. Test metrics
   are always those of the final model: the test split is evaluated once, after the last epoch.
 * **Rank** by ``--metric`` (default: the runs' selection metric), best first, direction inferred
-  from the name; complete configurations first, then partial ones, then those without numbers.
+  from the name; complete configurations first, then partial ones, then those whose numbers come
+  from some of their runs because others DIVERGED (a mean over the survivors must not rank a
+  configuration that diverges above one that never does), then those without numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mlcli.config import did_you_mean
 from mlcli.report.collect import Collected, ReportError
 from mlcli.report.configs import (
     auto_columns,
@@ -336,7 +339,14 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     table["gap"] = verdicts["gap"].astype(float)
     table["reason"] = verdicts["reason"]
 
-    table = _rank(table, keys, runs, columns, rank_metric, ascending)
+    diverged = (runs["state"] == "DIVERGED").groupby(runs["group"]).any().reindex(table.index)
+    ranked_value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
+    if (diverged.fillna(False).astype(bool) & ranked_value.notna()).any():
+        notes.append(
+            "a configuration with a DIVERGED run ranks after those without (its numbers are of "
+            "the runs that did not diverge)"
+        )
+    table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged)
     metric_columns = [f"{n}_{s}" for n in names for s in ("mean", "std", "n")]
     ordered = [
         "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "partial",
@@ -392,7 +402,7 @@ def _rank_metric(wanted: str | None, runs: pd.DataFrame, names: list[str]) -> st
     if names and metric not in names:
         raise ReportError(
             f"--metric {wanted or metric}: not recorded by these runs; choose one of "
-            f"{', '.join(names)}"
+            f"{', '.join(names)}.{did_you_mean(metric, names)}"
         )
     return metric
 
@@ -404,12 +414,17 @@ def _rank(
     columns: list[str],
     rank_metric: str,
     ascending: bool,
+    diverged: pd.Series,
 ) -> pd.DataFrame:
-    """Sort best first (complete, then partial, then without numbers); ties by config keys."""
+    """Sort best first (complete, then partial, then with a DIVERGED run, then without numbers);
+    ties by config keys."""
     value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
     has_value = value.notna().to_numpy()
     partial = table["partial"].to_numpy(dtype=bool)
-    tier = np.where(has_value & ~partial, 0, np.where(has_value, 1, 2))
+    some_diverged = diverged.reindex(table.index, fill_value=False).to_numpy(dtype=bool)
+    tier = np.select(
+        [has_value & ~partial & ~some_diverged, has_value & ~some_diverged, has_value], [0, 1, 2], 3
+    )
     helper = pd.DataFrame(
         {"_tier": tier, "_value": value if ascending else -value}, index=table.index
     )
@@ -418,6 +433,6 @@ def _rank(
     order = helper.sort_values(list(helper.columns), kind="mergesort").index
     ranked = table.loc[order]
     ranks = pd.array(np.arange(1, len(ranked) + 1), dtype="Int64")
-    ranks[tier[order.to_numpy()] == 2] = pd.NA
+    ranks[tier[order.to_numpy()] == 3] = pd.NA
     ranked.insert(0, "rank", pd.Series(ranks, index=ranked.index))
     return ranked

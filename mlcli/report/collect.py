@@ -40,7 +40,8 @@ class Collected:
 
     runs: pd.DataFrame
     """Columns: run_dir (as shown), state, run_key, metric, task, n_folds, folds_completed,
-    overrides, error (one line or ""), config (flattened dict: dotted keys + group choices),
+    overrides, error (one line or ""), config (flattened dict: dotted keys + group choices +
+    ``data_files``: the data files' short content hashes, when the run recorded them),
     config_complete (False when config.yaml was unreadable and the config comes from overrides)."""
     results: pd.DataFrame
     """Columns: run (row number in ``runs``), fold, epoch, split, metric, value."""
@@ -136,6 +137,9 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], str | None]:
         complete = False
         note = f"{shown}: {CONFIG_FILE} missing or unreadable; its config comes from its overrides"
     config.update({str(k): str(v) for k, v in (status.get("choices") or {}).items()})
+    files = status.get("data_files")  # runs on other versions of a data file are not replicates
+    if isinstance(files, dict) and files:
+        config["data_files"] = " ".join(f"{k}:{str(v)[:12]}" for k, v in sorted(files.items()))
     row = {
         "run_dir": shown,
         "state": str(status.get("state") or UNKNOWN_STATE),

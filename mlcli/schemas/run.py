@@ -27,6 +27,8 @@ class RunSchema:
     threads: int = bound(1, ge=1)
     metric: str = "auto"
     clip_grad_norm: float | None = bound(None, gt=0.0)
+    # DIVERGED when an epoch's mean training loss exceeds this × the loss at initialization.
+    diverge_factor: float | None = bound(1e4, ge=1.0)
     outputs_root: str = "outputs"
     progress: bool = True
     stack_folds: StackFolds = StackFolds.auto
