@@ -122,7 +122,7 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     except RecursionError:
         raise Unreadable(path, "JSON nested too deeply") from None
     if not isinstance(document, dict):
-        raise Unreadable(path, f"a JSON {_json_type(document)}, not an object")
+        raise Unreadable(path, f"holds {_json_type(document)}, not a JSON object")
     return document
 
 
@@ -143,24 +143,24 @@ def read_yaml_mapping(path: Path) -> dict[str, Any] | None:
     except RecursionError:
         raise Unreadable(path, "YAML nested too deeply") from None
     if not isinstance(document, dict):
-        raise Unreadable(path, f"a YAML {_json_type(document)}, not a mapping")
+        raise Unreadable(path, f"holds {_json_type(document)}, not a YAML mapping")
     return document
 
 
 def _json_type(value: Any) -> str:
+    """``a list``, ``an object``, ``null``...: what a JSON/YAML value is, for messages."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    for kind, name in (
+        (bool, "a boolean"),
+        (int | float, "a number"),
+        (str, "a string"),
+        (list, "a list"),
+        (dict, "an object"),
+    ):
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def _field(path: Path, document: dict[str, Any], key: str, kinds: tuple[type, ..
         return None
     if isinstance(value, bool) or not isinstance(value, kinds):
         wanted = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-        raise Unreadable(path, f"{key} is a {_json_type(value)}, not {wanted}")
+        raise Unreadable(path, f"{key} is {_json_type(value)}, not {wanted}")
     return value
 
 
@@ -221,7 +221,7 @@ def _error_line(path: Path, error: Any) -> str:
             raise Unreadable(path, "error.type and error.message must be strings")
         text = f"{kind}: {message}"
     else:
-        raise Unreadable(path, f"error is a {_json_type(error)}, not an object or a string")
+        raise Unreadable(path, f"error is {_json_type(error)}, not an object or a string")
     return " ".join(text.split())
 
 
@@ -310,8 +310,13 @@ def read_results_table(run_dir: Path, folds_completed: tuple[int, ...] = ()) -> 
     if data is None:
         return None
     try:
-        # ParquetFile.read, one thread per file: ~4× less overhead than read_table on small files.
-        with pq.ParquetFile(pa.BufferReader(data), read_dictionary=["split", "metric"]) as file:
+        try:
+            # ParquetFile.read, one thread per file: ~4× less overhead than read_table.
+            file = pq.ParquetFile(pa.BufferReader(data), read_dictionary=["split", "metric"])
+        except KeyError:  # no column of that name: say which columns are missing
+            _check_schema(path, pq.ParquetFile(pa.BufferReader(data)).schema_arrow)
+            raise
+        with file:
             _check_schema(path, file.schema_arrow)
             table = file.read(columns=list(RESULT_READ_COLUMNS), use_threads=False)
         if any(table.column(name).null_count for name in RESULT_READ_COLUMNS):
@@ -327,7 +332,7 @@ def read_results_table(run_dir: Path, folds_completed: tuple[int, ...] = ()) -> 
                 ]
             )
         )
-    except (OSError, pa.ArrowException) as error:
+    except (OSError, KeyError, pa.ArrowException) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid"
         raise Unreadable(path, f"not a readable Parquet table ({first})") from None
     if folds_completed:

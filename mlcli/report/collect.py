@@ -53,7 +53,8 @@ class Collected:
     runs: pd.DataFrame
     """Columns: run_dir (as shown), state, run_key, metric, task, n_folds, folds_completed,
     overrides, error (one line or ""), config (flattened dict: dotted keys + group choices),
-    config_complete (False when config.yaml was unreadable and the config comes from overrides)."""
+    config_complete (False when config.yaml was unreadable and the config comes from overrides,
+    or status.json was unreadable and the group choices are unknown)."""
     results: pd.DataFrame
     """Columns: run (row number in ``runs``), fold, epoch, split, metric, value."""
     notes: list[str] = field(default_factory=list)
@@ -141,6 +142,7 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], list[str]]:
     never enters the numbers; a config.yaml that cannot be read is replaced by the overrides.
     """
     notes = []
+    complete = True
     try:
         status = rundir.read_status(path)
         if status is None:
@@ -150,8 +152,8 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], list[str]]:
         reason = f"{STATUS_FILE} unreadable ({error.reason})"
         status = dataclasses.replace(status, error=reason)
         notes.append(f"{shown}: {reason}; listed as {UNKNOWN_STATE}, never in the numbers")
+        complete = False  # without its group choices: it does not decide what varies
     overrides = list(status.overrides)
-    complete = True
     try:
         loaded = rundir.read_config(path)
         problem = f"{CONFIG_FILE} missing"
