@@ -21,6 +21,7 @@ This module stays light (no torch/pandas; pyarrow is imported by the results rea
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -269,6 +270,23 @@ def read_config(run_dir: Path) -> dict[str, Any] | None:
 # results.parquet
 
 
+@functools.cache
+def _results_schema() -> Any:
+    """The columns the readers return, with their types."""
+    import pyarrow as pa
+
+    text = pa.dictionary(pa.int32(), pa.string())
+    return pa.schema(
+        [
+            ("fold", pa.int32()),
+            ("epoch", pa.int32()),
+            ("split", text),
+            ("metric", text),
+            ("value", pa.float64()),
+        ]
+    )
+
+
 def _check_schema(path: Path, schema: Any) -> None:
     import pyarrow as pa
 
@@ -309,29 +327,24 @@ def read_results_table(run_dir: Path, folds_completed: tuple[int, ...] = ()) -> 
     data = read_bytes(path, limit=None)
     if data is None:
         return None
+
+    def parquet(**options: Any) -> Any:
+        return pq.ParquetFile(pa.BufferReader(data), **options)
+
     try:
         try:
             # ParquetFile.read, one thread per file: ~4× less overhead than read_table.
-            file = pq.ParquetFile(pa.BufferReader(data), read_dictionary=["split", "metric"])
-        except KeyError:  # no column of that name: say which columns are missing
-            _check_schema(path, pq.ParquetFile(pa.BufferReader(data)).schema_arrow)
+            with parquet(read_dictionary=["split", "metric"]) as file:
+                table = file.read(columns=list(RESULT_READ_COLUMNS), use_threads=False)
+        except KeyError:  # a column is missing: say which
+            with parquet() as file:
+                _check_schema(path, file.schema_arrow)
             raise
-        with file:
-            _check_schema(path, file.schema_arrow)
-            table = file.read(columns=list(RESULT_READ_COLUMNS), use_threads=False)
+        if not table.schema.equals(_results_schema()):  # what mlcli writes: nothing to check
+            _check_schema(path, table.schema)
+            table = table.cast(_results_schema())
         if any(table.column(name).null_count for name in RESULT_READ_COLUMNS):
             raise Unreadable(path, "holds empty (null) entries, which mlcli never writes")
-        table = table.cast(
-            pa.schema(
-                [
-                    ("fold", pa.int32()),
-                    ("epoch", pa.int32()),
-                    ("split", pa.dictionary(pa.int32(), pa.string())),
-                    ("metric", pa.dictionary(pa.int32(), pa.string())),
-                    ("value", pa.float64()),
-                ]
-            )
-        )
     except (OSError, KeyError, pa.ArrowException) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "invalid"
         raise Unreadable(path, f"not a readable Parquet table ({first})") from None
