@@ -56,7 +56,8 @@ class Collected:
     config_complete (False when config.yaml was unreadable and the config comes from overrides,
     or status.json was unreadable and the group choices are unknown)."""
     results: pd.DataFrame
-    """Columns: run (row number in ``runs``), fold, epoch, split, metric, value."""
+    """Columns: run (row number in ``runs``), fold, epoch, split, metric, value; the rows of the
+    runs whose state can enter the numbers (COMPLETED, PRUNED) only."""
     notes: list[str] = field(default_factory=list)
 
 
