@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlcli import rundir
 from mlcli.results import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"
@@ -90,22 +91,41 @@ class CheckpointRefusedError(ValueError):
     """A checkpoint that only full unpickling could read (it could run code): never loaded."""
 
 
+class CheckpointUnreadableError(ValueError):
+    """A checkpoint file that is not one (not a regular file, truncated, garbage): the fold
+    starts again from its first epoch."""
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no code is unpickled), onto the CPU.
 
     ``weights_only=True`` is passed explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot turn
-    it off; a file that needs more than tensors and plain containers is refused.
+    it off; a file that needs more than tensors and plain containers is refused. Only a regular
+    file is opened (a FIFO would block); one that is no checkpoint raises
+    :class:`CheckpointUnreadableError`, a missing one ``FileNotFoundError``.
     """
     import pickle
 
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        data = rundir.read_bytes(path, limit=None)
+    except rundir.Unreadable as error:
+        raise CheckpointUnreadableError(str(error)) from None
+    if data is None:
+        raise FileNotFoundError(path)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointRefusedError(
             f"{path}: this checkpoint holds objects that only full unpickling could load, which "
             "can run arbitrary code; mlcli refuses it whatever the environment says. mlcli's own "
             "checkpoints never need it: delete the file to recompute the fold."
         ) from error
+    except Exception as error:  # torch raises EOFError, KeyError, RuntimeError... for garbage
+        raise CheckpointUnreadableError(
+            f"{path}: not a checkpoint ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointUnreadableError(f"{path}: not a checkpoint (a {type(state).__name__})")
     return state
 
 

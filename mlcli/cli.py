@@ -175,10 +175,12 @@ def train(
 
 
 def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -> None:
+    from rich.markup import escape
+
     from mlcli.launch import EXIT_INTERRUPTED, Session
 
     for note in session_plan.notes:
-        err_console.print(note)
+        err_console.print(escape(note))
     if session_plan.continuing:
         err_console.print(f"continuing the sweep in {session_plan.sweep_dir}")
     outcome = Session(session_plan, rerun).launch(args, extra)

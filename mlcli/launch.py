@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlcli import security, sweep
+from mlcli import rundir, security, sweep
 from mlcli.preflight import Command
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
@@ -111,12 +111,13 @@ def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> P
 
     configs = [cfg for _, cfg in command.jobs]
     outputs_root = Path(str(configs[0].outputs_root))
-    index = sweep.runs_by_key(outputs_root)
+    notes: list[str] = []  # run dirs and sweep manifests below outputs_root that are garbage
+    index = sweep.runs_by_key(outputs_root, notes)
     jobs = []
     for overrides, cfg in command.jobs:
         key = sweep.run_key(cfg)
         jobs.append(Job(overrides, key, None if rerun else sweep.best_previous(index.get(key, []))))
-    result = Plan(jobs, outputs_root, command.multirun)
+    result = Plan(jobs, outputs_root, command.multirun, notes=notes)
     hydra_cfg = _hydra_config(command).hydra
 
     from mlcli.preflight import sweeper_kind
@@ -190,14 +191,14 @@ def _plan_sweep_dir(
         result.sweep_dir, result.continuing = resume, True
     elif explicit is not None:
         result.sweep_dir = Path(explicit)
-        manifest = sweep.read_manifest(result.sweep_dir)
+        manifest = sweep.read_manifest(result.sweep_dir, result.notes)
         if manifest is not None and (rerun or manifest.get("sweep_key") != key):
             raise PlanError(
                 "hydra.sweep.dir",
                 f"{explicit} already holds another sweep (or --rerun was given): choose a new dir",
             )
         result.continuing = manifest is not None
-    elif not rerun and (found := sweep.find_sweep(result.outputs_root, key)) is not None:
+    elif not rerun and (found := sweep.find_sweep(result.outputs_root, key, result.notes)):
         result.sweep_dir, result.continuing = found, True
     else:
         result.sweep_dir = Path(str(hydra_cfg.sweep.dir))
@@ -209,7 +210,12 @@ def resume_args(sweep_dir: Path, args: list[str]) -> list[str]:
     """The command line to continue the sweep in ``sweep_dir`` (its recorded one if none given)."""
     if not sweep_dir.is_dir():
         raise PlanError("--resume", f"{sweep_dir} is not a directory")
-    manifest = sweep.read_manifest(sweep_dir)
+    try:
+        manifest = sweep.load_manifest(sweep_dir)
+    except rundir.Unreadable as error:
+        raise PlanError(
+            "--resume", f"{error}: not a sweep mlcli can continue (give another sweep dir)"
+        ) from None
     if manifest is None:
         raise PlanError(
             "--resume",

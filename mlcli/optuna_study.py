@@ -38,7 +38,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlcli import results, search_space, sweep
+from mlcli import results, rundir, search_space, sweep
 
 log = logging.getLogger("mlcli")
 
@@ -435,17 +435,20 @@ class Objective:
 def objective(run_dir: Path) -> Objective:
     """The fold mean of ``run_dir``'s selection metric at the final epoch (from its results)."""
     try:
-        status = results.read_json(run_dir / results.STATUS_FILE)
-    except (OSError, ValueError):
+        status = rundir.read_status(run_dir)
+    except rundir.Unreadable as error:
+        return Objective("FAILED", "", None, str(error))
+    if status is None:
         return Objective("FAILED", "", None, f"no status.json in {run_dir}")
-    state, metric = str(status.get("state")), str(status.get("metric") or "")
-    error = status.get("error") or {}
-    message = f"{error.get('type')}: {error.get('message')}" if error else None
+    state, metric = status.state, status.metric or ""
     if state != "COMPLETED":
-        return Objective(state, metric, None, message)
+        return Objective(state, metric, None, status.error or None)
     from mlcli.runner import summarize
 
-    rows = results.read_results(run_dir / results.RESULTS_FILE)
+    try:
+        rows = rundir.read_result_rows(run_dir, status.run_key or "")
+    except rundir.Unreadable as error:
+        return Objective("FAILED", metric, None, str(error))
     mean = summarize(rows).get(metric, (math.nan, 0.0))[0]
     if not math.isfinite(mean):
         return Objective("FAILED", metric, None, f"{metric} is {mean} (no finite fold mean)")

@@ -273,6 +273,85 @@ def compose_job(
         return compose_one(overrides, with_hydra)
 
 
+def unresolved_interpolations(
+    cfg: Any, overrides: list[str], whole: bool = True
+) -> list[ConfigProblem]:
+    """Every interpolation of a composed job (``${oc.env:NOPE}``, ``${missing.key}``) that
+    cannot be resolved: in its config (unless not ``whole``), and in the ``hydra`` settings it
+    sets on the command line (if ``cfg`` still holds its ``hydra`` node). Composition leaves them
+    lazy; unchecked, the first one would end the command in a traceback."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf.errors import (
+        InterpolationResolutionError,
+        InterpolationToMissingValueError,
+        MissingMandatoryValue,
+    )
+
+    problems: list[ConfigProblem] = []
+
+    def check(node: Any, key: Any, full_key: str) -> Any:
+        try:
+            return node[key]
+        except InterpolationResolutionError as error:
+            runtime = isinstance(error, InterpolationToMissingValueError)
+            if not (runtime and full_key.startswith("hydra.")):  # hydra.job.num: set at run time
+                raw = str(node._get_node(key)._value())
+                problems.append(_interpolation_problem(full_key, raw, error))
+        except MissingMandatoryValue:
+            pass  # `???`: validate() says which value is required
+        return None
+
+    def walk(node: Any, prefix: str) -> None:
+        keys = range(len(node)) if isinstance(node, ListConfig) else list(node.keys())
+        for key in keys:
+            full_key = f"{prefix}[{key}]" if isinstance(node, ListConfig) else f"{prefix}{key}"
+            if full_key == "hydra":
+                continue
+            value = check(node, key, full_key)
+            if isinstance(value, DictConfig | ListConfig):
+                walk(value, f"{full_key}." if isinstance(value, DictConfig) else full_key)
+
+    if whole:
+        walk(cfg, "")
+    for override in overrides:
+        if is_hydra_override(override):
+            parent, _, leaf = override.lstrip("+~").split("=", 1)[0].rpartition(".")
+            node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False)
+            if isinstance(node, DictConfig) and leaf in node:
+                check(node, leaf, f"{parent}.{leaf}")
+    return problems
+
+
+def _interpolation_problem(key: str, raw: str, error: Exception) -> ConfigProblem:
+    """What is wrong with interpolation ``raw`` at ``key``, and how to fix it."""
+    import re
+
+    from omegaconf.errors import InterpolationKeyError, InterpolationToMissingValueError
+
+    text = str(error).strip().splitlines()[0]
+    env = re.search(r"Environment variable '([^']*)' not found", text)
+    if env:
+        name = env.group(1)
+        return ConfigProblem(
+            key,
+            f"{raw}: the environment variable {name} is not set. Set it (export {name}=VALUE) "
+            f"or give the interpolation a default: ${{oc.env:{name},VALUE}}",
+        )
+    if isinstance(error, InterpolationToMissingValueError):
+        return ConfigProblem(
+            key, f"{raw}: refers to a value that is not set (???); set it on the command line"
+        )
+    if isinstance(error, InterpolationKeyError):
+        missing = re.search(r"Interpolation key '([^']*)' not found", text)
+        name = missing.group(1) if missing else raw
+        return ConfigProblem(
+            key,
+            f"{raw}: no key '{name}' in the composed config. An interpolation names a key by "
+            "its full dotted path, e.g. ${optim.lr}; the keys: `mlcli train --cfg job`",
+        )
+    return ConfigProblem(key, f"{raw}: cannot be resolved ({text})")
+
+
 def _check_job(
     command: Command, job: list[str], compose_one: Callable[..., Any], trust_overrides: bool
 ) -> list[ConfigProblem]:
@@ -286,10 +365,18 @@ def _check_job(
         cfg = compose_one(job, with_hydra=True)
     except Exception as error:
         return [_translate(error, job, command.config_dir)]
+    from omegaconf.errors import InterpolationResolutionError
+
+    unresolved = unresolved_interpolations(cfg, job, whole=False)  # hydra.* set by the command
     with open_dict(cfg):
         hydra = cfg.pop("hydra")
+    try:
+        found = validate(cfg)  # resolves every value: the first one that cannot be raises
+    except InterpolationResolutionError:
+        unresolved.extend(unresolved_interpolations(cfg, []))  # all of them, on this path only
+    if unresolved:
+        return unresolved
     command.jobs.append((job, cfg))
-    found = validate(cfg)
     if cfg.get("batch_size") == 1 and cfg.model.get("batch_norm") is True:
         found.append(
             ConfigProblem(
@@ -309,6 +396,25 @@ def _check_job(
     return found
 
 
+def _resolvable(command: Command) -> list[ConfigProblem]:
+    """``--cfg ... --resolve``: the interpolations Hydra will resolve, checked first."""
+    try:
+        jobs = expand_jobs(command.overrides, command.multirun)
+    except Exception as error:
+        return [_translate(error, command.overrides, command.config_dir)]
+    problems: list[ConfigProblem] = []
+    with composer(command.config_dir, command.config_name) as compose_one:
+        for job in jobs:
+            try:
+                cfg = compose_one(job, with_hydra=True)
+            except Exception:
+                continue  # Hydra reports composition errors itself
+            for problem in unresolved_interpolations(cfg, job):
+                if problem not in problems:
+                    problems.append(problem)
+    return problems
+
+
 def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list[ConfigProblem]]:
     """Compose and validate every job of ``mlcli train ARGS``; return the problems found."""
     from mlcli import security
@@ -321,6 +427,8 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
     problems: list[ConfigProblem] = []
     if not trust_overrides:
         problems.extend(security.dangerous_overrides(command.overrides))
+    if command.info_only and not problems and "--resolve" in command.flags:
+        return command, _resolvable(command)  # Hydra would end in a traceback otherwise
     if command.info_only or problems:
         return command, problems
     try:

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mlcli
-from mlcli import checkpoint, results, security
+from mlcli import checkpoint, results, rundir, security
 from mlcli.analysis import loss_function
 from mlcli.build import check_target, factory, find_targets, instantiate, root_cause
 from mlcli.cv import plan
@@ -169,15 +169,11 @@ def run(
 
     allow = list(cfg.get("allow_targets") or [])
     status_path = run_dir / results.STATUS_FILE
-    results_path = run_dir / results.RESULTS_FILE
-    rows: list[dict[str, Any]] = []
-    done_folds: set[int] = set()
-    previous: dict[str, Any] = {}
-    if status_path.exists() and results_path.exists():
-        previous = results.read_json(status_path)
-        if previous.get("run_key") == key:
-            done_folds = set(previous.get("folds_completed", []))
-            rows = [r for r in results.read_results(results_path) if r["fold"] in done_folds]
+    # A run continued in its dir keeps its finished folds (whatever of them can be trusted).
+    kept = rundir.kept_folds(run_dir, key)
+    rows, done_folds = kept.rows, kept.folds
+    for note in kept.notes:
+        log.warning("%s", note)
 
     # Every file of the run is written in order on a writer thread, while the run sets up its
     # data and folds; what is on disk is always a whole prefix of what was written.
@@ -208,6 +204,7 @@ def run(
         "versions": versions(),
         "folds_completed": sorted(done_folds),
         "resumed_folds": sorted(done_folds),  # finished before this attempt: not recomputed
+        "notes": list(kept.notes),  # what an earlier attempt left that could not be trusted
         "session": session,
         "error": None,
         **({"trial": fold_hook.info()} if fold_hook is not None else {}),
@@ -342,14 +339,21 @@ def _run_fold(
     data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.
     fold_seed = derived_seed(int(cfg.seed), fold)
-    seed_everything(fold_seed)
-    # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
-    model = builders.model(tuple(data.x_train.shape[1:])).to(device)
-    optimizer = builders.optimizer(model.parameters())
-    steps_per_epoch = batches_per_epoch(len(train_idx), int(cfg.batch_size), has_batch_norm(model))
-    scheduler = builders.scheduler(optimizer, total_steps=int(cfg.epochs) * steps_per_epoch)
     bound = LossBound(cfg.get("diverge_factor"))
-    generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
+
+    def build() -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, torch.Generator]:
+        seed_everything(fold_seed)
+        # One-hot columns are fitted per fold, so the width comes from the fold's tensors.
+        model = builders.model(tuple(data.x_train.shape[1:])).to(device)
+        optimizer = builders.optimizer(model.parameters())
+        steps_per_epoch = batches_per_epoch(
+            len(train_idx), int(cfg.batch_size), has_batch_norm(model)
+        )
+        scheduler = builders.scheduler(optimizer, total_steps=int(cfg.epochs) * steps_per_epoch)
+        generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
+        return model, optimizer, scheduler, generator
+
+    model, optimizer, scheduler, generator = build()
     analyzer = builders.analyzer(
         loss_fn=loss_function(dataset.task),
         out_dir=run_dir / "analysis",
@@ -361,9 +365,9 @@ def _run_fold(
     ckpt_path = checkpoint.fold_path(run_dir, fold) if run_dir is not None else None
     start_epoch = 1
     done_rows: list[tuple[int, str, str, float]] = []  # this fold's rows, epoch by epoch
-    if every and ckpt_path is not None and ckpt_path.is_file():
-        state = checkpoint.load(ckpt_path)
-        if state.get("run_key") == key and state.get("fold") == fold:
+    state = _fold_checkpoint(ckpt_path, key, fold) if every else None
+    if state is not None:
+        try:
             start_epoch, done_rows = checkpoint.resume(
                 state,
                 model=model,
@@ -374,6 +378,15 @@ def _run_fold(
             )
             initial = state.get("loss_initial")  # the divergence bound's reference
             bound.initial = float(initial) if isinstance(initial, (int, float)) else None
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            # Half restored: the fold starts again from freshly built (and seeded) objects.
+            log.warning(
+                "%s: does not fit fold %d (%s: %s); the fold starts from its first epoch",
+                ckpt_path, fold, type(error).__name__, error,
+            )  # fmt: skip
+            model, optimizer, scheduler, generator = build()
+            start_epoch, done_rows = 1, []
+            bound.initial = None
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -418,6 +431,20 @@ def _run_fold(
         {"run_key": key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
         for e, s, m, v in [*previous_rows, *fold_rows]
     ]
+
+
+def _fold_checkpoint(path: Path | None, key: str, fold: int) -> dict[str, Any] | None:
+    """The checkpoint fold ``fold`` of run ``key`` left at ``path``, or None (none, another
+    run's, or one that is no checkpoint: then with a warning, and the fold starts afresh)."""
+    if path is None or not os.path.lexists(path):
+        return None
+    try:
+        state = checkpoint.load(path)
+    except (FileNotFoundError, checkpoint.CheckpointUnreadableError) as error:
+        if not isinstance(error, FileNotFoundError):
+            log.warning("%s; fold %d starts from its first epoch", error, fold)
+        return None
+    return state if state.get("run_key") == key and state.get("fold") == fold else None
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:

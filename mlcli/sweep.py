@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mlcli import rundir
 from mlcli.config import NON_RESULT_KEYS
 from mlcli.data_identity import data_files
 from mlcli.results import STATUS_FILE, read_json, write_json
@@ -101,44 +102,57 @@ class RunRecord:
 
 
 def _walk_run_dirs(root: Path) -> Iterator[Path]:
-    """Dirs below ``root`` holding ``status.json``; hidden dirs (.hydra, .mlcli) are not entered."""
+    """Dirs below ``root`` holding an entry named ``status.json`` (of any kind: a FIFO or a
+    directory of that name is read, and refused, by :func:`read_record`); hidden dirs (.hydra,
+    .mlcli) are not entered."""
     if not root.is_dir():
         return
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        if STATUS_FILE in files:
-            yield Path(directory)
+    for directory, names in rundir.walk(root):
+        if STATUS_FILE in names:
+            yield directory
 
 
-def read_record(run_dir: Path) -> RunRecord | None:
-    """The run in ``run_dir``, or None when there is none (or it cannot be read right now)."""
+def read_record(run_dir: Path, notes: list[str] | None = None) -> RunRecord | None:
+    """The run in ``run_dir``, or None when there is none or it cannot be used (never raises:
+    a sweep never fails over another run's files). Why a status.json was left out is appended
+    to ``notes`` when given."""
     try:
-        status = read_json(run_dir / STATUS_FILE)
-    except (OSError, ValueError):
-        return None  # vanished or not an mlcli status file: never fail a sweep over it
-    key = status.get("run_key")
-    if not isinstance(key, str):
+        status = rundir.read_status(run_dir)
+    except rundir.Unreadable as error:
+        if notes is not None:
+            notes.append(f"{error}; left out of the run index")
+        return None
+    if status is None:
+        return None  # vanished meanwhile
+    if status.run_key is None:
+        if notes is not None:
+            notes.append(
+                f"{run_dir / STATUS_FILE}: no run_key (not written by mlcli); "
+                "left out of the run index"
+            )
         return None
     return RunRecord(
         run_dir=run_dir,
-        run_key=key,
-        state=str(status.get("state")),
-        folds_completed=tuple(int(f) for f in status.get("folds_completed") or ()),
-        n_folds=status.get("n_folds"),
-        started=str(status.get("started") or ""),
-        session=status.get("session"),
+        run_key=status.run_key,
+        state=status.state,
+        folds_completed=status.folds_completed,
+        n_folds=status.n_folds,
+        started=status.started,
+        session=status.session,
     )
 
 
-def scan_runs(root: Path) -> list[RunRecord]:
-    """Every readable run below ``root``. Files are replaced atomically, so no read is torn."""
-    return [r for r in map(read_record, _walk_run_dirs(Path(root))) if r is not None]
+def scan_runs(root: Path, notes: list[str] | None = None) -> list[RunRecord]:
+    """Every usable run below ``root`` (files are replaced atomically, so no read is torn);
+    a note for each status.json left out is appended to ``notes`` when given."""
+    records = (read_record(path, notes) for path in _walk_run_dirs(Path(root)))
+    return [r for r in records if r is not None]
 
 
-def runs_by_key(root: Path) -> dict[str, list[RunRecord]]:
-    """The index: run key → its runs below ``root``."""
+def runs_by_key(root: Path, notes: list[str] | None = None) -> dict[str, list[RunRecord]]:
+    """The index: run key → its runs below ``root`` (see :func:`scan_runs` for ``notes``)."""
     index: dict[str, list[RunRecord]] = {}
-    for record in scan_runs(root):
+    for record in scan_runs(root, notes):
         index.setdefault(record.run_key, []).append(record)
     return index
 
@@ -263,13 +277,26 @@ def write_link(job_dir: Path, decision: Decision, key: str) -> None:
     )
 
 
+def read_link(job_dir: Path) -> Path | None:
+    """The run dir that a Hydra job dir's ``run_link.json`` names, or None when it has none
+    (raises :class:`mlcli.rundir.Unreadable` for a link that is not mlcli's)."""
+    path = Path(job_dir) / LINK_FILE
+    link = rundir.read_json_object(path)
+    if link is None:
+        return None
+    target = link.get("run_dir")
+    if not isinstance(target, str) or not target:
+        raise rundir.Unreadable(path, "run_dir is not a path")
+    return Path(target)
+
+
 def linked_run_dir(job_dir: Path) -> Path:
     """The run dir of a Hydra job dir: itself, or the one its ``run_link.json`` names."""
     try:
-        link = read_json(Path(job_dir) / LINK_FILE)
-    except (OSError, ValueError):
-        return Path(job_dir)
-    return Path(str(link.get("run_dir") or job_dir))
+        linked = read_link(job_dir)
+    except rundir.Unreadable:
+        linked = None
+    return linked or Path(job_dir)
 
 
 def mark_stale_runs(
@@ -293,7 +320,10 @@ def mark_stale_runs(
 def set_state(run_dir: Path, state: str, error_type: str, message: str) -> None:
     """Rewrite a run's state (and error) in its status.json, keeping everything else."""
     path = run_dir / STATUS_FILE
-    status = read_json(path)
+    try:
+        status = rundir.read_json_object(path) or {}
+    except rundir.Unreadable:
+        status = {}  # garbage in place of the run's status: this write replaces it
     status["state"] = state
     status["ended"] = status.get("ended") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if error_type:
@@ -310,29 +340,48 @@ def sweep_key(job_keys: list[str]) -> str:
     return hashlib.sha256("\n".join(job_keys).encode("utf-8")).hexdigest()[:16]
 
 
-def read_manifest(sweep_dir: Path) -> dict[str, Any] | None:
-    """The ``sweep.json`` of ``sweep_dir``, or None."""
+def load_manifest(sweep_dir: Path) -> dict[str, Any] | None:
+    """The ``sweep.json`` of ``sweep_dir``, or None when it has none; raises
+    :class:`mlcli.rundir.Unreadable` for one that is not mlcli's (fields of other types)."""
+    path = Path(sweep_dir) / MANIFEST_FILE
+    manifest = rundir.read_json_object(path)
+    if manifest is None:
+        return None
+    for key, kind, name in (
+        ("sweep_key", str, "a string"),
+        ("created", str, "a string"),
+        ("args", list, "a list"),
+        ("jobs", list, "a list"),
+    ):
+        if not isinstance(manifest.get(key), kind):
+            raise rundir.Unreadable(path, f"{key} is not {name}")
+    if not all(isinstance(arg, str) for arg in manifest["args"]):
+        raise rundir.Unreadable(path, "args holds something other than strings")
+    return manifest
+
+
+def read_manifest(sweep_dir: Path, notes: list[str] | None = None) -> dict[str, Any] | None:
+    """The ``sweep.json`` of ``sweep_dir``, or None (a note in ``notes`` if it is garbage)."""
     try:
-        return read_json(Path(sweep_dir) / MANIFEST_FILE)
-    except (OSError, ValueError):
+        return load_manifest(sweep_dir)
+    except rundir.Unreadable as error:
+        if notes is not None:
+            notes.append(f"{error}; not a sweep mlcli can continue")
         return None
 
 
-def find_sweep(outputs_root: Path, key: str) -> Path | None:
-    """The most recent sweep dir below ``outputs_root`` whose manifest has sweep key ``key``."""
+def find_sweep(outputs_root: Path, key: str, notes: list[str] | None = None) -> Path | None:
+    """The most recent sweep dir below ``outputs_root`` whose manifest has sweep key ``key``
+    (a note in ``notes`` for each manifest that is garbage)."""
     found: list[tuple[str, Path]] = []
     root = Path(outputs_root)
     if not root.is_dir():
         return None
-    for directory, subdirs, files in os.walk(root):
-        if STATUS_FILE in files:
-            subdirs[:] = []  # a run dir: nothing below it
-            continue
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        if MANIFEST_FILE in files:
-            manifest = read_manifest(Path(directory))
-            if manifest and manifest.get("sweep_key") == key:
-                found.append((str(manifest.get("created", "")), Path(directory)))
+    for directory, names in rundir.walk(root, into_runs=False):
+        if MANIFEST_FILE in names and STATUS_FILE not in names:
+            manifest = read_manifest(directory, notes)
+            if manifest and manifest["sweep_key"] == key:
+                found.append((manifest["created"], directory))
     return max(found)[1] if found else None
 
 

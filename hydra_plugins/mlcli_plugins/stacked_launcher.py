@@ -157,13 +157,9 @@ class _Group:
 
 def _done_folds(run_dir: Path, key: str) -> set[int]:
     """The folds an unfinished run kept (as :func:`mlcli.runner.run` reads them)."""
-    from mlcli import results
+    from mlcli import rundir
 
-    status_path, results_path = run_dir / results.STATUS_FILE, run_dir / results.RESULTS_FILE
-    if not (status_path.exists() and results_path.exists()):
-        return set()
-    status = results.read_json(status_path)
-    return set(status.get("folds_completed", [])) if status.get("run_key") == key else set()
+    return rundir.kept_folds(run_dir, key).folds
 
 
 class StackedLauncher(Launcher):

@@ -1,16 +1,27 @@
 """Find run dirs and read them into two frames: one row per run, and every result row (long form).
 
-A run dir is any directory holding ``status.json``. Runs may be written while they are read:
-every file is replaced atomically by its writer, so a reader sees a whole old file or a whole new
-one; leftover temporary files (``.name.*.tmp``) are never read; a run dir whose other files are
-missing or unreadable is still listed, with the state its status gives (or ``UNKNOWN``).
+A run dir is any directory holding an entry named ``status.json``. Runs may be written while
+they are read: every file is replaced atomically by its writer, so a reader sees a whole old
+file or a whole new one; leftover temporary files (``.name.*.tmp``) are never read.
 
-Results are read columnar (pyarrow, only the columns needed, strings dictionary-encoded) and
-concatenated once, so the cost is one small read per run dir plus vectorized work on the rows.
+Garbage never stops a report (every read goes through :mod:`mlcli.rundir`: regular files only,
+each read whole into typed values or refused), and each file refused gets one note naming it:
+
+* a status.json that cannot be read (a FIFO or a directory, not UTF-8 or not JSON, not an
+  object, a field of the wrong type) → the run is listed as UNKNOWN and never enters the numbers;
+* a config.yaml that cannot be read → the run's config comes from its overrides;
+* a results.parquet that is not mlcli's table (columns missing or of other types, nulls, no rows
+  for a fold its status lists as done) → the run is listed, its results are left out;
+* a run_link.json that is garbage or leads to no run → skipped.
+
+Results are read columnar (pyarrow, only the columns needed, strings dictionary-encoded), for
+the runs whose state can enter the numbers only, and concatenated once, so the cost is one small
+read per run dir plus vectorized work on the rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -22,11 +33,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from mlcli import rundir
 from mlcli.results import CONFIG_FILE, RESULTS_FILE, STATUS_FILE
-from mlcli.sweep import LINK_FILE, linked_run_dir
+from mlcli.rundir import RESULT_READ_COLUMNS as READ_COLUMNS
+from mlcli.rundir import UNKNOWN_STATE
+from mlcli.sweep import LINK_FILE, read_link
 
-READ_COLUMNS = ("fold", "epoch", "split", "metric", "value")
-UNKNOWN_STATE = "UNKNOWN"
 _SAFE_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -42,9 +54,11 @@ class Collected:
     """Columns: run_dir (as shown), state, run_key, metric, task, n_folds, folds_completed,
     overrides, error (one line or ""), config (flattened dict: dotted keys + group choices +
     ``data_files``: the data files' short content hashes, when the run recorded them),
-    config_complete (False when config.yaml was unreadable and the config comes from overrides)."""
+    config_complete (False when config.yaml was unreadable and the config comes from overrides,
+    or status.json was unreadable and the group choices are unknown)."""
     results: pd.DataFrame
-    """Columns: run (row number in ``runs``), fold, epoch, split, metric, value."""
+    """Columns: run (row number in ``runs``), fold, epoch, split, metric, value; the rows of the
+    runs whose state can enter the numbers (COMPLETED, PRUNED) only."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -64,15 +78,17 @@ def _natural_key(path: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
-def find_run_dirs(roots: list[Path]) -> list[tuple[Path, str]]:
+def find_run_dirs(roots: list[Path], notes: list[str] | None = None) -> list[tuple[Path, str]]:
     """Every run dir below ``roots``: (resolved path, path as shown), naturally sorted, unique.
 
     The shown path starts with the root as the user gave it, so output does not depend on where
     the command runs from (and hidden dirs such as Hydra's ``.hydra`` are not searched). A job
     dir whose job reused an earlier run (``run_link.json``: skipped, or continued elsewhere)
-    brings that run in, so a sweep dir's report has every job of the sweep.
+    brings that run in, so a sweep dir's report has every job of the sweep; a link that is
+    garbage or leads to no run is skipped, with a note in ``notes`` when given.
     """
     found: dict[Path, str] = {}
+    skipped: list[str] = []
     for root in roots:
         if not root.exists():
             raise ReportError(
@@ -81,26 +97,31 @@ def find_run_dirs(roots: list[Path]) -> list[tuple[Path, str]]:
             )
         if not root.is_dir():
             raise ReportError(f"{root}: not a directory (pass a run dir or a folder of runs)")
-        for directory, subdirs, files in os.walk(root):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            if STATUS_FILE in files:
-                path = Path(directory)
-                found.setdefault(path.resolve(), path.as_posix())
-            elif LINK_FILE in files:
-                linked = linked_run_dir(Path(directory))
-                if (linked / STATUS_FILE).is_file():
-                    found.setdefault(linked.resolve(), linked.as_posix())
+        for directory, names in rundir.walk(root):
+            if STATUS_FILE in names:
+                found.setdefault(directory.resolve(), directory.as_posix())
+            elif LINK_FILE in names:
+                shown = directory.as_posix()
+                try:
+                    linked = read_link(directory)
+                except rundir.Unreadable as error:
+                    skipped.append(f"{shown}: {LINK_FILE} unreadable ({error.reason}); skipped")
+                    continue
+                if linked is None:
+                    continue  # removed meanwhile
+                try:
+                    if not os.path.lexists(linked / STATUS_FILE):
+                        raise OSError("no run there")
+                    resolved = linked.resolve()
+                except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+                    skipped.append(
+                        f"{shown}: {LINK_FILE} names {linked}, which holds no run; skipped"
+                    )
+                    continue
+                found.setdefault(resolved, linked.as_posix())
+    if notes is not None:
+        notes.extend(skipped)
     return sorted(found.items(), key=lambda item: _natural_key(item[1]))
-
-
-def _error_text(error: Any) -> str:
-    if not error:
-        return ""
-    if isinstance(error, dict):
-        text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
-    else:
-        text = str(error)
-    return " ".join(text.split())
 
 
 def _override_config(overrides: list[str]) -> dict[str, Any]:
@@ -116,100 +137,103 @@ def _override_config(overrides: list[str]) -> dict[str, Any]:
     return config
 
 
-def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], str | None]:
-    """One run dir's row (never raises for a missing or half-made run dir) and a note."""
-    note = None
+def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], list[str]]:
+    """One run dir's row and notes; never raises, whatever its files hold.
+
+    A status.json that cannot be read (see :mod:`mlcli.rundir`) makes the run UNKNOWN, which
+    never enters the numbers; a config.yaml that cannot be read is replaced by the overrides.
+    """
+    notes = []
     complete = True
     try:
-        status = json.loads((path / STATUS_FILE).read_text(encoding="utf-8"))
-        if not isinstance(status, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as error:
-        status = {"state": UNKNOWN_STATE, "error": f"status.json unreadable: {error}"}
-    overrides = [str(o) for o in status.get("overrides") or []]
+        status = rundir.read_status(path)
+        if status is None:
+            raise rundir.Unreadable(path / STATUS_FILE, "missing")  # removed meanwhile
+    except rundir.Unreadable as error:
+        status = rundir.parse_status(path / STATUS_FILE, {})
+        reason = f"{STATUS_FILE} unreadable ({error.reason})"
+        status = dataclasses.replace(status, error=reason)
+        notes.append(f"{shown}: {reason}; listed as {UNKNOWN_STATE}, never in the numbers")
+        complete = False  # without its group choices: it does not decide what varies
+    overrides = list(status.overrides)
     try:
-        loaded = yaml.load(
-            (path / CONFIG_FILE).read_text(encoding="utf-8"), Loader=_SAFE_YAML_LOADER
-        )
-        config = flatten(loaded if isinstance(loaded, dict) else {})
-    except (OSError, yaml.YAMLError):
+        loaded = rundir.read_config(path)
+        problem = f"{CONFIG_FILE} missing"
+    except rundir.Unreadable as error:
+        loaded, problem = None, f"{CONFIG_FILE} unreadable ({error.reason})"
+    if loaded is None:
         config = _override_config(overrides)
         complete = False
-        note = f"{shown}: {CONFIG_FILE} missing or unreadable; its config comes from its overrides"
-    config.update({str(k): str(v) for k, v in (status.get("choices") or {}).items()})
-    files = status.get("data_files")  # runs on other versions of a data file are not replicates
+        notes.append(f"{shown}: {problem}; its config comes from its overrides")
+    else:
+        config = flatten(loaded)
+    config.update(status.choices)
+    files = status.document.get("data_files")  # other versions of a data file: not replicates
     if isinstance(files, dict) and files:
         config["data_files"] = " ".join(f"{k}:{str(v)[:12]}" for k, v in sorted(files.items()))
     row = {
         "run_dir": shown,
-        "state": str(status.get("state") or UNKNOWN_STATE),
-        "run_key": status.get("run_key"),
-        "metric": status.get("metric"),
-        "task": status.get("task"),
-        "n_folds": status.get("n_folds"),
-        "folds_completed": list(status.get("folds_completed") or []),
+        "state": status.state,
+        "run_key": status.run_key,
+        "metric": status.metric,
+        "task": status.task,
+        "n_folds": status.n_folds,
+        "folds_completed": list(status.folds_completed),
         "overrides": overrides,
-        "error": _error_text(status.get("error")),
+        "error": status.error,
         "config": config,
         "config_complete": complete,
     }
-    return row, note
+    return row, notes
 
 
-def _schema() -> Any:
-    import pyarrow as pa
-
-    text = pa.dictionary(pa.int32(), pa.string())
-    return pa.schema(
-        [
-            ("fold", pa.int32()),
-            ("epoch", pa.int32()),
-            ("split", text),
-            ("metric", text),
-            ("value", pa.float64()),
-        ]
-    )
+NUMBER_STATES = ("COMPLETED", "PRUNED")
+"""The states whose results can enter the numbers (see :mod:`mlcli.report.aggregate`): only
+their results are read."""
 
 
-def _read_results(path: Path) -> Any:
-    """The results table of one run dir (pyarrow), or None when there is none (yet)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def _read_results(path: Path, folds_completed: list[int]) -> Any:
+    """The results table of one run dir (pyarrow), None when there is none, or why it cannot be
+    read (a string)."""
     try:
-        # ParquetFile.read, one thread per file: ~4× less overhead than read_table on small files.
-        with pq.ParquetFile(path / RESULTS_FILE, read_dictionary=["split", "metric"]) as file:
-            return file.read(columns=list(READ_COLUMNS), use_threads=False)
-    except FileNotFoundError:
-        return None
-    except (OSError, pa.ArrowException):
-        return "unreadable"
+        table = rundir.read_results_table(path, tuple(folds_completed))
+    except rundir.Unreadable as error:
+        return error.reason
+    if table is None and folds_completed:
+        return f"missing, although {STATUS_FILE} lists completed folds"
+    return table
 
 
 def collect(roots: list[Path], threads: int = 8) -> Collected:
     """Read every run dir below ``roots`` into a :class:`Collected`."""
     import pyarrow as pa
 
-    dirs = find_run_dirs(roots)
+    notes: list[str] = []
+    dirs = find_run_dirs(roots, notes)
     if not dirs:
         raise ReportError(
             f"no runs found below {', '.join(map(str, roots))} (a run dir holds {STATUS_FILE}); "
             "run `mlcli train` first, or pass the sweep dir"
         )
-    notes: list[str] = []
     # Status before results: a run that is COMPLETED in its status has its final results on disk.
     rows = []
     for path, shown in dirs:
-        row, note = _read_run(path, shown)
+        row, run_notes = _read_run(path, shown)
         rows.append(row)
-        if note:
-            notes.append(note)
+        notes.extend(run_notes)
+    wanted = [i for i, row in enumerate(rows) if row["state"] in NUMBER_STATES]
+    tables: list[Any] = [None] * len(rows)
     # pyarrow releases the GIL while it reads, so a few threads overlap the file system's latency.
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        tables = list(pool.map(_read_results, [path for path, _ in dirs]))
+        read = pool.map(_read_results, [dirs[i][0] for i in wanted],
+                        [rows[i]["folds_completed"] for i in wanted])  # fmt: skip
+        for index, table in zip(wanted, read, strict=True):
+            tables[index] = table
     for index, table in enumerate(tables):
         if isinstance(table, str):
-            notes.append(f"{dirs[index][1]}: {RESULTS_FILE} unreadable; its results are left out")
+            notes.append(
+                f"{dirs[index][1]}: {RESULTS_FILE} unreadable ({table}); its results are left out"
+            )
     results = _to_frame(tables)
     del tables
     pa.default_memory_pool().release_unused()  # the per-file buffers: ~40% of the peak memory
@@ -222,10 +246,8 @@ def _to_frame(tables: list[Any]) -> pd.DataFrame:
     import pyarrow as pa
 
     pieces = []
-    schema = _schema()
     for index, table in enumerate(tables):
         if table is not None and not isinstance(table, str) and table.num_rows:
-            table = table.select(list(READ_COLUMNS)).cast(schema)
             run = pa.array(np.full(table.num_rows, index, dtype=np.int32))
             pieces.append(table.append_column("run", run))
     if not pieces:

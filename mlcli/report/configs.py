@@ -116,8 +116,9 @@ def where_mask(runs: pd.DataFrame, configs: pd.DataFrame, where: tuple[str, ...]
 def auto_columns(runs: pd.DataFrame, keys: pd.DataFrame) -> list[str]:
     """The config keys that vary between the runs, in the order the user's overrides name them.
 
-    Runs whose config was rebuilt from overrides (no readable config.yaml) lack most keys, so
-    they do not take part in deciding what varies (unless no run has a config.yaml).
+    Runs whose config was rebuilt from overrides (no readable config.yaml) lack most keys, and
+    runs without a readable status.json lack the group choices, so they do not take part in
+    deciding what varies (unless no run has a complete config).
     """
     order: list[str] = []
     for overrides in runs["overrides"]:
