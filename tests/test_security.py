@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -229,11 +230,20 @@ def _ship(root: Path, group: str, name: str, text: str) -> None:
     (root / "conf" / group / f"{name}.yaml").write_text(text)
 
 
-def _ship_config(root: Path, hydra: str = "", top: str = "") -> None:
+def _ship_config(root: Path, hydra: dict | None = None, top: dict | None = None) -> None:
     """A ./conf/config.yaml: mlcli's own with ``hydra`` settings and top-level keys added."""
+    import yaml
+
+    def merged(base: dict, extra: dict) -> dict:
+        out = dict(base)
+        for key, value in extra.items():
+            both = isinstance(value, dict) and isinstance(base.get(key), dict)
+            out[key] = merged(base[key], value) if both else value
+        return out
+
+    config = merged(yaml.safe_load(PACKAGED_CONFIG), {**(top or {}), "hydra": hydra or {}})
     (root / "conf").mkdir(exist_ok=True)
-    text = PACKAGED_CONFIG.replace("hydra:\n", "hydra:\n" + hydra) + top
-    (root / "conf" / "config.yaml").write_text(text)
+    (root / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def _hop_attacks(t: dict[str, Path]) -> dict[str, tuple[str, str]]:
@@ -358,8 +368,7 @@ def test_a_command_line_target_that_walks_out_of_an_allowed_module_is_refused(
 def no_hydra_blocklist(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hydra's own target policy (hydra-core 1.3.8's blocklist) switched off: mlcli's check
     must stand alone (hydra-core 1.3.2, which pyproject.toml accepts, has none)."""
-    from hydra._internal import logging_config, target_policy
-    from hydra._internal.instantiate import _instantiate2
+    import importlib
 
     permissive = {
         "_authorize_target_name": lambda *a, **k: None,
@@ -368,10 +377,14 @@ def no_hydra_blocklist(monkeypatch: pytest.MonkeyPatch) -> None:
         "_authorize_discovery_path": lambda *a, **k: None,
         "_mediate_target_result": lambda result, *a, **k: result,
     }
-    for module in (_instantiate2, target_policy, logging_config):
-        for name, function in permissive.items():
-            if hasattr(module, name):
-                monkeypatch.setattr(module, name, function)
+    for name in ("instantiate._instantiate2", "target_policy", "logging_config"):
+        try:
+            module = importlib.import_module(f"hydra._internal.{name}")
+        except ImportError:  # an older Hydra without that module
+            continue
+        for attribute, function in permissive.items():
+            if hasattr(module, attribute):
+                monkeypatch.setattr(module, attribute, function)
 
 
 def test_without_hydras_blocklist_hydra_alone_would_run_the_payload(no_hydra_blocklist, trap):
@@ -416,7 +429,7 @@ def test_the_object_checked_is_the_object_called(no_hydra_blocklist, monkeypatch
 
 
 def test_allow_targets_from_a_shipped_config_admits_nothing(cli, tmp_path, trap):
-    _ship_config(tmp_path, top="allow_targets: [numpy]\n")
+    _ship_config(tmp_path, top={"allow_targets": ["numpy"]})
     _ship(
         tmp_path,
         "dataset",
@@ -452,7 +465,7 @@ MY_MODELS = (
 
 def test_the_user_admits_what_a_shipped_config_asks_for(cli, tmp_path, monkeypatch):
     (tmp_path / "shipped_models.py").write_text(MY_MODELS)
-    _ship_config(tmp_path, top="allow_targets: [shipped_models]\n")
+    _ship_config(tmp_path, top={"allow_targets": ["shipped_models"]})
     _ship(tmp_path, "model", "tiny", "_target_: shipped_models.TinyNet\nwidth: 4\n")
     monkeypatch.delitem(sys.modules, "shipped_models", raising=False)
     refused = cli("train", "model=tiny", "dataset=wine", *TINY)
@@ -517,7 +530,7 @@ def test_resume_does_not_take_admissions_from_the_sweep_dirs_record(cli, tmp_pat
 
 
 def test_the_optuna_sweeper_checks_its_jobs_like_any_other(cli, tmp_path, trap):
-    _ship_config(tmp_path, top="allow_targets: [numpy]\n")
+    _ship_config(tmp_path, top={"allow_targets": ["numpy"]})
     _ship(
         tmp_path,
         "cv",
@@ -603,3 +616,208 @@ def test_the_builtin_allowlist_is_exactly_what_the_readme_lists():
         target = OmegaConf.load(path).get("_target_")
         if target is not None and "hydra" not in path.parts:
             assert target in allowlist.BUILDER_TARGETS | allowlist.TORCH_CLASSES, path
+
+
+# --------------------------------------------------------------------------------------------------
+# Logging configs from a shipped ./conf.
+
+
+def _logging_attacks(t: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Files of a ./conf folder: each makes Hydra's logging set-up write or run something."""
+    v, pkl = str(t["victim"]), str(t["pickled"])
+    to_victim = {"class": "logging.FileHandler", "filename": v, "mode": "w"}
+    return {
+        "job_logging file handler": {
+            "config.yaml": {"job_logging": {"handlers": {"file": to_victim}}}
+        },
+        "hydra_logging file handler": {
+            "config.yaml": {
+                "hydra_logging": {"handlers": {"file": to_victim}, "root": {"handlers": ["file"]}}
+            }
+        },
+        "shadowed default": {
+            "hydra/job_logging/default.yaml": (
+                "version: 1\nhandlers:\n  f:\n    class: logging.FileHandler\n"
+                f"    filename: {v}\n    mode: w\nroot:\n  handlers: [f]\n"
+            )
+        },
+        "handler class that is no handler": {
+            "config.yaml": {
+                "job_logging": {
+                    "handlers": {"console": {"class": "shutil.copyfile", "src": pkl, "dst": v}}
+                }
+            }
+        },
+        "formatter class": {
+            "config.yaml": {
+                "job_logging": {
+                    "formatters": {
+                        "simple": {"class": "shutil.copyfile", "format": pkl, "datefmt": v}
+                    }
+                }
+            }
+        },
+        "stream from elsewhere": {
+            "config.yaml": {
+                "job_logging": {
+                    "handlers": {"console": {"stream": "ext://mlcli.runner.subprocess.run"}}
+                }
+            }
+        },
+    }
+
+
+LOGGING_ATTACKS = [
+    "job_logging file handler",
+    "hydra_logging file handler",
+    "shadowed default",
+    "handler class that is no handler",
+    "formatter class",
+    "stream from elsewhere",
+]
+
+
+def _ship_files(root: Path, files: dict[str, Any]) -> None:
+    for name, text in files.items():
+        if name == "config.yaml":
+            _ship_config(root, hydra=text)
+        else:
+            (root / "conf" / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / "conf" / name).write_text(text)
+
+
+@pytest.mark.parametrize("flags", [[], ["--dry-run"], ["-m", "seed=0,1"], ["--hydra-help"]])
+@pytest.mark.parametrize("attack", LOGGING_ATTACKS)
+def test_a_shipped_logging_config_is_refused(cli, tmp_path, trap, attack, flags):
+    _ship_files(tmp_path, _logging_attacks(trap)[attack])
+    _assert_refused(cli("train", *TINY, *flags), trap, tmp_path, "--trust-overrides")
+
+
+def test_hydras_own_logging_configs_still_work(cli, tmp_path):
+    """Refusing is about what a config does: Hydra's default job log is written as before."""
+    assert cli("train", "dataset=wine", "model=linear", *TINY).exit_code == 0
+    (status,) = (tmp_path / "outputs").rglob("status.json")
+    assert (status.parent / "app.log").is_file()
+    _ship_config(tmp_path, hydra={"job_logging": {"root": {"level": "WARNING"}}})
+    assert cli("train", "dataset=wine", "model=linear", "seed=1", *TINY).exit_code == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# No setting writes outside the outputs root or into someone else's files.
+
+
+@pytest.mark.parametrize(
+    ("hydra", "key"),
+    [
+        ({"output_subdir": "../../escaped"}, "hydra.output_subdir"),
+        ({"job": {"name": "../../escaped"}}, "hydra.job.name"),
+        ({"sweep": {"subdir": "../../escaped"}}, "hydra.sweep.subdir"),
+    ],
+    ids=["output_subdir", "job.name", "sweep.subdir"],
+)
+def test_hydra_names_that_leave_the_run_dir_are_refused(cli, tmp_path, monkeypatch, hydra, key):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    _ship_config(work, hydra=hydra)
+    for flags in ([], ["-m", "seed=0,1"]) if "sweep" not in hydra else (["-m", "seed=0,1"],):
+        result = cli("train", "dataset=wine", "model=linear", *TINY, *flags)
+        assert result.exit_code == 2 and key in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert sorted(p.name for p in work.iterdir()) == ["conf"]
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["run.dir", "sweep.dir"])
+def test_a_run_or_sweep_dir_that_holds_someone_elses_files_is_refused(
+    cli, tmp_path, trap, multirun
+):
+    home = trap["victim"].parent
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for source in ("command line", "shipped config"):
+        args = ["dataset=wine", "model=linear", *TINY, *(["-m", "seed=0,1"] if multirun else [])]
+        if source == "command line":
+            args.append(f"{key}={home}")
+        else:
+            _ship_config(tmp_path, hydra={key.split(".")[1]: {"dir": str(home)}})
+        before = sorted(p.name for p in home.iterdir())
+        result = cli("train", *args)
+        assert result.exit_code == 2 and key in result.output, (source, result.output)
+        assert "did not write" in " ".join(result.output.split())
+        assert sorted(p.name for p in home.iterdir()) == before, source
+        assert trap["victim"].read_text() == "precious"
+
+
+def test_an_optuna_storage_that_is_not_a_study_is_refused(cli, tmp_path, trap):
+    study = ["-m", "hydra/sweeper=optuna", "optim.lr=tag(log,interval(1e-3,1e-1))", *TINY]
+    for storage in (str(trap["victim"]), f"sqlite:///{trap['victim']}"):
+        result = cli(
+            "train", *study, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}"
+        )
+        _assert_refused(result, trap, tmp_path, "hydra.sweeper.storage", "not an Optuna")
+    (tmp_path / "conf" / "hydra" / "sweeper").mkdir(parents=True)
+    (tmp_path / "conf" / "hydra" / "sweeper" / "shared.yaml").write_text(
+        f"defaults:\n  - optuna\n  - _self_\nstorage: {trap['victim']}\n"
+    )
+    result = cli("train", *study, "hydra/sweeper=shared")
+    _assert_refused(result, trap, tmp_path, "hydra.sweeper.storage")
+
+
+def test_an_outputs_root_that_is_a_file_or_the_filesystem_root_is_refused(cli, tmp_path, trap):
+    from mlcli import preflight
+
+    _assert_refused(
+        cli("train", f"outputs_root={trap['victim']}", *TINY), trap, tmp_path, "outputs_root"
+    )
+    for root in ("/", "/.", "/tmp/../"):
+        _, problems = preflight.check([f"outputs_root={root}", *TINY])
+        assert [p.key for p in problems] == ["outputs_root"], root
+
+
+def _interrupted_run(cli, tmp_path: Path) -> Path:
+    """A run that stopped after fold 0: the same command continues it in its run dir."""
+    assert cli("train", *REUSED).exit_code == 0
+    (status_file,) = (tmp_path / "outputs").rglob("status.json")
+    status = json.loads(status_file.read_text())
+    status.update(state="INTERRUPTED", folds_completed=[0])
+    status_file.write_text(json.dumps(status))
+    return status_file.parent
+
+
+REUSED = ["dataset=wine", "model=linear", "stack_folds=off", *TINY]
+
+
+@pytest.mark.parametrize("link", ["app.log", ".hydra", ".hydra/config.yaml", "error.log", "models"])
+def test_a_reused_run_dir_is_never_written_through_a_symlink(cli, tmp_path, trap, link):
+    run_dir = _interrupted_run(cli, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere if link in (".hydra", "models") else trap["victim"]
+    path = run_dir / link
+    if path.is_dir():
+        import shutil
+
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    path.symlink_to(target)
+    result = cli("train", *REUSED)
+    assert result.exit_code == 2 and "symbolic link" in " ".join(result.output.split())
+    assert trap["victim"].read_text() == "precious"
+    assert list(elsewhere.iterdir()) == []
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "INTERRUPTED"
+
+
+def test_error_log_replaces_a_symlink_instead_of_writing_through_it(compose, tmp_path, trap):
+    from mlcli import app
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "error.log").symlink_to(trap["victim"])
+    cfg = compose("dataset=csv", "dataset.path=missing.csv", "dataset.target=y", "progress=false")
+    ended = app._train(cfg, run_dir, {})
+    assert ended["state"] == "FAILED"
+    assert trap["victim"].read_text() == "precious"
+    assert (
+        not (run_dir / "error.log").is_symlink()
+        and "Traceback" in (run_dir / "error.log").read_text()
+    )
