@@ -4,7 +4,9 @@ Hydra alone reports one problem at a time, exits 1 and may already have created 
 CLI calls :func:`check` first: it splits Hydra's own flags from the overrides, expands a basic
 sweep into its jobs, composes each job with Hydra's compose API, and collects every problem
 (unknown group option, unknown key, wrong type, out-of-range or missing value, a ``_target_``
-off the allowlist, a dangerous Hydra override) with the key it concerns and how to fix it.
+whose object is off the allowlist or that cannot be imported, an ``allow_targets`` entry that
+comes from a file instead of the command line, a dangerous Hydra setting, a write outside the
+outputs root) with the key it concerns and how to fix it.
 """
 
 from __future__ import annotations

@@ -821,3 +821,11 @@ def test_error_log_replaces_a_symlink_instead_of_writing_through_it(compose, tmp
         not (run_dir / "error.log").is_symlink()
         and "Traceback" in (run_dir / "error.log").read_text()
     )
+
+
+def test_a_target_nested_in_hydras_launcher_settings_is_refused(cli, tmp_path, trap):
+    """Hydra builds its launcher with ``instantiate``, nested nodes included."""
+    pwn = {"_target_": "mlcli.checkpoint.save", "path": str(trap["victim"]), "payload": {}}
+    _ship_config(tmp_path, hydra={"launcher": {"additional_parameters": {"pwn": pwn}}})
+    args = ["-m", "hydra/launcher=submitit_slurm", "seed=0,1", "dataset=wine", *TINY]
+    _assert_refused(cli("train", *args), trap, tmp_path, "hydra.launcher.additional_parameters")
