@@ -38,7 +38,7 @@ register_schemas()
 
 def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Body of the job's child process: run, and describe how it ended (never raises)."""
-    from mlcli import runner
+    from mlcli import results, runner
     from mlcli.build import root_cause
     from mlcli.display import ProgressReporter
     from mlcli.optuna_study import FoldReporter
@@ -51,7 +51,8 @@ def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str,
     except KeyboardInterrupt:
         return {"state": "INTERRUPTED", "error": "interrupted"}
     except BaseException as error:  # a job's failure (SystemExit included) must not end the sweep
-        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        # Replaced, never written through: a symbolic link there is not followed.
+        results.atomic_write_text(run_dir / "error.log", traceback.format_exc())
         cause = root_cause(error)
         return {"state": "FAILED", "error": f"{type(cause).__name__}: {cause}"}
     finally:
@@ -62,7 +63,7 @@ def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str,
 
 def task(cfg: DictConfig) -> str:
     """Run one job inside Hydra: returns its final state; raises only ``KeyboardInterrupt``."""
-    from mlcli import display, procs, runner, stacked, sweep  # noqa: F401
+    from mlcli import display, procs, runner, security, stacked, sweep  # noqa: F401
 
     hydra_cfg = HydraConfig.get()
     key = sweep.run_key(cfg)
@@ -98,6 +99,11 @@ def task(cfg: DictConfig) -> str:
                             "skipped": True})  # fmt: skip
             return "SKIPPED"
         if decision.action == "continue" and decision.previous is not None:
+            refused = security.reuse_problem(run_dir)
+            if refused is not None:  # e.g. a symbolic link the run's writes would follow
+                log.error("job FAILED: %s", refused)
+                session.record({**entry, "state": "FAILED", "error": refused})
+                return "FAILED"
             print(f"continuing {run_dir} ({decision.previous.progress} already done)")
         options = {"choices": choices, "overrides": overrides, "session": session.id}
         try:

@@ -1,91 +1,114 @@
-"""Instantiate config nodes, but only targets on the allowlist.
+"""Instantiate config nodes, but only objects the allowlist admits (:mod:`mlcli.allowlist`).
 
-Hydra's ``instantiate`` will call any importable callable named by ``_target_``, and a target can
-come from the command line or a config file copied from the internet. mlcli instantiates only:
-
-* its own builders (``mlcli.*``), ``torch.optim.*`` and ``torch.optim.lr_scheduler.*``;
-* modules the user names in ``allow_targets`` (config) or ``MLCLI_ALLOW_TARGETS`` (environment,
-  comma-separated), e.g. ``allow_targets=[mypkg]`` for ``_target_: mypkg.MyNet``.
+Hydra's ``instantiate`` calls whatever its ``_locate`` finds for a ``_target_`` string, and a
+target can come from the command line or a config file copied from the internet. Here every
+``_target_`` of a node (nested ones too) is resolved and judged by :func:`mlcli.allowlist.admit`
+first, and Hydra is handed the admitted *objects*: what was checked is what is called (Hydra never
+resolves a name itself, so its own blocklist is not relied on).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-BUILTIN_ALLOWED: tuple[str, ...] = ("mlcli", "torch.optim", "torch.optim.lr_scheduler")
-# Never allowed, whatever a config or the environment says: they are not model/data builders.
-ALWAYS_DENIED: tuple[str, ...] = ("mlcli.cli", "mlcli.build", "mlcli.results")
+from mlcli.allowlist import (
+    Admitted,
+    TargetNotAllowedError,
+    TargetUnavailableError,
+    admit,
+)
+
+__all__ = [
+    "Admitted",
+    "TargetNotAllowedError",
+    "TargetUnavailableError",
+    "admit",
+    "check_target",
+    "factory",
+    "find_targets",
+    "instantiate",
+    "prepare",
+    "root_cause",
+]
 
 
-class TargetNotAllowedError(ValueError):
-    """A ``_target_`` outside the allowlist."""
-
-    def __init__(self, key: str, target: str, allowed: list[str]) -> None:
-        module = str(target).rsplit(".", 1)[0]
-        super().__init__(
-            f"{target!r} is not on the allowlist of what configs may build "
-            f"({', '.join(allowed)}). "
-            f"If you trust it, add its module: `allow_targets=[{module}]` "
-            "or MLCLI_ALLOW_TARGETS."
-        )
-        self.key = key
-        self.target = target
-
-
-def allowed_prefixes(extra: Iterable[str] = ()) -> list[str]:
-    """The module prefixes whose callables may be instantiated."""
-    env = [p.strip() for p in os.environ.get("MLCLI_ALLOW_TARGETS", "").split(",") if p.strip()]
-    return [*BUILTIN_ALLOWED, *(str(e) for e in extra), *env]
-
-
-def _under(target: str, prefix: str) -> bool:
-    return target == prefix or target.startswith(prefix + ".")
-
-
-def allow_reason(target: str, extra: Iterable[str] = ()) -> str | None:
-    """Why ``target`` may be built (which allowlist entry admits it), or None if it may not."""
-    if any(_under(target, p) for p in ALWAYS_DENIED):
-        return None
-    for prefix in BUILTIN_ALLOWED:
-        if _under(target, prefix):
-            return f"built-in allowlist ({prefix})"
-    for prefix in extra:
-        if _under(target, str(prefix)):
-            return f"allow_targets ({prefix})"
-    for prefix in allowed_prefixes()[len(BUILTIN_ALLOWED) :]:
-        if _under(target, prefix):
-            return f"MLCLI_ALLOW_TARGETS ({prefix})"
-    return None
-
-
-def check_target(key: str, target: Any, extra: Iterable[str] = ()) -> str:
-    """Return why ``target`` is allowed; raise :class:`TargetNotAllowedError` if it is not."""
-    extra = [str(e) for e in extra]
-    reason = allow_reason(str(target), extra)
-    if reason is None:
-        raise TargetNotAllowedError(key, str(target), allowed_prefixes(extra))
-    return reason
+def check_target(key: str, target: Any, extra: Iterable[Any] = ()) -> str:
+    """Why ``target`` may be built (which allowlist entry admits it); raises
+    :class:`TargetNotAllowedError` (or :class:`TargetUnavailableError`) if it may not."""
+    return admit(key, target, extra).reason
 
 
 def find_targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Every (dotted key, target) pair inside a config tree."""
+    """Every (dotted key, target) pair inside a config tree (a DictConfig or a plain container)."""
     from omegaconf import DictConfig, ListConfig
 
     found: list[tuple[str, str]] = []
-    if isinstance(node, DictConfig):
+    if isinstance(node, DictConfig | dict):
         for key in node:
             child_key = f"{prefix}.{key!s}" if prefix else str(key)
             if key == "_target_":
                 found.append((prefix or "<root>", str(node[key])))
             else:
-                found.extend(find_targets(node._get_node(key), child_key))
-    elif isinstance(node, ListConfig):
+                child = node._get_node(key) if isinstance(node, DictConfig) else node[key]
+                found.extend(find_targets(child, child_key))
+    elif isinstance(node, ListConfig | list):
         for i in range(len(node)):
-            found.extend(find_targets(node._get_node(i), f"{prefix}[{i}]"))
+            child = node._get_node(i) if isinstance(node, ListConfig) else node[i]
+            found.extend(find_targets(child, f"{prefix}[{i}]"))
     return found
+
+
+def resolved_targets(cfg: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Every (dotted key, target) of ``cfg`` with its interpolations resolved (a node that
+    an interpolation brings in is built too); the unresolved tree if it does not resolve."""
+    from omegaconf import OmegaConf
+
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # a broken interpolation: validation reports it
+        return find_targets(cfg, prefix)
+    return find_targets(container, prefix)
+
+
+def _calling(obj: Any) -> Callable[..., Any]:
+    """A function that calls ``obj`` (and looks like it to ``inspect``): OmegaConf holds any
+    function as a plain value, but would read a class such as ``dict`` or a dataclass as a
+    config type."""
+
+    @functools.wraps(obj, updated=())
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return obj(*args, **kwargs)
+
+    return call
+
+
+def _admit_all(node: Any, key: str, allow: list[Any]) -> Any:
+    """A resolved copy of ``node`` (plain containers) whose ``_target_``s are admitted objects."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "_target_":
+                out[k] = _calling(admit(key or "<root>", v, allow).obj)
+            else:
+                out[k] = _admit_all(v, f"{key}.{k}" if key else str(k), allow)
+        return out
+    if isinstance(node, list):
+        return [_admit_all(v, f"{key}[{i}]", allow) for i, v in enumerate(node)]
+    return node
+
+
+def prepare(node: Any, key: str, allow: Iterable[Any] = ()) -> Any:
+    """``node`` resolved, with every ``_target_`` replaced by the object the allowlist admitted:
+    a config Hydra's ``instantiate`` builds without resolving any name."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if container is None:
+        return None
+    prepared = _admit_all(container, key, list(allow))
+    return OmegaConf.create(prepared, flags={"allow_objects": True})
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -97,16 +120,14 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
-def instantiate(node: Any, key: str, extra_allowed: Iterable[str] = (), **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` after checking every ``_target_`` in ``node``."""
+def instantiate(node: Any, key: str, extra_allowed: Iterable[Any] = (), **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of ``node``, every ``_target_`` admitted first."""
     from hydra.utils import instantiate as hydra_instantiate
 
-    for sub_key, target in find_targets(node, key):
-        check_target(sub_key, target, extra_allowed)
-    return hydra_instantiate(node, **kwargs)
+    return hydra_instantiate(prepare(node, key, extra_allowed), **kwargs)
 
 
-def factory(node: Any, key: str, extra_allowed: Iterable[str] = ()) -> Callable[..., Any]:
+def factory(node: Any, key: str, extra_allowed: Iterable[Any] = ()) -> Callable[..., Any]:
     """``node``'s target as a callable: ``f(*args, **kwargs)`` calls it with the node's settings
     and these arguments (whether or not the node says ``_partial_: true``), targets checked once.
 
@@ -117,11 +138,8 @@ def factory(node: Any, key: str, extra_allowed: Iterable[str] = ()) -> Callable[
     """
     from hydra.utils import instantiate as hydra_instantiate
 
-    extra_allowed = list(extra_allowed)
-    targets = find_targets(node, key)
-    for sub_key, target in targets:
-        check_target(sub_key, target, extra_allowed)
-    if len(targets) > 1:
-        return functools.partial(hydra_instantiate, node, _partial_=False)
-    built: Callable[..., Any] = hydra_instantiate(node, _partial_=True)
+    prepared = prepare(node, key, extra_allowed)
+    if len(find_targets(prepared)) > 1:
+        return functools.partial(hydra_instantiate, prepared, _partial_=False)
+    built: Callable[..., Any] = hydra_instantiate(prepared, _partial_=True)
     return built

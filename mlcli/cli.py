@@ -134,6 +134,7 @@ def train(
     from mlcli.preflight import check, use_user_config_dirs
 
     args = list(overrides or [])
+    typed = list(args)  # what the user typed (not what a sweep dir recorded for --resume)
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -146,32 +147,54 @@ def train(
         raise typer.Exit(EXIT_USAGE) from None
     if fail_fast:
         args.append("on_failure=stop")
-    command, problems = check(args, trust_overrides=trust_overrides)
+    command, problems = check(args, trust_overrides=trust_overrides, typed=typed)
     if problems:
         print_problems(problems)
         raise typer.Exit(EXIT_USAGE)
     use_user_config_dirs(command.config_dir)  # ./conf or --config-dir first (search-path plug-in)
-    if trust_overrides:
-        os.environ["MLCLI_TRUST_OVERRIDES"] = "1"  # recorded in every run's status.json
     extra: list[str] = []
-    if command.info_only:  # --cfg, --info, ...: Hydra prints and runs nothing
-        sys.argv = ["mlcli", *args, *extra]
-        from mlcli.app import hydra_main
+    with _session_env(command.admitted, trust_overrides):
+        if command.info_only:  # --cfg, --info, ...: Hydra prints and runs nothing
+            sys.argv = ["mlcli", *args, *extra]
+            from mlcli.app import hydra_main
 
-        hydra_main()
-        return
+            hydra_main()
+            return
 
+        try:
+            session_plan = plan(command, rerun=rerun, resume=resume)
+            if resume is not None:
+                check_resume(resume, session_plan)
+        except PlanError as error:
+            print_problems([ConfigProblem(error.key, str(error))])
+            raise typer.Exit(EXIT_USAGE) from None
+        if dry_run:
+            print_plan(session_plan)
+            return
+        _launch(session_plan, args, extra, rerun)
+
+
+@contextlib.contextmanager
+def _session_env(admitted: list[str], trust_overrides: bool) -> Any:
+    """For the command's duration, the environment every job reads (whatever process runs it;
+    the launch also passes it through ``hydra.job.env_set``): what the user admitted, and
+    whether ``--trust-overrides`` was given (recorded in every run's status.json)."""
+    from mlcli import allowlist, security
+
+    admission = allowlist.Admission(tuple(admitted), trust_overrides, os.getcwd())
+    values = {allowlist.ADMISSION_ENV: admission.to_env()}
+    if trust_overrides:
+        values[security.TRUST_ENV] = "1"
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        session_plan = plan(command, rerun=rerun, resume=resume)
-        if resume is not None:
-            check_resume(resume, session_plan)
-    except PlanError as error:
-        print_problems([ConfigProblem(error.key, str(error))])
-        raise typer.Exit(EXIT_USAGE) from None
-    if dry_run:
-        print_plan(session_plan)
-        return
-    _launch(session_plan, args, extra, rerun)
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -> None:

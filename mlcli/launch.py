@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlcli import rundir, security, sweep
+from mlcli import allowlist, rundir, security, sweep
 from mlcli.preflight import Command
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
@@ -118,6 +118,9 @@ def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> P
         key = sweep.run_key(cfg)
         jobs.append(Job(overrides, key, None if rerun else sweep.best_previous(index.get(key, []))))
     result = Plan(jobs, outputs_root, command.multirun, notes=notes)
+    for job in jobs:  # the job continues in that run dir: mlcli writes into it again
+        if job.previous is not None and job.previous.state not in sweep.DONE_STATES:
+            _check_reuse(job.previous.run_dir)
     hydra_cfg = _hydra_config(command).hydra
 
     from mlcli.preflight import sweeper_kind
@@ -126,6 +129,7 @@ def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> P
         previous = jobs[0].previous
         if previous is not None and _explicit(command.overrides, "hydra.run.dir") is None:
             # Reuse the run's dir rather than leave an empty new one behind.
+            _check_reuse(previous.run_dir)
             result.overrides.append(f"hydra.run.dir={_quote(str(previous.run_dir))}")
         return result
     result.sweeper = sweeper_kind(hydra_cfg)
@@ -204,6 +208,15 @@ def _plan_sweep_dir(
         result.sweep_dir = Path(str(hydra_cfg.sweep.dir))
     if explicit is None:
         result.overrides.append(f"hydra.sweep.dir={_quote(str(result.sweep_dir))}")
+    _check_reuse(result.sweep_dir)
+
+
+def _check_reuse(directory: Path) -> None:
+    """Refuse a run or sweep dir that mlcli would write into again but must not (a file of
+    someone else's, or a symbolic link that a write would follow)."""
+    problem = security.reuse_problem(Path(directory))
+    if problem is not None:
+        raise PlanError(str(directory), problem)
 
 
 def resume_args(sweep_dir: Path, args: list[str]) -> list[str]:
@@ -317,6 +330,9 @@ class Session:
             sweep.RERUN_ENV: "1" if self.rerun else "0",
             security.TRUST_ENV: "1" if security.trusted() else "0",
         }
+        admission = os.environ.get(allowlist.ADMISSION_ENV)
+        if admission is not None:
+            env[allowlist.ADMISSION_ENV] = admission
         return [f"+hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items()] + self.plan.overrides
 
     def launch(self, args: list[str], extra: list[str]) -> Outcome:

@@ -4,7 +4,9 @@ Hydra alone reports one problem at a time, exits 1 and may already have created 
 CLI calls :func:`check` first: it splits Hydra's own flags from the overrides, expands a basic
 sweep into its jobs, composes each job with Hydra's compose API, and collects every problem
 (unknown group option, unknown key, wrong type, out-of-range or missing value, a ``_target_``
-off the allowlist, a dangerous Hydra override) with the key it concerns and how to fix it.
+whose object is off the allowlist or that cannot be imported, an ``allow_targets`` entry that
+comes from a file instead of the command line, a dangerous Hydra setting, a write outside the
+outputs root) with the key it concerns and how to fix it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class Command:
     config_name: str = CONFIG_NAME
     jobs: list[tuple[list[str], Any]] = field(default_factory=list)
     """Each job's overrides and composed config, filled in by :func:`check`."""
+    admitted: list[str] = field(default_factory=list)
+    """The ``allow_targets`` entries the user typed on the command line (trust comes from the
+    user, not from a config file), filled in by :func:`check`."""
 
 
 def split_args(args: list[str]) -> Command:
@@ -224,6 +229,11 @@ def _study_jobs(command: Command, hydra: Any) -> tuple[list[list[str]], list[Con
                 "hydra.sweeper.percentile", f"must be in (0, 100), got {settings.percentile}"
             )
         )
+    from mlcli import security
+
+    storage = security.storage_problem(settings.get("storage"))
+    if storage is not None:
+        problems.append(storage)
     sampler = str(getattr(settings.sampler, "value", settings.sampler))
     if sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
         problems.append(
@@ -352,6 +362,53 @@ def _interpolation_problem(key: str, raw: str, error: Exception) -> ConfigProble
     return ConfigProblem(key, f"{raw}: cannot be resolved ({text})")
 
 
+def command_line_entries(overrides: list[str]) -> list[str]:
+    """The ``allow_targets`` entries in ``overrides`` (every value of a sweep over them)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # a syntax error: composing the jobs reports it
+        return []
+
+    def strings(value: Any) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list | tuple):
+            return [s for v in value for s in strings(v)]
+        return strings(value.list) if isinstance(getattr(value, "list", None), list) else []
+
+    return [
+        entry
+        for override in parsed
+        if override.key_or_group == "allow_targets" and not override.is_delete()
+        for entry in strings(override.value())
+    ]
+
+
+def _allow_problems(cfg: Any, command: Command, trust_overrides: bool) -> list[ConfigProblem]:
+    """``allow_targets`` entries that cannot admit anything, or that came from a config file."""
+    from mlcli.allowlist import ENV, entry_problem, env_entries
+
+    problems = []
+    admitted = {*command.admitted, *env_entries()}
+    for entry in [str(e) for e in cfg.get("allow_targets") or []]:
+        problem = entry_problem(entry)
+        if problem is not None:
+            problems.append(ConfigProblem("allow_targets", problem))
+        elif entry not in admitted and not trust_overrides:
+            problems.append(
+                ConfigProblem(
+                    "allow_targets",
+                    f"{entry!r} comes from a config file, and a config file cannot admit code "
+                    f"(it may come from someone else's repository). If you trust {entry}, admit "
+                    f"it yourself: `allow_targets=[{entry}]` on the command line or "
+                    f"{ENV}={entry} in the environment",
+                )
+            )
+    return problems
+
+
 def _check_job(
     command: Command, job: list[str], compose_one: Callable[..., Any], trust_overrides: bool
 ) -> list[ConfigProblem]:
@@ -359,7 +416,8 @@ def _check_job(
     from omegaconf import open_dict
 
     from mlcli import security
-    from mlcli.build import TargetNotAllowedError, check_target, find_targets
+    from mlcli.allowlist import TargetNotAllowedError, TargetUnavailableError, admit
+    from mlcli.build import resolved_targets
 
     try:
         cfg = compose_one(job, with_hydra=True)
@@ -368,10 +426,19 @@ def _check_job(
     from omegaconf.errors import InterpolationResolutionError
 
     unresolved = unresolved_interpolations(cfg, job, whole=False)  # hydra.* set by the command
+    found: list[ConfigProblem] = []
+    if not unresolved:
+        try:
+            if not trust_overrides:
+                found.extend(security.hydra_config_problems(cfg.hydra, _user_dirs(command)))
+            found.extend(security.write_problems(cfg, command.multirun))
+        except InterpolationResolutionError as error:
+            first = str(error).strip().splitlines()[0]
+            found.append(ConfigProblem("hydra", f"an interpolation cannot be resolved: {first}"))
     with open_dict(cfg):
-        hydra = cfg.pop("hydra")
+        cfg.pop("hydra")
     try:
-        found = validate(cfg)  # resolves every value: the first one that cannot be raises
+        found.extend(validate(cfg))  # resolves every value: the first one that cannot be raises
     except InterpolationResolutionError:
         unresolved.extend(unresolved_interpolations(cfg, []))  # all of them, on this path only
     if unresolved:
@@ -385,13 +452,16 @@ def _check_job(
                 "batch; use batch_size >= 2 or model.batch_norm=false",
             )
         )
-    if not trust_overrides:
-        found.extend(security.hydra_config_problems(hydra))
-    allow = list(cfg.get("allow_targets") or [])
-    for key, target in find_targets(cfg):
+    found.extend(_allow_problems(cfg, command, trust_overrides))
+    allow = [
+        str(e)
+        for e in cfg.get("allow_targets") or []
+        if trust_overrides or str(e) in command.admitted
+    ]
+    for key, target in resolved_targets(cfg):
         try:
-            check_target(key, target, allow)
-        except TargetNotAllowedError as error:
+            admit(key, target, allow, resolve=False, entries_checked=True)
+        except (TargetNotAllowedError, TargetUnavailableError) as error:
             found.append(ConfigProblem(f"{key}._target_", str(error)))
     return found
 
@@ -415,11 +485,23 @@ def _resolvable(command: Command) -> list[ConfigProblem]:
     return problems
 
 
-def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list[ConfigProblem]]:
-    """Compose and validate every job of ``mlcli train ARGS``; return the problems found."""
+def _user_dirs(command: Command) -> list[Path]:
+    return [d for d in search_dirs(command.config_dir) if d != packaged_conf_dir()]
+
+
+def check(
+    args: list[str], trust_overrides: bool = False, typed: list[str] | None = None
+) -> tuple[Command, list[ConfigProblem]]:
+    """Compose and validate every job of ``mlcli train ARGS``; return the problems found.
+
+    ``typed``: the arguments the user typed (default ``args``); an ``allow_targets`` entry
+    admits code only if it is among them (not when it comes from a file: a config, or the
+    command a sweep dir recorded for ``--resume``).
+    """
     from mlcli import security
 
     command = split_args(args)
+    command.admitted = command_line_entries(split_args(args if typed is None else typed).overrides)
     if command.config_dir and not Path(command.config_dir).is_dir():
         return command, [
             ConfigProblem("--config-dir", f"{command.config_dir!r} is not a directory")
@@ -427,6 +509,15 @@ def check(args: list[str], trust_overrides: bool = False) -> tuple[Command, list
     problems: list[ConfigProblem] = []
     if not trust_overrides:
         problems.extend(security.dangerous_overrides(command.overrides))
+    hydra_help = "--hydra-help" in command.flags
+    if command.info_only and hydra_help and not problems and not trust_overrides:
+        # Hydra's help configures logging from the composed config: check it like a run's.
+        try:
+            hydra = base_hydra(command)
+        except Exception:
+            hydra = None  # Hydra reports a config that does not compose, and runs nothing
+        if hydra is not None:
+            problems.extend(security.hydra_config_problems(hydra, _user_dirs(command)))
     if command.info_only and not problems and "--resolve" in command.flags:
         return command, _resolvable(command)  # Hydra would end in a traceback otherwise
     if command.info_only or problems:

@@ -25,7 +25,13 @@ TINY = ["epochs=2", "cv.n_splits=2", "progress=false"]
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.chdir(tmp_path)
-    for name in ("MLCLI_ALLOW_TARGETS", "MLCLI_LEDGER_DIR", "HYDRA_FULL_ERROR"):
+    for name in (
+        "MLCLI_ALLOW_TARGETS",
+        "MLCLI_ADMITTED_TARGETS",
+        "MLCLI_TRUST_OVERRIDES",
+        "MLCLI_LEDGER_DIR",
+        "HYDRA_FULL_ERROR",
+    ):
         monkeypatch.delenv(name, raising=False)
     # An in-process CLI run lets Hydra attach log handlers to the CliRunner's (then closed)
     # stdout; drop them afterwards so later tests' log lines do not hit a closed stream.

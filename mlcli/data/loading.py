@@ -34,7 +34,7 @@ def _cache_key(node: Any) -> str | None:
     and modification time of every file it names, so an edited data file is read again."""
     from omegaconf import OmegaConf
 
-    if not str(node.get("_target_", "")).startswith("mlcli.data."):
+    if not _own(node, "mlcli.data."):
         return None  # a user's builder may read anything: always call it
     container = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     files = []
@@ -43,6 +43,14 @@ def _cache_key(node: Any) -> str | None:
             stat = os.stat(value)
             files.append([value, stat.st_size, stat.st_mtime_ns, stat.st_ino])
     return json.dumps([container, files], sort_keys=True, default=str)
+
+
+def _own(node: Any, package: str) -> bool:
+    """Whether ``node`` is built by one of mlcli's own builders in ``package``."""
+    from mlcli.allowlist import BUILDER_TARGETS
+
+    target = str(node.get("_target_", ""))
+    return target in BUILDER_TARGETS and target.startswith(package)
 
 
 def _strings(value: Any) -> list[str]:
@@ -127,7 +135,7 @@ def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
             problems.append(ConfigProblem("metric", message))
 
     for cfg in cfgs:
-        if not str(cfg.dataset.get("_target_", "")).startswith("mlcli.data."):
+        if not _own(cfg.dataset, "mlcli.data."):
             check_metric(cfg, None)
             continue
         data_key = OmegaConf.to_yaml(cfg.dataset)
@@ -144,7 +152,7 @@ def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
         if dataset is not None:
             check_metric(cfg, dataset.task)
         split_key = data_key + OmegaConf.to_yaml(cfg.cv)
-        own_cv = str(cfg.cv.get("_target_", "")).startswith("mlcli.cv.")
+        own_cv = _own(cfg.cv, "mlcli.cv.")
         if dataset is None or not own_cv or split_key in planned:
             continue
         planned.add(split_key)

@@ -65,14 +65,11 @@ def model_factory(
     """``in_shape -> model`` for ``node`` (a ``model`` config) on ``dataset``: the config is
     checked and composed once, and each call builds a fresh model (``in_shape`` overrides the
     dataset's when preprocessing changes it, e.g. one-hot columns)."""
-    from hydra.utils import get_method
-
-    from mlcli.build import check_target, factory
+    from mlcli.build import admit, factory
 
     target = str(node._target_)
-    check_target("model", target, allow)
     name = target.rsplit(".", 1)[-1]
-    inputs = data_inputs(get_method(target), name, dataset)
+    inputs = data_inputs(admit("model", target, allow).obj, name, dataset)
     builder = factory(node, "model", allow)
 
     def build(in_shape: tuple[int, ...] | None = None) -> nn.Module:
