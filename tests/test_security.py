@@ -521,7 +521,9 @@ def test_resume_does_not_take_admissions_from_the_sweep_dirs_record(cli, tmp_pat
     key = sweep.sweep_key([sweep.run_key(cfg) for _, cfg in command.jobs])
     sweep_dir = tmp_path / "outputs" / "sweeps" / "shared"
     sweep_dir.mkdir(parents=True)
-    (sweep_dir / "sweep.json").write_text(json.dumps({"sweep_key": key, "args": args, "jobs": []}))
+    (sweep_dir / "sweep.json").write_text(
+        json.dumps({"sweep_key": key, "created": "2026-12-01T00:00:00", "args": args, "jobs": []})
+    )
     result = cli("train", "--resume", str(sweep_dir))
     assert result.exit_code == 2, result.output
     assert "allow_targets=[numpy]" in " ".join(result.output.split())
