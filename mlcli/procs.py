@@ -127,19 +127,23 @@ def call_in_child(fn: Callable[[], Any], grace: float = GRACE_S) -> ChildResult:
         return ChildResult(value=fn(), returned=True)
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns from here
-        os.close(read_fd)
-        _child(write_fd, fn, parent)
-    os.close(write_fd)
+    pid = 0
     chunks: list[bytes] = []
-    try:
+    try:  # from the fork on: an interrupt at any point stops the child it may have made
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns from here
+            os.close(read_fd)
+            _child(write_fd, fn, parent)
+        os.close(write_fd)
         with os.fdopen(read_fd, "rb") as pipe:
             while chunk := pipe.read(1 << 16):
                 chunks.append(chunk)
         _, status = os.waitpid(pid, 0)
     except KeyboardInterrupt:
-        _stop_child(pid, grace)
+        if os.getpid() != parent:  # pragma: no cover - the child, before its own handlers
+            os._exit(70)
+        if pid:
+            _stop_child(pid, grace)
         raise
     if os.WIFSIGNALED(status):
         return ChildResult(signal_name=signal.Signals(os.WTERMSIG(status)).name)
