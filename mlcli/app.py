@@ -84,7 +84,12 @@ def task(cfg: DictConfig) -> str:
         return "CANCELLED"
 
     outputs_root = Path(str(cfg.outputs_root))
-    with procs.interrupt_on_signals(), sweep.key_lock(outputs_root, key):
+    # A job in another process than the session's (a joblib worker) stops if the session dies.
+    with (
+        procs.interrupt_on_signals(),
+        procs.stop_with_session(session.process),
+        sweep.key_lock(outputs_root, key),
+    ):
         decision = sweep.decide(outputs_root, key, job_dir, rerun=session.rerun)
         run_dir = decision.run_dir
         entry["run_dir"] = str(run_dir)

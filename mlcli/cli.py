@@ -346,8 +346,10 @@ def main() -> None:
     with torch, scikit-learn and Hydra loaded, freeing every module and object one by one takes
     0.4-0.7 s, longer than most of a small run. Everything it would do for mlcli is done first:
     the jobs' files are fsynced as they are written, joblib workers and writer threads are shut
-    down by the command itself, and the streams and log handlers are flushed here. An uncaught
-    exception (``--debug``) and Ctrl-C take the ordinary way out.
+    down by the command itself (joblib's temp folders with them), multiprocessing's exit
+    handler unlinks the named semaphores loky made (/dev/shm/sem.loky-*), and the streams and
+    log handlers are flushed here. An uncaught exception (``--debug``) and Ctrl-C take the
+    ordinary way out.
     """
     try:
         app()
@@ -363,6 +365,13 @@ def _leave(code: int) -> None:
     """Exit now with ``code``, after flushing what a normal exit would flush."""
     import logging
 
+    # multiprocessing's atexit handler (microseconds): the finalizers of what loky built on it,
+    # e.g. the semaphores of an executor whose workers were stopped; else loky's resource
+    # tracker finds them leaked after we exit (and warns).
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        with contextlib.suppress(Exception):
+            util._exit_function()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

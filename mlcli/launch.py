@@ -324,10 +324,13 @@ class Session:
 
     def overrides(self) -> list[str]:
         """Hydra overrides that hand the session to every job, in whatever process it runs."""
+        from mlcli import procs
+
         env = {
             sweep.SESSION_ENV: self.id,
             sweep.LEDGER_ENV: str(self.ledger),
             sweep.RERUN_ENV: "1" if self.rerun else "0",
+            sweep.PROCESS_ENV: procs.identity(),
             security.TRUST_ENV: "1" if security.trusted() else "0",
         }
         admission = os.environ.get(allowlist.ADMISSION_ENV)
@@ -364,13 +367,16 @@ class Session:
         finally:
             stopped = bool(outcome.interrupted or outcome.hydra_exit)
             if stopped:
-                # Whatever the launch started (workers, their jobs) stops before we return.
-                procs.stop_processes([p for p in procs.descendants() if p.pid not in before])
+                # Whatever the launch started (workers, their jobs) stops before we return; the
+                # resource trackers stay: they clean /dev/shm up once the workers have exited.
+                keep = before | _resource_trackers()
+                procs.stop_processes([p for p in procs.descendants() if p.pid not in keep])
             shutdown_joblib_workers(kill=stopped)
             sweep.mark_stale_runs(
                 self.plan.outputs_root,
                 self.id,
                 message=f"stopped by {outcome.interrupted or 'the end of the sweep'}",
+                wait=procs.GRACE_S,  # for jobs still dying (their processes hold the locks)
             )
             outcome.entries = sweep.read_ledger(self.ledger)
             shutil.rmtree(self.ledger, ignore_errors=True)
@@ -398,15 +404,40 @@ class Session:
 
 
 def shutdown_joblib_workers(kill: bool = False) -> None:
-    """Stop the joblib launcher's worker processes now (loky keeps them for reuse otherwise).
+    """Stop the joblib launcher's worker processes now (loky keeps them for reuse otherwise),
+    and free what joblib holds in /dev/shm for them.
 
     A session's workers must not outlive it: they hold its working directory and environment.
+    ``terminate`` (not just ``shutdown``) also deletes joblib's memmapping folder, which joblib
+    would leave to an ``atexit`` handler: ``mlcli`` exits without running those (see
+    :func:`mlcli.cli.main`), and loky's resource tracker then warned of a leaked folder.
     """
     module = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(module, "_executor", None)  # loky's one reusable executor, if started
     if executor is not None:
         with contextlib.suppress(Exception):
-            executor.shutdown(wait=not kill, kill_workers=kill)
+            if hasattr(executor, "terminate"):  # joblib's MemmappingExecutor
+                executor.terminate(kill_workers=kill)
+            else:
+                executor.shutdown(wait=not kill, kill_workers=kill)
+
+
+def _resource_trackers() -> set[int]:
+    """The pids of loky's and multiprocessing's resource trackers, if this process started them.
+
+    Each ignores SIGTERM and exits by itself once every process sharing it has, after it has
+    unlinked what they left (semaphores, joblib's folders); killed, it leaves those behind.
+    """
+    pids = set()
+    for name in (
+        "joblib.externals.loky.backend.resource_tracker",
+        "multiprocessing.resource_tracker",
+    ):
+        tracker = getattr(sys.modules.get(name), "_resource_tracker", None)
+        pid = getattr(tracker, "_pid", None)
+        if isinstance(pid, int):
+            pids.add(pid)
+    return pids
 
 
 def signal_name(signum: int) -> str:

@@ -163,7 +163,7 @@ def infer_direction(metric: str) -> str:
 @contextlib.contextmanager
 def study_lock(sweep_dir: Path) -> Iterator[None]:
     """Hold the study of ``sweep_dir`` exclusively (a second sweep process fails at once)."""
-    fd = os.open(sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

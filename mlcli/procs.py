@@ -9,12 +9,19 @@ in-process.
 
 Signals: SIGTERM becomes ``KeyboardInterrupt`` like Ctrl-C, once (a second signal does not
 interrupt the clean-up of the first), so a run can mark itself INTERRUPTED.
+
+The session's death: a job may run in another process than the ``mlcli`` command that started
+it (a joblib worker, a submitit job). Such a process watches the command's process
+(:func:`stop_with_session`) and, when it has died (``kill -9``), interrupts its job as SIGTERM
+would (the run records INTERRUPTED and stays resumable) and exits: no worker outlives its
+session, none finishes jobs nobody waits for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import pickle
 import signal
@@ -30,6 +37,10 @@ GRACE_S = 5.0
 """How long an interrupted job may take to record its state before it is killed."""
 
 _PR_SET_PDEATHSIG = 1
+WATCH_INTERVAL_S = 0.5
+"""How often a job's process checks that its session's process is alive."""
+
+log = logging.getLogger("mlcli")
 
 
 @dataclass
@@ -116,19 +127,23 @@ def call_in_child(fn: Callable[[], Any], grace: float = GRACE_S) -> ChildResult:
         return ChildResult(value=fn(), returned=True)
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns from here
-        os.close(read_fd)
-        _child(write_fd, fn, parent)
-    os.close(write_fd)
+    pid = 0
     chunks: list[bytes] = []
-    try:
+    try:  # from the fork on: an interrupt at any point stops the child it may have made
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns from here
+            os.close(read_fd)
+            _child(write_fd, fn, parent)
+        os.close(write_fd)
         with os.fdopen(read_fd, "rb") as pipe:
             while chunk := pipe.read(1 << 16):
                 chunks.append(chunk)
         _, status = os.waitpid(pid, 0)
     except KeyboardInterrupt:
-        _stop_child(pid, grace)
+        if os.getpid() != parent:  # pragma: no cover - the child, before its own handlers
+            os._exit(70)
+        if pid:
+            _stop_child(pid, grace)
         raise
     if os.WIFSIGNALED(status):
         return ChildResult(signal_name=signal.Signals(os.WTERMSIG(status)).name)
@@ -178,3 +193,100 @@ def stop_processes(processes: list[Any], grace: float = 3.0) -> None:
         with contextlib.suppress(psutil.Error):
             process.kill()
     psutil.wait_procs(alive, timeout=grace)
+
+
+# --------------------------------------------------------------------------------------------------
+# The session's process: jobs in other processes stop when it dies.
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """State letter and start time (clock ticks since boot) of process ``pid``; None if none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()  # after "pid (command name)"
+        return fields[0].decode("ascii"), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""  # not Linux: processes are not watched
+
+
+def identity() -> str:
+    """This process as ``boot id:pid:start time``: on this machine, it names this process only
+    (a pid is reused, its start time is not; another machine has another boot id)."""
+    stat = _stat(os.getpid())
+    return f"{_boot_id()}:{os.getpid()}:{stat[1] if stat else 0}"
+
+
+class _SessionWatch:
+    """A daemon thread: once the watched process is gone, stop this process's job and exit."""
+
+    def __init__(self, pid: int, started: int) -> None:
+        self.pid, self.started = pid, started
+        self.idle = threading.Event()  # no job of the session running in this process
+        self.idle.set()
+        self.retired = False  # replaced by the watch of another session
+        threading.Thread(target=self._run, name="mlcli-session-watch", daemon=True).start()
+
+    def alive(self) -> bool:
+        """Whether the session's process is still running (a zombie has ended)."""
+        stat = _stat(self.pid)
+        return stat is not None and stat[1] == self.started and stat[0] not in "ZXx"
+
+    def _run(self) -> None:
+        while self.alive():
+            time.sleep(WATCH_INTERVAL_S)
+            if self.retired:
+                return
+        if not self.idle.is_set():
+            with contextlib.suppress(Exception):  # (a stream may lead to the dead one's pipe)
+                log.warning(
+                    "the mlcli process (pid %d) is gone: interrupting this job (its run stays "
+                    "resumable: run the same command again)",
+                    self.pid,
+                )
+            # As `kill` would: the job's child records INTERRUPTED (and is killed after GRACE_S).
+            os.kill(os.getpid(), signal.SIGTERM)
+            self.idle.wait(GRACE_S + 5.0)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(1)
+
+
+_WATCH: _SessionWatch | None = None
+
+
+@contextlib.contextmanager
+def stop_with_session(session_process: str | None) -> Iterator[None]:
+    """Run a job (the block) that stops when the session's process dies.
+
+    ``session_process`` is the :func:`identity` of the ``mlcli`` process that started the job.
+    In that process itself (Hydra's basic launcher), or on another machine (a cluster job), this
+    does nothing. Elsewhere one thread per process checks every ``WATCH_INTERVAL_S`` that the
+    session's process is alive; when it is gone, the job running in the block is interrupted
+    (SIGTERM to this process: the handler of :func:`interrupt_on_signals`) and the process
+    exits, at once if no job is running.
+    """
+    global _WATCH
+    boot, pid, started = [*(session_process or "").split(":"), "", "", ""][:3]
+    watched = pid.isdigit() and started.isdigit() and int(started) > 0
+    if not watched or not boot or boot != _boot_id() or int(pid) == os.getpid():
+        yield
+        return
+    watch = _WATCH
+    if watch is None or (watch.pid, watch.started) != (int(pid), int(started)):
+        if watch is not None:
+            watch.retired = True
+        watch = _WATCH = _SessionWatch(int(pid), int(started))
+    watch.idle.clear()
+    try:
+        yield
+    finally:
+        watch.idle.set()

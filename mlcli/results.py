@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -26,11 +26,30 @@ OVERRIDES_FILE = "overrides.yaml"
 STATES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED", "INTERRUPTED", "PRUNED", "SKIPPED")
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new temp file next to ``path`` (``.name.<random>.tmp``), opened for writing.
+
+    Created with mode 0o666 and the umask applied, as ``open`` would (``tempfile.mkstemp``
+    makes 0600 files, which an ``os.replace`` would then leave on the final file).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 2^32 names
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that no reader or crash ever sees a partial file."""
+    """Write ``data`` to ``path`` so that no reader or crash ever sees a partial file.
+
+    The file gets the permissions a plain ``open`` gives (0o666 less the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -55,6 +55,8 @@ STATE_DIR = ".mlcli"
 SESSION_ENV = "MLCLI_SESSION"
 LEDGER_ENV = "MLCLI_LEDGER_DIR"
 RERUN_ENV = "MLCLI_RERUN"
+PROCESS_ENV = "MLCLI_SESSION_PROCESS"
+"""The ``mlcli`` process of the session (:func:`mlcli.procs.identity`): its jobs stop with it."""
 STOP_FILE = "STOP"
 DATA_FILES_KEY = "data_files"
 """Where the run key (and status.json) hold the data files' content hashes."""
@@ -198,7 +200,7 @@ def key_lock(outputs_root: Path, key: str) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         _HELD[held] = os.getpid()
@@ -210,20 +212,35 @@ def key_lock(outputs_root: Path, key: str) -> Iterator[None]:
 
 def is_locked(outputs_root: Path, key: str) -> bool:
     """Whether a live process holds run ``key``'s lock right now."""
+    with lock_within(outputs_root, key, 0.0) as held:
+        return not held
+
+
+@contextlib.contextmanager
+def lock_within(outputs_root: Path, key: str, timeout: float) -> Iterator[bool]:
+    """Hold run ``key``'s lock if it is free within ``timeout`` seconds: yields whether it is."""
     path = _lock_path(outputs_root, key)
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
-        return False
+        yield True  # never locked: nobody holds it
+        return
+    deadline = time.monotonic() + timeout
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return True
-        raise
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.02)
+        yield True
     finally:
         os.close(fd)
-    return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,20 +317,32 @@ def linked_run_dir(job_dir: Path) -> Path:
 
 
 def mark_stale_runs(
-    outputs_root: Path, session: str, state: str = "INTERRUPTED", message: str = ""
+    outputs_root: Path,
+    session: str,
+    state: str = "INTERRUPTED",
+    message: str = "",
+    wait: float = 0.0,
 ) -> list[Path]:
     """Runs of ``session`` still RUNNING although no process holds them: set them to ``state``.
 
-    Used after a sweep was stopped (a SIGKILLed worker cannot write its own status).
+    Used after a sweep was stopped (a SIGKILLed worker cannot write its own status). A lock
+    still held may belong to a process of the session that is dying (killed by joblib's abort,
+    its fds not closed yet): each such lock is waited for, ``wait`` seconds for all of them, and
+    the run's state is set holding it.
     """
     marked = []
+    deadline = time.monotonic() + wait
     for record in scan_runs(outputs_root):
         if record.session != session or record.state != "RUNNING":
             continue
-        if is_locked(outputs_root, record.run_key):
-            continue
-        set_state(record.run_dir, state, "Interrupted" if state == "INTERRUPTED" else "", message)
-        marked.append(record.run_dir)
+        timeout = max(0.0, deadline - time.monotonic())
+        with lock_within(outputs_root, record.run_key, timeout) as held:
+            current = read_record(record.run_dir) if held else None
+            if current is None or current.session != session or current.state != "RUNNING":
+                continue  # still computed, or it recorded its own end meanwhile
+            kind = "Interrupted" if state == "INTERRUPTED" else ""
+            set_state(record.run_dir, state, kind, message)
+            marked.append(record.run_dir)
     return marked
 
 
@@ -415,6 +444,8 @@ class Session:
     id: str | None
     ledger: Path | None
     rerun: bool
+    process: str | None = None
+    """The :func:`mlcli.procs.identity` of the session's ``mlcli`` process."""
 
     @classmethod
     def from_env(cls) -> Session:
@@ -424,6 +455,7 @@ class Session:
             id=os.environ.get(SESSION_ENV) or None,
             ledger=Path(ledger) if ledger else None,
             rerun=os.environ.get(RERUN_ENV, "0") == "1",
+            process=os.environ.get(PROCESS_ENV) or None,
         )
 
     def record(self, entry: dict[str, Any]) -> None:

@@ -210,6 +210,78 @@ def test_markdown_and_table_show_every_state(cli, in_data):
         assert text in table
 
 
+# A config value and an error message from someone else's run dir, out to break the table and
+# to add HTML, a link, an image, code, emphasis, strikethrough and math to a pull request.
+HOSTILE = (
+    "a | b\nc `code` <script>alert(1)</script> <img src=x onerror=alert(1)> &amp; *bold* "
+    "__strong__ _it_ [link](http://evil.example) ![img](http://evil.example/i.png) ~~s~~ $x^2$ "
+    "\\| #h"
+)
+
+
+class _Rendered(html.parser.HTMLParser):
+    """The HTML a markdown renderer makes of a report: its tags and its tables' cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.tables: list[list[list[str]]] = []
+        self.in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append("")
+            self.in_cell = True
+
+    def handle_endtag(self, tag):
+        self.in_cell = self.in_cell and tag not in ("td", "th")
+
+    def handle_data(self, data):
+        if self.in_cell:
+            self.tables[-1][-1][-1] += data
+
+
+def test_markdown_shows_hostile_config_values_and_errors_as_written(cli, tmp_path):
+    import shutil
+
+    import yaml
+    from markdown_it import MarkdownIt
+
+    shutil.copytree(DATA / "runs", tmp_path / "runs")
+    failed = tmp_path / "runs" / "fail_ed *x*"
+    (tmp_path / "runs" / "failed").rename(failed)
+    config = yaml.safe_load((failed / "config.yaml").read_text())
+    config["model"]["activation"] = HOSTILE
+    (failed / "config.yaml").write_text(yaml.safe_dump(config))
+    status = json.loads((failed / "status.json").read_text())
+    status["error"]["message"] = HOSTILE
+    (failed / "status.json").write_text(json.dumps(status))
+
+    result = cli("report", "runs", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    # Rendered as GitHub would (raw HTML allowed): only the report's own structure comes out.
+    page = _Rendered()
+    page.feed(MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(
+        result.stdout
+    ))  # fmt: skip
+    assert page.tags <= {"h3", "h4", "p", "table", "thead", "tbody", "tr", "th", "td", "ul", "li"}
+    configurations, incomplete = page.tables
+    for table in page.tables:  # no cell split or row broken by a value
+        assert {len(row) for row in table} == {len(table[0])}
+    shown = " ".join(HOSTILE.split("\n"))
+    header = configurations[0]
+    (row,) = [r for r in configurations if r[header.index("model.activation")] == shown]
+    assert row[header.index("reason")] == f"ValueError: {shown}"
+    header = incomplete[0]
+    (row,) = [r for r in incomplete if r[header.index("run_dir")] == "runs/fail_ed *x*"]
+    assert row[header.index("error")] == f"ValueError: {shown}"
+
+
 BAD = [
     (["--by", "optim.lrr"], "--by optim.lrr: no run has this config key. Did you mean 'optim.lr'"),
     (["--where", "optimm=adam"], "--where optimm: no run has this config key"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +65,44 @@ def test_ordered_writer_raises_a_failed_write(tmp_path):
     writer.submit(atomic_write_text, tmp_path / "after.txt", "ok")  # usable again
     writer.drain()
     assert (tmp_path / "after.txt").read_text() == "ok"
+
+
+@pytest.fixture(params=[0o022, 0o002, 0o077])
+def umask(request):
+    """The process umask for one test (restored afterwards)."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def _modes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_atomic_writes_and_checkpoints_get_the_mode_open_gives(tmp_path, umask):
+    from mlcli import checkpoint
+
+    atomic_write_text(tmp_path / "status.json", "{}")
+    checkpoint.save(checkpoint.fold_path(tmp_path, 0), {"epoch": 1})
+    with open(tmp_path / "plain.txt", "w") as handle:  # what every other writer gives
+        handle.write("x")
+    assert _modes(tmp_path) == dict.fromkeys(
+        ["status.json", "checkpoints/fold-0.pt", "plain.txt"], oct(0o666 & ~umask)
+    )
+
+
+def test_every_file_of_a_sweep_and_its_report_respects_the_umask(cli, tmp_path, umask):
+    args = ["-m", "seed=0,1", "model=linear", "dataset=wine", "cv.n_splits=2", "epochs=2"]
+    assert cli("train", *args, "progress=false").exit_code == 0
+    report = ["--format", "markdown", "--out", "report.md", "--plots", "plots"]
+    assert cli("report", "outputs", *report).exit_code == 0
+    modes = _modes(tmp_path)
+    written = {Path(p).name for p in modes}
+    for name in ("status.json", "results.parquet", "config.yaml", "overrides.yaml", "app.log"):
+        assert name in written  # (and Hydra's .hydra/*.yaml, the sweep's manifest, the locks)
+    assert "report.md" in modes and any(p.startswith("plots/") for p in modes)
+    assert {p: m for p, m in modes.items() if m != oct(0o666 & ~umask)} == {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +141,9 @@ def test_killed_sweep_resumes_with_the_same_command(cli, test_models, tmp_path, 
     _wait_for(tmp_path / "PAUSED", first)
     os.killpg(first.pid, signal.SIGKILL)  # the whole process group: CLI, workers, jobs
     first.wait()
+    for name in _shm_entries(first.pid):  # loky's resource tracker was killed too: clean up
+        shutil.rmtree(f"/dev/shm/{name}", ignore_errors=True)
+        Path(f"/dev/shm/{name}").unlink(missing_ok=True)
 
     before = _statuses(tmp_path / "outputs")
     completed = {d for d, s in before.items() if s["state"] == "COMPLETED"}
@@ -231,7 +235,120 @@ def test_sigterm_to_a_sweep_stops_everything(test_models, tmp_path, launcher):
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing written after exit
     states = [s["state"] for s in _statuses(tmp_path / "outputs").values()]
     assert "INTERRUPTED" in states and set(states) <= {"INTERRUPTED", "COMPLETED"}
-    assert "interrupted by SIGTERM" in (tmp_path / "first-run.log").read_text()
+    log = (tmp_path / "first-run.log").read_text()
+    assert "interrupted by SIGTERM" in log
+    assert _shm_entries(parent.pid) == set() and "leaked" not in log, log  # loky cleaned up
+
+
+def _shm_entries(pid: int) -> set[str]:
+    """What loky and joblib keep in /dev/shm for process ``pid`` (semaphores, memmap folders)."""
+    shm = Path("/dev/shm")
+    names = [p.name for p in shm.iterdir()] if shm.is_dir() else []
+    return {n for n in names if f"loky-{pid}-" in n or f"joblib_memmapping_folder_{pid}_" in n}
+
+
+def _by_run_key(root: Path) -> dict[str, list[pd.DataFrame]]:
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for run_dir, status in sorted(_statuses(root).items()):
+        frame = pd.read_parquet(run_dir / "results.parquet").sort_values(
+            ["fold", "epoch", "split", "metric"], ignore_index=True
+        )
+        frames.setdefault(status["run_key"], []).append(frame)
+    return frames
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_joblib_parent_stops_its_workers_and_the_runs_resume(
+    cli, test_models, tmp_path
+):
+    (tmp_path / "PAUSE").touch()
+    args = [
+        "-m", "model=pausing", "model.pause_fold=2", "seed=0,1,2", "allow_targets=[sweep_models]",
+        "cv.n_splits=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
+    ]  # fmt: skip
+    in_flight = min(2, launch.cores())  # one job per worker, each paused in its fold 1
+    parent = _start(tmp_path, *args)
+    deadline = time.monotonic() + 240
+    while sum(s["folds_completed"] == [0] for s in _statuses(tmp_path / "outputs").values()) < (
+        in_flight
+    ):
+        assert parent.poll() is None, (tmp_path / "first-run.log").read_text()
+        assert time.monotonic() < deadline, "the jobs did not reach their fold 1"
+        time.sleep(0.1)
+    assert len(_group_alive(parent.pid)) >= 1 + 2 * in_flight  # the CLI, workers, their jobs
+
+    os.kill(parent.pid, signal.SIGKILL)  # the parent alone
+    parent.wait()
+    killed = time.monotonic()
+    while _group_alive(parent.pid) and time.monotonic() - killed < 10:
+        time.sleep(0.1)
+    assert _group_alive(parent.pid) == []  # workers, jobs and loky's resource tracker
+    assert _shm_entries(parent.pid) == set()
+    # The jobs in flight stopped and said so; the job not started yet left nothing.
+    states = [s["state"] for s in _statuses(tmp_path / "outputs").values()]
+    assert states == ["INTERRUPTED"] * in_flight
+
+    (tmp_path / "PAUSE").unlink()
+    result = cli("train", *args)  # the identical command
+    assert result.exit_code == 0, result.output
+    assert "3 jobs: 3 COMPLETED" in result.output
+    resumed = _statuses(tmp_path / "outputs").values()
+    assert (
+        sorted(len(s["resumed_folds"]) for s in resumed) == [0] * (3 - in_flight) + [1] * in_flight
+    )
+    # The same results as a sweep that was never interrupted (the launcher changes no result).
+    basic = [a for a in args if not a.startswith(("hydra/launcher", "hydra.launcher"))]
+    assert cli("train", *basic, "--rerun").exit_code == 0
+    frames = _by_run_key(tmp_path / "outputs")
+    assert len(frames) == 3 and all(len(pair) == 2 for pair in frames.values())
+    for first, second in frames.values():
+        pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_leaves_nothing_in_dev_shm_and_warns_of_no_leak(tmp_path):
+    args = ["-m", "seed=0,1", "model=linear", "cv.n_splits=2", "hydra/launcher=joblib", *FAST]
+    sweep_process = subprocess.Popen(
+        [sys.executable, "-m", "mlcli", "train", *args],  # `mlcli`: exits without atexit handlers
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    # Until every process holding the pipes has exited: loky's resource tracker, which warns of
+    # leaks and cleans up after the others, too.
+    out, err = sweep_process.communicate(timeout=300)
+    assert sweep_process.returncode == 0, out + err
+    assert "2 jobs: 2 COMPLETED" in err
+    assert "leaked" not in err and "resource_tracker" not in err, err
+    assert _shm_entries(sweep_process.pid) == set()
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from mlcli import sweep
+with sweep.key_lock(Path(sys.argv[1]), "k"):
+    print("held", flush=True)
+    time.sleep(1.0)  # a job's process that takes a moment to die
+"""
+
+
+def test_a_stale_run_is_marked_once_its_dying_process_lets_go_of_the_lock(tmp_path):
+    from mlcli.results import write_json
+
+    root = tmp_path / "outputs"
+    run_dir = root / "runs" / "r"
+    write_json(run_dir / "status.json", {"state": "RUNNING", "run_key": "k", "session": "s1"})
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(root)], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert sweep.mark_stale_runs(root, "s1") == []  # computed by a live process
+        assert sweep.mark_stale_runs(root, "s2", wait=5.0) == []  # not this session's
+        assert sweep.mark_stale_runs(root, "s1", wait=30.0) == [run_dir]  # waited for it
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "INTERRUPTED"
 
 
 def test_diverged_job_is_listed_and_the_sweep_goes_on(cli, tmp_path):

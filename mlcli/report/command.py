@@ -6,7 +6,6 @@ written; files are then written atomically (temp file, fsync, rename).
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,14 +17,6 @@ from mlcli.report.export import to_csv, to_html, to_json, to_markdown, to_table
 from mlcli.results import atomic_write_bytes
 
 __all__ = ["ReportError", "render", "run_report"]
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Atomic write, then the permissions a plain ``open`` would give (temp files are 0600)."""
-    atomic_write_bytes(path, data)
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
 
 
 def render(agg: Aggregated, fmt: str, plots: dict[str, bytes], width: int | None = None) -> str:
@@ -88,10 +79,10 @@ def run_report(
 
     if plots is not None:
         for name, data in figures.items():
-            _write(plots / name, data)
+            atomic_write_bytes(plots / name, data)
         print(f"wrote {len(figures)} plots to {plots}", file=sys.stderr)
     if out is not None:
-        _write(out, text.encode("utf-8"))
+        atomic_write_bytes(out, text.encode("utf-8"))
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -166,27 +167,56 @@ def to_json(agg: Aggregated) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
+# Inline markup of GitHub-flavoured markdown: table cells, code spans, emphasis, links and
+# images, raw HTML and entities, strikethrough, math, headings; a backslash makes each literal.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>&|~$#])")
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+_BLOCK_START = re.compile(r"^([-+=]|\d+[.)])")
 
+
+def markdown_text(value: Any, line_start: bool = False) -> str:
+    """``value`` as literal markdown text: one line, every markup character escaped.
+
+    Config values, overrides, paths and error messages come from other people's files; in a
+    table cell or a list item they must show as written, never break the table or add HTML,
+    links or images. ``line_start``: the text begins a line (a list item), where ``-``, ``+``,
+    ``=`` or ``1.`` would start a block.
+    """
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", str(value)).strip())
+    if line_start:
+        text = _BLOCK_START.sub(lambda m: m[1][:-1] + "\\" + m[1][-1], text)  # 1\. \-
+    return text
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
     lines = [
-        "| " + " | ".join(cell(c) for c in frame.columns) + " |",
+        "| " + " | ".join(markdown_text(c) for c in frame.columns) + " |",
         "|" + "|".join("---:" if c in NUMERIC_COLUMNS else "---" for c in frame.columns) + "|",
     ]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.values]
+    lines += ["| " + " | ".join(markdown_text(v) for v in row) + " |" for row in frame.values]
     return "\n".join(lines) + "\n"
 
 
 def to_markdown(agg: Aggregated) -> str:
-    """A lab-notebook / pull-request section: headline, table, incomplete runs, notes."""
-    title = f"Comparison of {agg.compare_key}" if agg.compare is not None else "Configurations"
-    parts = [f"### {title}\n", f"{headline(agg)}.\n", _markdown_table(display_frame(agg))]
+    """A lab-notebook / pull-request section: headline, table, incomplete runs, notes.
+
+    Every text that is not mlcli's own markup is escaped (:func:`markdown_text`).
+    """
+    title = (
+        f"Comparison of {markdown_text(agg.compare_key)}"
+        if agg.compare is not None
+        else "Configurations"
+    )
+    parts = [
+        f"### {title}\n",
+        f"{markdown_text(headline(agg), line_start=True)}.\n",
+        _markdown_table(display_frame(agg)),
+    ]
     incomplete = incomplete_runs(agg)
     if len(incomplete):
         parts += ["#### Runs that did not complete\n", _markdown_table(incomplete)]
-    parts.append("Diagnosis: " + "; ".join(rules_text(agg.rules)) + ".\n")
-    parts += [f"- {note}\n" for note in agg.notes]
+    parts.append("Diagnosis: " + "; ".join(map(markdown_text, rules_text(agg.rules))) + ".\n")
+    parts += [f"- {markdown_text(note, line_start=True)}\n" for note in agg.notes]
     return "\n".join(parts)
 
 
