@@ -23,9 +23,9 @@ import torch
 
 from mlcli import runner
 from mlcli.analysis import FlatModel, analyze, loss_function
+from mlcli.config.compose import compose_job
 from mlcli.data import digits
 from mlcli.models import mlp
-from mlcli.preflight import compose_job
 
 
 def cost(repeats: int) -> None:

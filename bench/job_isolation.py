@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlcli import procs, runner
-from mlcli.preflight import compose_job
+from mlcli import runner
+from mlcli.config.compose import compose_job
+from mlcli.sweeps import procs
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from mlcli.optuna_study import objective
-from mlcli.sweep import scan_runs
+from mlcli.sweeps import scan_runs
+from mlcli.sweeps.study import objective
 
 MLCLI = [sys.executable, "-m", "mlcli", "train", "-m", "progress=false"]
 GRID_LR = ["0.0001", "0.0031622776601683794", "0.1"]

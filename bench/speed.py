@@ -33,12 +33,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlcli import runner
-from mlcli.build import instantiate
+from mlcli.config.compose import compose_job
+from mlcli.config.targets import instantiate
 from mlcli.cv import hold_out_test, make_folds
-from mlcli.optimizers import build_optimizer
-from mlcli.preflight import compose_job
-from mlcli.preprocess import fold_tensors
-from mlcli.train import FoldData, batches_per_epoch, fit
+from mlcli.data.preprocess import fold_tensors
+from mlcli.engine.loop import FoldData, batches_per_epoch, fit
+from mlcli.engine.optim import build_optimizer
 
 
 def reference_fold(data: FoldData, epochs: int, batch_size: int, lr: float, seed: int) -> float:
@@ -116,7 +116,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 outcome = runner.run(job, Path(tmp))
                 assert outcome.state == "COMPLETED", outcome
-                frame = __import__("mlcli.results", fromlist=["x"]).read_results(
+                frame = __import__("mlcli.rundir", fromlist=["x"]).read_results(
                     Path(tmp) / "results.parquet"
                 )
                 final = [

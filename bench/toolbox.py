@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from mlcli import runner
-from mlcli.build import instantiate
 from mlcli.config import register_schemas
+from mlcli.config.compose import compose_job
+from mlcli.config.targets import instantiate
 from mlcli.cv import hold_out_test, make_folds
-from mlcli.preflight import compose_job
 
 Summary = dict[str, tuple[float, float]]
 

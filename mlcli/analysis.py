@@ -332,7 +332,7 @@ def plot_landscape(
 def _defaults() -> Any:
     from omegaconf import OmegaConf
 
-    from mlcli.schemas.analysis import HessianSchema
+    from mlcli.config.schemas.analysis import HessianSchema
 
     return OmegaConf.structured(HessianSchema)
 
@@ -407,7 +407,7 @@ class Analyzer:
             if last and self.landscape:
                 self._landscape(flat_model, found)
             if last and self.findings:
-                from mlcli.results import write_json
+                from mlcli.rundir import write_json
 
                 write_json(self.out_dir / f"fold{self.fold}.json", {"findings": self.findings})
         finally:
@@ -489,6 +489,6 @@ class Analyzer:
 
 def loss_function(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training objective of ``task`` as (output, target) -> scalar."""
-    from mlcli.train import _loss
+    from mlcli.engine.loop import _loss
 
     return lambda output, target: _loss(task, output, target)

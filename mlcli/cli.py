@@ -63,9 +63,9 @@ def complete_override(incomplete: str) -> list[str]:
     if "=" in incomplete:
         group, _, partial = incomplete.partition("=")
         return [f"{group}={o}" for o in options.get(group, []) if o.startswith(partial)]
-    from mlcli.preflight import _top_level_keys
+    from mlcli.config.compose import top_level_keys
 
-    keys = [f"{g}=" for g in GROUPS] + [f"{k}=" for k in _top_level_keys() if k not in GROUPS]
+    keys = [f"{g}=" for g in GROUPS] + [f"{k}=" for k in top_level_keys() if k not in GROUPS]
     return [k for k in keys if k.startswith(incomplete)]
 
 
@@ -130,8 +130,9 @@ def train(
     ] = False,
 ) -> None:
     """Run an experiment (or a sweep with -m)."""
-    from mlcli.launch import PlanError, check_resume, plan, print_plan, resume_args
-    from mlcli.preflight import check, use_user_config_dirs
+    from mlcli.config.compose import use_user_config_dirs
+    from mlcli.sweeps.launch import PlanError, check_resume, plan, print_plan, resume_args
+    from mlcli.sweeps.preflight import check
 
     args = list(overrides or [])
     typed = list(args)  # what the user typed (not what a sweep dir recorded for --resume)
@@ -156,7 +157,7 @@ def train(
     with _session_env(command.admitted, trust_overrides):
         if command.info_only:  # --cfg, --info, ...: Hydra prints and runs nothing
             sys.argv = ["mlcli", *args, *extra]
-            from mlcli.app import hydra_main
+            from mlcli.sweeps.job import hydra_main
 
             hydra_main()
             return
@@ -179,12 +180,12 @@ def _session_env(admitted: list[str], trust_overrides: bool) -> Any:
     """For the command's duration, the environment every job reads (whatever process runs it;
     the launch also passes it through ``hydra.job.env_set``): what the user admitted, and
     whether ``--trust-overrides`` was given (recorded in every run's status.json)."""
-    from mlcli import allowlist, security
+    from mlcli.config import allowlist, env
 
     admission = allowlist.Admission(tuple(admitted), trust_overrides, os.getcwd())
-    values = {allowlist.ADMISSION_ENV: admission.to_env()}
+    values = {env.ADMITTED_TARGETS: admission.to_env()}
     if trust_overrides:
-        values[security.TRUST_ENV] = "1"
+        values[env.TRUST_OVERRIDES] = "1"
     previous = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -200,7 +201,7 @@ def _session_env(admitted: list[str], trust_overrides: bool) -> Any:
 def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -> None:
     from rich.markup import escape
 
-    from mlcli.launch import EXIT_INTERRUPTED, Session
+    from mlcli.sweeps.session import EXIT_INTERRUPTED, Session
 
     for note in session_plan.notes:
         err_console.print(escape(note))

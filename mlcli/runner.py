@@ -24,22 +24,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mlcli
-from mlcli import checkpoint, results, rundir, security
+from mlcli import rundir
 from mlcli.analysis import loss_function
-from mlcli.build import check_target, factory, find_targets, instantiate, root_cause
+from mlcli.config import enum_name, security
+from mlcli.config.identity import data_files, run_key
+from mlcli.config.targets import check_target, factory, find_targets, instantiate, root_cause
 from mlcli.cv import plan
 from mlcli.data.base import Dataset
-from mlcli.data.loading import RUNNER_DATASET_KEYS as RUNNER_DATASET_KEYS  # re-exported
 from mlcli.data.loading import build_dataset, split_config
-from mlcli.data_identity import data_files
+from mlcli.data.preprocess import fold_tensors
+from mlcli.engine import checkpoint
+from mlcli.engine.loop import DivergedError, LossBound, batches_per_epoch, fit, has_batch_norm
+from mlcli.engine.optim import optimizer_factory
+from mlcli.engine.stacked import fold_results
 from mlcli.models import model_factory
-from mlcli.optimizers import optimizer_factory
-from mlcli.optuna_study import FoldReporter, TrialPruned
-from mlcli.preprocess import enum_name, fold_tensors
-from mlcli.stacked import fold_results
-from mlcli.sweep import run_key
+from mlcli.sweeps.study import FoldReporter, TrialPruned
 from mlcli.tasks import selection_metric
-from mlcli.train import DivergedError, LossBound, batches_per_epoch, fit, has_batch_norm
 
 log = logging.getLogger("mlcli")
 
@@ -113,9 +113,10 @@ def versions() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Builders:
-    """What each fold of a run builds afresh, composed once per run (:func:`mlcli.build.factory`):
-    ``model(in_shape)``, ``optimizer(params)``, ``scheduler(optimizer, total_steps=...)``,
-    ``analyzer(loss_fn=..., out_dir=..., fold=..., seed=...)``."""
+    """What each fold of a run builds afresh, composed once per run
+    (:func:`mlcli.config.targets.factory`): ``model(in_shape)``, ``optimizer(params)``,
+    ``scheduler(optimizer, total_steps=...)``, ``analyzer(loss_fn=..., out_dir=..., fold=...,
+    seed=...)``."""
 
     model: Callable[[tuple[int, ...] | None], torch.nn.Module]
     optimizer: Callable[[Any], torch.optim.Optimizer]
@@ -168,7 +169,7 @@ def run(
     torch.set_num_threads(int(cfg.threads))
 
     allow = list(cfg.get("allow_targets") or [])
-    status_path = run_dir / results.STATUS_FILE
+    status_path = run_dir / rundir.STATUS_FILE
     # A run continued in its dir keeps its finished folds (whatever of them can be trusted).
     kept = rundir.kept_folds(run_dir, key)
     rows, done_folds = kept.rows, kept.folds
@@ -177,15 +178,15 @@ def run(
 
     # Every file of the run is written in order on a writer thread, while the run sets up its
     # data and folds; what is on disk is always a whole prefix of what was written.
-    writer = results.OrderedWriter()
+    writer = rundir.OrderedWriter()
     writer.submit(
-        results.atomic_write_text,
-        run_dir / results.CONFIG_FILE,
+        rundir.atomic_write_text,
+        run_dir / rundir.CONFIG_FILE,
         OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False),
     )
     writer.submit(
-        results.atomic_write_text,
-        run_dir / results.OVERRIDES_FILE,
+        rundir.atomic_write_text,
+        run_dir / rundir.OVERRIDES_FILE,
         OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))),
     )
     status: dict[str, Any] = {
@@ -214,7 +215,7 @@ def run(
             for key, target in find_targets(cfg)
         },
     }
-    writer.submit(results.write_json, status_path, dict(status))
+    writer.submit(rundir.write_json, status_path, dict(status))
     started = time.perf_counter()
 
     def finish(state: str, error: BaseException | None = None) -> None:
@@ -227,7 +228,7 @@ def run(
             status["error"] = {"type": type(error).__name__, "message": str(error)}
             if isinstance(error, DivergedError):
                 status["error"].update(epoch=error.epoch, step=error.step)
-        results.write_json(status_path, status)
+        rundir.write_json(status_path, status)
 
     try:
         device = resolve_device(enum_name(cfg.device))
@@ -312,8 +313,8 @@ def run(
 def _save_fold(run_dir: Path, rows: list[dict[str, Any]], status: dict[str, Any]) -> None:
     """After a fold: results (with the fold's rows), then the status that lists the fold; the
     finished folds' checkpoints are then no longer needed."""
-    results.write_results(run_dir / results.RESULTS_FILE, rows)
-    results.write_json(run_dir / results.STATUS_FILE, status)
+    rundir.write_results(run_dir / rundir.RESULTS_FILE, rows)
+    rundir.write_json(run_dir / rundir.STATUS_FILE, status)
     for fold in status["folds_completed"]:
         checkpoint.fold_path(run_dir, fold).unlink(missing_ok=True)
 
@@ -334,7 +335,7 @@ def _run_fold(
     """Fresh model, optimizer and scheduler; fit; return the fold's long-form rows.
 
     With ``checkpoint_every`` set, the fold saves a checkpoint every that many epochs and, if it
-    finds one of its own, resumes from it (see :mod:`mlcli.checkpoint`).
+    finds one of its own, resumes from it (see :mod:`mlcli.engine.checkpoint`).
     """
     data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
     # Each fold is seeded from (seed, fold) alone, so a fold computed on resume is the same.

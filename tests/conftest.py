@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from typer.testing import CliRunner
 
 from mlcli.cli import app
-from mlcli.preflight import compose_job
+from mlcli.config.compose import compose_job
 
 # Like every mlcli run (threads=1): on a loaded 2-core machine more threads only contend.
 torch.set_num_threads(1)

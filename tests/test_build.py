@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from mlcli.build import TargetNotAllowedError, factory
+from mlcli.config.targets import TargetNotAllowedError, factory
 
 
 def test_each_call_builds_a_fresh_object_with_the_nodes_settings():

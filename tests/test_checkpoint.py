@@ -18,7 +18,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mlcli import checkpoint, results, runner, sweep, train
+from mlcli import rundir as results
+from mlcli import runner
+from mlcli import sweeps as sweep
+from mlcli.engine import checkpoint
+from mlcli.engine import loop as train
 from mlcli.report.collect import collect
 
 CHECKPOINTED = [

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from mlcli import runner
-from mlcli.build import instantiate
 from mlcli.config import GROUPS, group_options, packaged_conf_dir, validate
+from mlcli.config.targets import instantiate
+from mlcli.data.preprocess import fold_tensors
+from mlcli.engine.loop import fit, forward
 from mlcli.models import build_model
-from mlcli.preprocess import fold_tensors
-from mlcli.train import fit, forward
 
 CONF = packaged_conf_dir()
 CPU = torch.device("cpu")

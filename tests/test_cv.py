@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from sklearn import model_selection as ms
 
-from mlcli import preprocess, runner, stacked
-from mlcli.build import instantiate
+from mlcli import runner
+from mlcli.config.targets import instantiate
 from mlcli.cv import Plan, plan
-from mlcli.data import csv
+from mlcli.data import csv, preprocess
 from mlcli.data.loading import build_dataset, split_config
+from mlcli.engine import stacked
 from tests.conftest import TINY
 
 HOMEWORK = Path(__file__).parent / "data" / "homework.csv"

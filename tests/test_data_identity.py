@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlcli import data_identity, sweep
+from mlcli import sweeps as sweep
+from mlcli.config import identity as data_identity
 from mlcli.config import packaged_conf_dir
 from mlcli.report import build_report
 from tests.conftest import TINY

@@ -15,7 +15,7 @@ from mlcli.cv import hold_out_test
 from mlcli.data import BOS, EOS, IGNORE_INDEX, PAD
 from mlcli.data.hmm import HMM, posterior_marginals, random_hmm, sample, tag_accuracy, viterbi
 from mlcli.data.shipped import sunspots_series
-from mlcli.results import read_json
+from mlcli.rundir import read_json
 
 QUICK = ["epochs=1", "cv=holdout", "progress=false"]
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlcli import runner, stacked, train
-from mlcli.results import read_json
+from mlcli import runner
+from mlcli.engine import loop as train
+from mlcli.engine import stacked
+from mlcli.rundir import read_json
 
 DIVERGING = ["dataset=diabetes", "optim=sgd", "optim.lr=1000", "epochs=3", "cv.n_splits=2"]
 # A finite loss past diverge_factor × the first loss (the bound is judged once an epoch).

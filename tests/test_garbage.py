@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from mlcli import sweep
+from mlcli import sweeps as sweep
 from mlcli.report import build_report
 from mlcli.report.command import render
 from tests import garbage
@@ -239,7 +239,8 @@ def test_run_with_unreadable_results_is_recomputed_to_the_same_numbers(compose, 
 def test_a_fold_in_training_resumes_from_its_checkpoint_when_the_results_are_garbage(
     compose, tmp_path
 ):
-    from mlcli import checkpoint, runner
+    from mlcli import runner
+    from mlcli.engine import checkpoint
     from tests.test_checkpoint import CHECKPOINTED, _StopAt
 
     cfg = compose(*CHECKPOINTED)
@@ -259,7 +260,8 @@ def test_a_fold_in_training_resumes_from_its_checkpoint_when_the_results_are_gar
 
 
 def test_a_garbage_checkpoint_is_not_loaded_and_its_fold_starts_afresh(compose, tmp_path, caplog):
-    from mlcli import checkpoint, runner
+    from mlcli import runner
+    from mlcli.engine import checkpoint
     from tests.test_checkpoint import CHECKPOINTED, _StopAt
 
     cfg = compose(*CHECKPOINTED)

@@ -21,8 +21,9 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from mlcli import search_space, sweep
-from mlcli.search_space import SearchSpaceError
+from mlcli import sweeps as sweep
+from mlcli.sweeps import search_space
+from mlcli.sweeps.search_space import SearchSpaceError
 
 FAST = ["dataset=wine", "model=linear", "epochs=3", "cv.n_splits=3", "progress=false"]
 LR = "optim.lr=tag(log,interval(1e-3,1e-1))"

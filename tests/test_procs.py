@@ -17,11 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlcli import procs
+from mlcli.sweeps import procs
 
 SESSION = """
 import time
-from mlcli import procs
+from mlcli.sweeps import procs
 print(procs.identity(), flush=True)
 time.sleep(99)
 """
@@ -29,7 +29,7 @@ time.sleep(99)
 JOB = """
 import os, sys, time
 from pathlib import Path
-from mlcli import procs
+from mlcli.sweeps import procs
 
 def train():  # the job's child: on SIGTERM it records INTERRUPTED, as a run does
     try:

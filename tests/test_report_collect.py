@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlcli.report import ReportOptions, build_report
-from mlcli.results import write_json, write_results
+from mlcli.rundir import write_json, write_results
 
 SWEEP = Path(__file__).parent / "data" / "runs" / "sweep"
 
@@ -193,7 +193,7 @@ def test_reading_while_runs_are_being_written(tmp_path):
 
 def test_a_sweep_dir_brings_in_the_runs_its_jobs_reused_elsewhere(tmp_path):
     from mlcli.report.collect import find_run_dirs
-    from mlcli.sweep import LINK_FILE
+    from mlcli.rundir import LINK_FILE
 
     earlier = copy_run(run_of(**ADAM), tmp_path / "outputs" / "runs" / "earlier")
     sweep_dir = tmp_path / "outputs" / "sweeps" / "new"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcli.results import atomic_write_text, read_results, write_results
+from mlcli.rundir import atomic_write_text, read_results, write_results
 
 
 def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):
@@ -32,7 +32,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 def test_ordered_writer_keeps_the_order_and_drops_only_superseded_writes(tmp_path):
     import threading
 
-    from mlcli.results import OrderedWriter
+    from mlcli.rundir import OrderedWriter
 
     order: list[str] = []
     gate = threading.Event()
@@ -53,7 +53,7 @@ def test_ordered_writer_keeps_the_order_and_drops_only_superseded_writes(tmp_pat
 
 
 def test_ordered_writer_raises_a_failed_write(tmp_path):
-    from mlcli.results import OrderedWriter
+    from mlcli.rundir import OrderedWriter
 
     def full_disk() -> None:
         raise OSError(28, "No space left on device")
@@ -84,7 +84,7 @@ def _modes(root: Path) -> dict[str, str]:
 
 
 def test_atomic_writes_and_checkpoints_get_the_mode_open_gives(tmp_path, umask):
-    from mlcli import checkpoint
+    from mlcli.engine import checkpoint
 
     atomic_write_text(tmp_path / "status.json", "{}")
     checkpoint.save(checkpoint.fold_path(tmp_path, 0), {"epoch": 1})

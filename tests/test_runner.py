@@ -17,8 +17,8 @@ from sklearn.metrics import r2_score
 from mlcli import runner
 from mlcli.cv import hold_out_test, kfold, make_folds
 from mlcli.data import diabetes, digits
-from mlcli.preprocess import Normalizer
-from mlcli.results import read_json
+from mlcli.data.preprocess import Normalizer
+from mlcli.rundir import read_json
 
 # From a real seeded run (torch 2.13 CPU, one thread): (epoch, split) -> loss.
 GOLDEN = {
@@ -99,7 +99,7 @@ def test_run_key_ignores_display_and_paths(compose):
 
 def test_same_seed_gives_identical_results_in_fresh_processes(tmp_path):
     script = (
-        "import sys; from mlcli.preflight import compose_job; from mlcli.runner import run; "
+        "import sys; from mlcli.config.compose import compose_job; from mlcli.runner import run; "
         "run(compose_job(['epochs=2','cv.n_splits=2','progress=false'], None, 'config'), "
         "sys.argv[1])"
     )
@@ -165,7 +165,7 @@ def test_partial_run_keeps_finished_folds(compose, tmp_path):
     runner.run(cfg, partial_dir)
     status = read_json(partial_dir / "status.json")
     frame = pd.read_parquet(partial_dir / "results.parquet")
-    from mlcli.results import write_json, write_results
+    from mlcli.rundir import write_json, write_results
 
     write_results(partial_dir / "results.parquet", frame[frame["fold"] == 0].to_dict("records"))
     write_json(partial_dir / "status.json", {**status, "state": "RUNNING", "folds_completed": [0]})

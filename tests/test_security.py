@@ -189,7 +189,7 @@ def test_crafted_checkpoint_never_runs_its_payload(cli, tmp_path, trap, monkeypa
     run with `hydra.job.env_set.TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` (trusted)."""
     import torch
 
-    from mlcli import checkpoint
+    from mlcli.engine import checkpoint
 
     evil = tmp_path / "evil.pt"
     torch.save({"epoch": 1, "x": _Payload(trap["sentinel"])}, evil)
@@ -413,7 +413,7 @@ def test_the_object_checked_is_the_object_called(no_hydra_blocklist, monkeypatch
     from hydra._internal.instantiate import _instantiate2
     from omegaconf import OmegaConf
 
-    from mlcli import build
+    from mlcli.config import targets as build
 
     def no_locate(path: str) -> None:
         raise AssertionError(f"Hydra resolved {path!r} itself")
@@ -494,7 +494,8 @@ def test_a_job_admits_only_what_its_command_line_admitted(trap, monkeypatch):
     compose themselves (an Optuna trial, a joblib worker) cannot admit more."""
     from omegaconf import OmegaConf
 
-    from mlcli import allowlist, build
+    from mlcli.config import allowlist
+    from mlcli.config import targets as build
 
     node = OmegaConf.create(
         {"_target_": "subprocess.run", "args": ["touch", str(trap["sentinel"])]}
@@ -508,7 +509,8 @@ def test_a_job_admits_only_what_its_command_line_admitted(trap, monkeypatch):
 
 def test_resume_does_not_take_admissions_from_the_sweep_dirs_record(cli, tmp_path, trap):
     """``--resume DIR`` replays the command a sweep dir recorded: a file, not the user."""
-    from mlcli import preflight, sweep
+    from mlcli import sweeps as sweep
+    from mlcli.sweeps import preflight
 
     _ship(
         tmp_path,
@@ -601,7 +603,7 @@ def test_the_builtin_allowlist_is_exactly_what_the_readme_lists():
     each packaged option builds one of them; each resolves to what its name says."""
     from omegaconf import OmegaConf
 
-    from mlcli import allowlist
+    from mlcli.config import allowlist
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("### Input you cannot trust", 1)[1].split("\n### ", 1)[0]
@@ -765,7 +767,7 @@ def test_an_optuna_storage_that_is_not_a_study_is_refused(cli, tmp_path, trap):
 
 
 def test_an_outputs_root_that_is_a_file_or_the_filesystem_root_is_refused(cli, tmp_path, trap):
-    from mlcli import preflight
+    from mlcli.sweeps import preflight
 
     _assert_refused(
         cli("train", f"outputs_root={trap['victim']}", *TINY), trap, tmp_path, "outputs_root"
@@ -810,7 +812,7 @@ def test_a_reused_run_dir_is_never_written_through_a_symlink(cli, tmp_path, trap
 
 
 def test_error_log_replaces_a_symlink_instead_of_writing_through_it(compose, tmp_path, trap):
-    from mlcli import app
+    from mlcli.sweeps import job as app
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from mlcli import runner
-from mlcli.build import root_cause
+from mlcli.config.targets import root_cause
 from mlcli.data.base import EOS, PAD
+from mlcli.data.preprocess import fold_tensors, valid_steps
+from mlcli.engine.loop import evaluate, fit
 from mlcli.models import build_model
-from mlcli.preprocess import fold_tensors, valid_steps
-from mlcli.train import evaluate, fit
 from tests import synthetic
 
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from mlcli import runner
-from mlcli.optimizers import build_optimizer
-from mlcli.results import read_json, read_results
+from mlcli.engine.optim import build_optimizer
+from mlcli.rundir import read_json, read_results
 
 FAST = ["epochs=2", "cv.n_splits=2", "progress=false", "device=cpu"]
 
@@ -138,7 +138,7 @@ def test_stacked_resume_computes_only_missing_folds(compose, tmp_path):
     runner.run(cfg, path)
     status = read_json(path / "status.json")
     rows = [r for r in read_results(path / "results.parquet") if r["fold"] == 0]
-    from mlcli import results
+    from mlcli import rundir as results
 
     results.write_results(path / "results.parquet", rows)
     status["folds_completed"] = [0]

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mlcli import grid
 from mlcli.schedules import cosine
+from mlcli.sweeps import grid
 
 # 2 learning rates × 2 seeds on wine (an MLP, 2 folds, 2 epochs): milliseconds a fold.
 GRID = [
@@ -161,7 +161,7 @@ def _member_configs(compose, optim: str, options: list[list[str]]) -> list:
 )
 def test_member_optimizer_matches_torch_optimizers(compose, optim, options):
     """Each member of a stack is updated as its own torch optimizer (foreach) would update it."""
-    from mlcli.optimizers import build_optimizer
+    from mlcli.engine.optim import build_optimizer
 
     configs = _member_configs(compose, optim, options)
     total = 12
@@ -195,7 +195,8 @@ def test_member_optimizer_matches_torch_optimizers(compose, optim, options):
 
 def test_readme_stacked_launcher_commands_are_valid():
     """Every README command with the stacked launcher passes mlcli's checks and selects it."""
-    from mlcli.preflight import check, compose_job
+    from mlcli.config.compose import compose_job
+    from mlcli.sweeps.preflight import check
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     commands = [
@@ -223,8 +224,9 @@ def test_a_stacked_grid_needs_no_torch_optim_machinery():
 
     script = """
 import sys
-from mlcli import grid, sweep
-from mlcli.preflight import compose_job
+from mlcli import sweeps as sweep
+from mlcli.sweeps import grid
+from mlcli.config.compose import compose_job
 jobs = []
 for lr, schedule in (("0.01", "cosine"), ("0.03", "linear")):
     cfg = compose_job(["dataset=wine", "model.hidden=[16]", "epochs=2", "cv.n_splits=2",
@@ -245,9 +247,10 @@ print("torch._dynamo" in sys.modules)
 def test_a_stacked_grid_diverges_where_each_run_alone_diverges(compose, tmp_path):
     """A member whose loss explodes (finite, past diverge_factor × its first loss) ends at the
     epoch and step its run ends at when trained alone; its neighbour in the stack is unaffected."""
-    from mlcli import runner, sweep
-    from mlcli.results import read_json, read_results
-    from mlcli.train import DivergedError
+    from mlcli import runner
+    from mlcli import sweeps as sweep
+    from mlcli.engine.loop import DivergedError
+    from mlcli.rundir import read_json, read_results
 
     base = ["epochs=2", "cv.n_splits=2", "progress=false", "device=cpu"]
     configs = [compose(*base, f"optim.lr={lr}") for lr in ("0.01", "1e6")]

@@ -19,8 +19,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from mlcli import launch, sweep
-from mlcli.preflight import check
+from mlcli import sweeps as sweep
+from mlcli.sweeps import launch
+from mlcli.sweeps.preflight import check
 
 TEST_MODELS = '''
 import json, math, os, signal, sys, time
@@ -328,7 +329,7 @@ def test_a_joblib_sweep_leaves_nothing_in_dev_shm_and_warns_of_no_leak(tmp_path)
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from mlcli import sweep
+from mlcli import sweeps as sweep
 with sweep.key_lock(Path(sys.argv[1]), "k"):
     print("held", flush=True)
     time.sleep(1.0)  # a job's process that takes a moment to die
@@ -336,7 +337,7 @@ with sweep.key_lock(Path(sys.argv[1]), "k"):
 
 
 def test_a_stale_run_is_marked_once_its_dying_process_lets_go_of_the_lock(tmp_path):
-    from mlcli.results import write_json
+    from mlcli.rundir import write_json
 
     root = tmp_path / "outputs"
     run_dir = root / "runs" / "r"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlcli.config import packaged_conf_dir
-from mlcli.results import read_json
+from mlcli.rundir import read_json
 
 README = Path(__file__).parents[1] / "README.md"
 # One epoch on one split, and the generated sequence sets made small: enough to run end to end.

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from mlcli import runner, tasks, train
-from mlcli.results import read_results
+from mlcli import runner, tasks
+from mlcli.engine import loop as train
+from mlcli.rundir import read_results
 
 
 def _fold(n: int, generator: torch.Generator) -> train.FoldData:
@@ -127,7 +128,7 @@ def test_readme_divergence_example(cli, tmp_path):
     """The README's example: Adam at lr=1e6 ends DIVERGED where its comment says."""
     from pathlib import Path
 
-    from mlcli.results import read_json
+    from mlcli.rundir import read_json
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     (line,) = [ln for ln in readme.splitlines() if ln.startswith("mlcli train optim.lr=1e6")]

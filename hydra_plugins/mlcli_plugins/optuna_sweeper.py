@@ -2,7 +2,7 @@
 
 Hydra imports every module of ``hydra_plugins`` at start-up, so this one stays light: the
 sweeper's config schema (registered in Hydra's ConfigStore) and a thin :class:`OptunaSweeper`
-that hands the work to :mod:`mlcli.optuna_study`, where Optuna is imported. Without Optuna
+that hands the work to :mod:`mlcli.sweeps.study`, where Optuna is imported. Without Optuna
 installed, every other command works; this sweeper says how to install it.
 """
 
@@ -83,7 +83,7 @@ ConfigStore.instance().store(
 
 
 class OptunaSweeper(Sweeper):
-    """Search ``hydra.sweeper.params`` with Optuna's ask/tell interface (see mlcli.optuna_study)."""
+    """Search ``hydra.sweeper.params`` with Optuna's ask/tell interface (see mlcli.sweeps.study)."""
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
@@ -105,8 +105,8 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         """Run the study (resuming the one stored in the sweep dir); return the job returns."""
-        from mlcli.optuna_study import StudyError, run_study
-        from mlcli.search_space import SearchSpaceError
+        from mlcli.sweeps.search_space import SearchSpaceError
+        from mlcli.sweeps.study import StudyError, run_study
 
         assert self.config is not None and self.hydra_context is not None
         try:

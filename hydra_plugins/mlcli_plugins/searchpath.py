@@ -13,7 +13,7 @@ import os
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-CONFIG_DIRS_ENV = "MLCLI_CONFIG_DIRS"
+from mlcli.config.env import CONFIG_DIRS
 
 
 class MlcliUserConfigSearchPath(SearchPathPlugin):
@@ -21,6 +21,6 @@ class MlcliUserConfigSearchPath(SearchPathPlugin):
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         """Called by Hydra before composing any config."""
-        dirs = [d for d in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if d]
+        dirs = [d for d in os.environ.get(CONFIG_DIRS, "").split(os.pathsep) if d]
         for directory in reversed(dirs):
             search_path.prepend(provider="mlcli-user", path=f"file://{directory}")

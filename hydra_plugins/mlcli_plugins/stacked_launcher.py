@@ -1,14 +1,15 @@
 """``hydra/launcher=stacked``: a sweep's jobs that differ only in values that keep the model's
-shape (seed, optimizer numbers, schedule) train together as one stacked model (:mod:`mlcli.grid`).
+shape (seed, optimizer numbers, schedule) train together as one stacked model
+(:mod:`mlcli.sweeps.grid`).
 
 Each job still ends exactly as under Hydra's basic launcher: its job dir (numbered as Hydra
 numbers it, with ``.hydra/``), run key, skip/continue decision, status, results, ledger entry and
 ``JobReturn``, in job order, because every job runs through the usual job function
-(:func:`mlcli.app.task`), which finds its folds already trained. Before the first job of a group
-runs, the launcher takes the locks of the group's run keys (held until its last job ended), decides
-for each job as the job itself will (skip, continue with its missing folds, or new) and trains
-what is left of the group in a child process. Jobs in no group (a group of one, another model,
-``stack_folds=off``), and groups that turn out not to stack, run exactly as under the basic
+(:func:`mlcli.sweeps.job.task`), which finds its folds already trained. Before the first job of a
+group runs, the launcher takes the locks of the group's run keys (held until its last job ended),
+decides for each job as the job itself will (skip, continue with its missing folds, or new) and
+trains what is left of the group in a child process. Jobs in no group (a group of one, another
+model, ``stack_folds=off``), and groups that turn out not to stack, run exactly as under the basic
 launcher.
 """
 
@@ -100,20 +101,24 @@ class _Group:
             log.warning(f"stacked training not possible ({error!r}); jobs train one by one")
 
     def _start(self, configs: list[DictConfig], task_configs: list[DictConfig]) -> None:
-        from mlcli import grid, procs, runner, stacked, sweep
+        from mlcli import runner
+        from mlcli.config.identity import run_key
+        from mlcli.engine import stacked
+        from mlcli.sweeps import grid, index, locks, procs
+        from mlcli.sweeps.session import JobSession
 
         first = configs[self.indices[0]]
         with env_override(first.hydra.job.env_set):
-            session = sweep.Session.from_env()
+            session = JobSession.from_env()
         if session.stop_requested:
             return
         outputs_root = Path(str(task_configs[self.indices[0]].outputs_root))
         keys = {}
         for i in self.indices:
             with _as_job(configs[i]):
-                keys[i] = sweep.run_key(task_configs[i])
+                keys[i] = run_key(task_configs[i])
         for key in sorted(set(keys.values())):  # one order for every process: no deadlock
-            self.locks.enter_context(sweep.key_lock(outputs_root, key))
+            self.locks.enter_context(locks.key_lock(outputs_root, key))
         self.keys = sorted(set(keys.values()))
         jobs: list[grid.GroupJob] = []
         seen: set[str] = set()
@@ -121,7 +126,7 @@ class _Group:
             if keys[i] in seen:
                 continue  # the same run twice: the second job finds the first one's run
             seen.add(keys[i])
-            decision = sweep.decide(outputs_root, keys[i], _job_dir(configs[i]), session.rerun)
+            decision = index.decide(outputs_root, keys[i], _job_dir(configs[i]), session.rerun)
             if decision.action == "skip":
                 continue
             done = (
@@ -148,7 +153,7 @@ class _Group:
 
     def end(self) -> None:
         """Forget the group's results and release its locks."""
-        from mlcli import stacked
+        from mlcli.engine import stacked
 
         for key in self.keys:
             stacked.PRECOMPUTED.pop(key, None)
@@ -184,7 +189,7 @@ class StackedLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Run a batch of jobs; their ``JobReturn`` in job order."""
-        from mlcli import grid
+        from mlcli.sweeps import grid
 
         setup_globals()
         assert self.hydra_context is not None

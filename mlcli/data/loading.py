@@ -1,8 +1,7 @@
-"""Build a run's dataset from its config, and check every dataset of a command before it runs.
+"""Build a run's dataset from its config (once per process for mlcli's own builders).
 
-No torch import here: the preflight uses :func:`check_data` so that bad data (a missing file, a
-bad cell, fewer rows than folds...) is reported as a config problem, with exit code 2 and nothing
-written, before any job starts.
+No torch import here: the preflight builds every dataset of a command before it runs
+(:func:`mlcli.sweeps.preflight.check_data`).
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-from mlcli.config import ConfigProblem
 from mlcli.data.base import Dataset
-from mlcli.data.errors import DataError
 
 RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
 """Dataset keys read by the runner (test split, preprocessing) rather than by the builder."""
@@ -34,7 +31,7 @@ def _cache_key(node: Any) -> str | None:
     and modification time of every file it names, so an edited data file is read again."""
     from omegaconf import OmegaConf
 
-    if not _own(node, "mlcli.data."):
+    if not is_own(node, "mlcli.data."):
         return None  # a user's builder may read anything: always call it
     container = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     files = []
@@ -45,9 +42,9 @@ def _cache_key(node: Any) -> str | None:
     return json.dumps([container, files], sort_keys=True, default=str)
 
 
-def _own(node: Any, package: str) -> bool:
+def is_own(node: Any, package: str) -> bool:
     """Whether ``node`` is built by one of mlcli's own builders in ``package``."""
-    from mlcli.allowlist import BUILDER_TARGETS
+    from mlcli.config.allowlist import BUILDER_TARGETS
 
     target = str(node.get("_target_", ""))
     return target in BUILDER_TARGETS and target.startswith(package)
@@ -84,7 +81,7 @@ def build_dataset(cfg: Any) -> Dataset:
     """
     from omegaconf import OmegaConf
 
-    from mlcli.build import instantiate
+    from mlcli.config.targets import instantiate
 
     node = OmegaConf.masked_copy(
         cfg.dataset, [k for k in cfg.dataset if k not in RUNNER_DATASET_KEYS]
@@ -107,60 +104,3 @@ def build_dataset(cfg: Any) -> Dataset:
 def split_config(cfg: Any) -> tuple[float, int]:
     """The test split's settings: (``dataset.test_fraction``, ``dataset.seed``)."""
     return float(cfg.dataset.get("test_fraction", 0.0)), int(cfg.dataset.get("seed", 0))
-
-
-def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
-    """Build each distinct dataset of ``cfgs`` once and make its folds; report bad data, and a
-    selection metric (``metric=``) that the dataset's task does not record.
-
-    Only mlcli's own builders and splitters run here (a user's code is not run twice, nor
-    before the job); a problem other than :class:`DataError` is left for the job to report.
-    The metric of a job whose dataset a user's builder makes is checked against every task's.
-    """
-    from omegaconf import OmegaConf
-
-    from mlcli.build import instantiate, root_cause
-    from mlcli.cv import plan
-    from mlcli.tasks import metric_problem
-
-    problems: list[ConfigProblem] = []
-    built: dict[str, Dataset | None] = {}
-    planned: set[str] = set()
-    metrics: set[str] = set()
-
-    def check_metric(cfg: Any, task: str | None) -> None:
-        message = metric_problem(str(cfg.metric), task, cfg.get("analysis"))
-        if message is not None and message not in metrics:
-            metrics.add(message)
-            problems.append(ConfigProblem("metric", message))
-
-    for cfg in cfgs:
-        if not _own(cfg.dataset, "mlcli.data."):
-            check_metric(cfg, None)
-            continue
-        data_key = OmegaConf.to_yaml(cfg.dataset)
-        if data_key not in built:
-            try:
-                built[data_key] = build_dataset(cfg)
-            except Exception as error:  # a builder's DataError arrives wrapped by Hydra
-                built[data_key] = None
-                cause = root_cause(error)
-                if isinstance(cause, DataError):
-                    problems.append(ConfigProblem(cause.key, str(cause)))
-                # anything else is not a data problem: the job records it as its failure
-        dataset = built[data_key]
-        if dataset is not None:
-            check_metric(cfg, dataset.task)
-        split_key = data_key + OmegaConf.to_yaml(cfg.cv)
-        own_cv = _own(cfg.cv, "mlcli.cv.")
-        if dataset is None or not own_cv or split_key in planned:
-            continue
-        planned.add(split_key)
-        try:
-            splitter = instantiate(cfg.cv, "cv", cfg.get("allow_targets", []))
-            plan(dataset, splitter, *split_config(cfg))
-        except Exception as error:
-            cause = root_cause(error)
-            if isinstance(cause, DataError):
-                problems.append(ConfigProblem(cause.key, str(cause)))
-    return problems

@@ -65,7 +65,7 @@ def model_factory(
     """``in_shape -> model`` for ``node`` (a ``model`` config) on ``dataset``: the config is
     checked and composed once, and each call builds a fresh model (``in_shape`` overrides the
     dataset's when preprocessing changes it, e.g. one-hot columns)."""
-    from mlcli.build import admit, factory
+    from mlcli.config.targets import admit, factory
 
     target = str(node._target_)
     name = target.rsplit(".", 1)[-1]

@@ -21,7 +21,7 @@ def choice(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def _activation(name: Any) -> nn.Module:
+def activation_layer(name: Any) -> nn.Module:
     name = choice(name)
     try:
         return ACTIVATIONS[name]()
@@ -51,7 +51,7 @@ def mlp(
         layers.append(nn.Linear(width, size))
         if batch_norm:
             layers.append(nn.BatchNorm1d(size))
-        layers.append(_activation(activation))
+        layers.append(activation_layer(activation))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = size

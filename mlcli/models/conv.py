@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mlcli.models.basic import _activation, choice
+from mlcli.models.basic import activation_layer, choice
 from mlcli.models.sequence import PAD, MaskedBatchNorm1d, input_mask, masked_mean
 
 POOLING = ("max", "avg", "none")
@@ -131,7 +131,7 @@ class ConvSequenceNet(nn.Module):
             )
             self.norms.append(MaskedBatchNorm1d(size) if batch_norm else nn.Identity())
             width = size
-        self.activation = _activation(activation)
+        self.activation = activation_layer(activation)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(width, out_features)
 

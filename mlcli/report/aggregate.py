@@ -41,7 +41,7 @@ from mlcli.report.configs import (
     where_mask,
 )
 from mlcli.report.diagnose import Rules, diagnose
-from mlcli.results import STATES
+from mlcli.rundir import STATES
 
 SPLIT_ORDER = ("val", "test", "train")
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err")

@@ -34,10 +34,8 @@ import pandas as pd
 import yaml
 
 from mlcli import rundir
-from mlcli.results import CONFIG_FILE, RESULTS_FILE, STATUS_FILE
+from mlcli.rundir import CONFIG_FILE, LINK_FILE, RESULTS_FILE, STATUS_FILE, UNKNOWN_STATE, read_link
 from mlcli.rundir import RESULT_READ_COLUMNS as READ_COLUMNS
-from mlcli.rundir import UNKNOWN_STATE
-from mlcli.sweep import LINK_FILE, read_link
 
 _SAFE_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

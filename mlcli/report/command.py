@@ -14,7 +14,7 @@ from mlcli.report.aggregate import Aggregated, ReportOptions, aggregate
 from mlcli.report.collect import ReportError, collect
 from mlcli.report.diagnose import Rules
 from mlcli.report.export import to_csv, to_html, to_json, to_markdown, to_table
-from mlcli.results import atomic_write_bytes
+from mlcli.rundir import atomic_write_bytes
 
 __all__ = ["ReportError", "render", "run_report"]
 

@@ -1,0 +1,47 @@
+"""Every ``MLCLI_*`` environment variable, in one place.
+
+``mlcli train`` hands a session's settings to each of its jobs through the environment (set in
+its own process and, through ``hydra.job.env_set``, in whatever process a launcher runs a job
+in); the user sets the first one.
+"""
+
+from __future__ import annotations
+
+ALLOW_TARGETS = "MLCLI_ALLOW_TARGETS"
+"""Set by the user: module namespaces (comma-separated) whose callables configs may build."""
+ADMITTED_TARGETS = "MLCLI_ADMITTED_TARGETS"
+"""JSON set by ``mlcli train`` for its jobs: the ``allow_targets`` the user typed, whether
+``--trust-overrides`` was given, and the working directory (:class:`mlcli.config.allowlist.
+Admission`)."""
+TRUST_OVERRIDES = "MLCLI_TRUST_OVERRIDES"
+"""``1`` when the command was given ``--trust-overrides`` (recorded in every run's status)."""
+CONFIG_DIRS = "MLCLI_CONFIG_DIRS"
+"""The user's config dirs (``./conf`` or ``--config-dir``, os.pathsep-separated), which mlcli's
+search-path plug-in puts before mlcli's own."""
+
+SESSION = "MLCLI_SESSION"
+"""The id of the ``mlcli train`` command a job belongs to."""
+LEDGER_DIR = "MLCLI_LEDGER_DIR"
+"""Where each job of the session records how it ended."""
+RERUN = "MLCLI_RERUN"
+"""``1`` with ``--rerun``: jobs run again although a finished run of them exists."""
+SESSION_PROCESS = "MLCLI_SESSION_PROCESS"
+"""The session's ``mlcli`` process (:func:`mlcli.sweeps.procs.identity`): its jobs stop with it."""
+
+OPTUNA_SPEC = "MLCLI_OPTUNA_SPEC"
+"""An Optuna sweep's spec file (storage, study, pruner) that its jobs report their folds to."""
+OPTUNA_TRIAL = "MLCLI_OPTUNA_TRIAL"
+"""The number of the Optuna trial a job is."""
+
+ALL = (
+    ALLOW_TARGETS,
+    ADMITTED_TARGETS,
+    TRUST_OVERRIDES,
+    CONFIG_DIRS,
+    SESSION,
+    LEDGER_DIR,
+    RERUN,
+    SESSION_PROCESS,
+    OPTUNA_SPEC,
+    OPTUNA_TRIAL,
+)

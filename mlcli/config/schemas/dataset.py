@@ -1,0 +1,112 @@
+"""Schemas of the ``dataset`` group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlcli.config.schemas.base import Missing, Normalize, TaskChoice, bound
+
+# Cells that count as missing (kept in sync with mlcli.data.tabular.DEFAULT_NA_VALUES; this
+# module must not import pandas).
+NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
+
+# Generated datasets draw their data from ``generator_seed``. ``dataset.seed`` stays the runner's
+# seed of the random test split: the runner strips it from what the builder receives, and an
+# interpolation (``${.seed}``) cannot reach it from the builder's detached node.
+
+
+@dataclass
+class BuiltinDatasetSchema:
+    """A dataset that ships with mlcli (generated or loaded from an installed package)."""
+
+    _target_: str = "???"
+    test_fraction: float = bound(0.2, ge=0.0, lt=1.0)
+    normalize: Normalize = Normalize.standard
+    normalize_target: bool = True
+    seed: int = 0
+
+
+@dataclass
+class SunspotsSchema(BuiltinDatasetSchema):
+    """Yearly sunspots: predict the next year from ``window`` previous years; the test rows are
+    the last ``test_fraction`` of the series."""
+
+    window: int = bound(9, ge=1, le=300)
+
+
+@dataclass
+class CurveSchema(BuiltinDatasetSchema):
+    """A seeded piecewise-linear curve plus Gaussian noise of standard deviation ``noise_std``."""
+
+    n_samples: int = bound(500, ge=10)
+    n_pieces: int = bound(5, ge=1)
+    noise_std: float = bound(0.1, ge=0.0)
+    generator_seed: int = 0
+
+
+@dataclass
+class HmmTaggingSchema(BuiltinDatasetSchema):
+    """Per-token tags (hidden states) of sequences sampled from a seeded hidden Markov model."""
+
+    n_samples: int = bound(2000, ge=10)
+    n_states: int = bound(5, ge=2)
+    symbols_per_state: int = bound(3, ge=1)
+    min_length: int = bound(8, ge=1)
+    max_length: int = bound(32, ge=1)
+    stay: float = bound(0.8, ge=0.0, le=1.0)
+    emission_noise: float = bound(0.4, ge=0.0, le=1.0)
+    generator_seed: int = 0
+    # One-hot observations need no scaling (and padding must stay all-zero).
+    normalize: Normalize = Normalize.none
+
+
+@dataclass
+class SeqReverseSchema(BuiltinDatasetSchema):
+    """Sequence to sequence: reverse a random token sequence (lengths min_length..max_length)."""
+
+    n_samples: int = bound(4000, ge=10)
+    n_symbols: int = bound(10, ge=2)
+    min_length: int = bound(3, ge=1)
+    max_length: int = bound(12, ge=1)
+    generator_seed: int = 0
+    # Token ids are categories, never scaled.
+    normalize: Normalize = Normalize.none
+
+
+@dataclass
+class CsvDatasetSchema(BuiltinDatasetSchema):
+    """A CSV file of the user's own (``mlcli.data.csv``)."""
+
+    _target_: str = "mlcli.data.csv"
+    path: str = "???"
+    target: str = "???"
+    features: list[str] | None = None
+    drop: list[str] = field(default_factory=list)
+    task: TaskChoice = TaskChoice.auto
+    categorical: list[str] | None = None
+    missing: Missing = Missing.error
+    group: str | None = None
+    test_path: str | None = None
+    window: int | None = bound(None, ge=1)
+    sep: str = ","
+    na_values: list[str] = field(default_factory=lambda: list(NA_VALUES))
+
+
+@dataclass
+class NpzDatasetSchema(BuiltinDatasetSchema):
+    """Arrays of the user's own saved with ``numpy.savez`` (``mlcli.data.npz``)."""
+
+    _target_: str = "mlcli.data.npz"
+    path: str = "???"
+    task: TaskChoice = TaskChoice.auto
+
+
+SCHEMAS: dict[str, type] = {
+    "builtin": BuiltinDatasetSchema,
+    "sunspots": SunspotsSchema,
+    "curve": CurveSchema,
+    "hmm_tagging": HmmTaggingSchema,
+    "seq_reverse": SeqReverseSchema,
+    "csv": CsvDatasetSchema,
+    "npz": NpzDatasetSchema,
+}

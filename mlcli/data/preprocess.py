@@ -1,0 +1,186 @@
+"""Per-fold preprocessing: every statistic is fitted on the fold's training rows only.
+
+Feature scaling (``dataset.normalize``) and the regression target's standardization are fitted on
+``train_idx`` and applied to the fold's val and test rows, so nothing about val/test leaks in.
+Tables with categorical columns or missing cells (``dataset=csv``) go through a scikit-learn
+``ColumnTransformer`` fitted the same way: mean imputation and scaling of the numeric columns,
+most-frequent imputation and one-hot encoding (unknown categories -> all zeros) of the
+categorical ones. Variable-length sequences (``dataset.lengths``) are scaled per feature with
+statistics over their valid time steps only, and their padding stays exactly zero; token ids are
+never scaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlcli.config import enum_name
+from mlcli.data.base import Dataset
+
+
+@dataclass
+class FoldData:
+    """One fold's tensors, already normalized and on the training device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    # Valid lengths of zero-padded variable-length sequences (None for fixed-size inputs).
+    lengths_train: torch.Tensor | None = None
+    lengths_val: torch.Tensor | None = None
+    lengths_test: torch.Tensor | None = None
+
+
+def valid_steps(lengths: np.ndarray, max_length: int) -> np.ndarray:
+    """``(N, T)`` bool mask of the valid time steps of zero-padded sequences."""
+    return np.arange(max_length)[None, :] < lengths[:, None]
+
+
+class Normalizer:
+    """Feature scaling whose statistics come from the training rows only.
+
+    With ``lengths`` (sequences ``(N, T, F)``), statistics are per feature over valid steps.
+    """
+
+    def __init__(self, kind: str, x_train: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        self.kind = kind
+        if lengths is not None:
+            x_train = x_train[valid_steps(lengths, x_train.shape[1])]  # (valid steps, F)
+        if kind == "standard":
+            self.shift = x_train.mean(axis=0)
+            scale = x_train.std(axis=0)
+        elif kind == "minmax":
+            self.shift = x_train.min(axis=0)
+            scale = x_train.max(axis=0) - self.shift
+        else:
+            self.shift, scale = np.zeros(1, np.float32), np.ones(1, np.float32)
+        # A constant feature (e.g. a digits corner pixel) is only shifted, never divided by 0.
+        self.scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        self.shift = self.shift.astype(np.float32)
+
+    def __call__(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        out = (x - self.shift) / self.scale
+        if lengths is not None:
+            out[~valid_steps(lengths, x.shape[1])] = 0.0  # padding stays zero
+        return out
+
+
+def needs_table_encoder(dataset: Dataset) -> bool:
+    """Categorical columns or missing cells: preprocess with :func:`table_encoder`."""
+    return bool(dataset.categorical) or bool(np.isnan(dataset.X).any())
+
+
+def table_encoder(kind: str, n_features: int, categorical: tuple[int, ...]) -> Any:
+    """An unfitted ``ColumnTransformer`` for a flat table of numbers and category codes.
+
+    Numeric columns: mean imputation, then ``kind`` scaling (standard | minmax | none);
+    categorical columns: most-frequent imputation, then one-hot encoding. Fit it on a fold's
+    training rows only.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+
+    scalers = {"standard": StandardScaler(), "minmax": MinMaxScaler(), "none": "passthrough"}
+    numeric = [j for j in range(n_features) if j not in categorical]
+    return ColumnTransformer(
+        [
+            (
+                "numeric",
+                make_pipeline(
+                    SimpleImputer(strategy="mean", keep_empty_features=True), scalers[kind]
+                ),
+                numeric,
+            ),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                ),
+                list(categorical),
+            ),
+        ],
+        sparse_threshold=0.0,
+    )
+
+
+def _unscaled(x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    return x
+
+
+def fold_scaler(
+    dataset: Dataset, train_idx: np.ndarray, dataset_cfg: Any
+) -> Callable[..., np.ndarray]:
+    """The feature transform of one fold, fitted on ``train_idx`` alone.
+
+    Called as ``scale(x)``, or ``scale(x, lengths)`` for variable-length sequences.
+    """
+    kind = enum_name(dataset_cfg.get("normalize", "standard"))
+    if dataset.vocab_size is not None:
+        return _unscaled  # token ids are categories, not quantities
+    if dataset.lengths is not None:
+        return Normalizer(kind, dataset.X[train_idx], dataset.lengths[train_idx])
+    if not needs_table_encoder(dataset):
+        return Normalizer(kind, dataset.X[train_idx])
+    encoder = table_encoder(kind, dataset.X.shape[1], dataset.categorical)
+    encoder.fit(dataset.X[train_idx])
+    return lambda x: np.asarray(encoder.transform(x), dtype=np.float32)
+
+
+def fold_tensors(
+    dataset: Dataset,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray,
+    dataset_cfg: Any,
+    device: torch.device,
+) -> FoldData:
+    """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
+    scaler = fold_scaler(dataset, train_idx, dataset_cfg)
+    lengths = dataset.lengths
+    mean, std = 0.0, 1.0
+    y = dataset.y
+    if dataset.task == "regression" and dataset_cfg.get("normalize_target", True):
+        mean = float(y[train_idx].mean())
+        std = float(y[train_idx].std()) or 1.0
+        y = ((y - mean) / std).astype(np.float32)
+
+    def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (
+            scaler(dataset.X[index])
+            if lengths is None
+            else scaler(dataset.X[index], lengths[index])
+        )
+        return torch.from_numpy(x).to(device), torch.from_numpy(y[index]).to(device)
+
+    def lengths_of(index: np.ndarray) -> torch.Tensor | None:
+        return None if lengths is None else torch.from_numpy(lengths[index]).to(device)
+
+    x_train, y_train = tensors(train_idx)
+    x_val, y_val = tensors(val_idx)
+    x_test, y_test = tensors(test_idx) if len(test_idx) else (None, None)
+    return FoldData(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        mean,
+        std,
+        lengths_train=lengths_of(train_idx),
+        lengths_val=lengths_of(val_idx),
+        lengths_test=lengths_of(test_idx) if len(test_idx) else None,
+    )

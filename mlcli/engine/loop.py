@@ -1,0 +1,384 @@
+"""Fit one fold: the training loop, read top to bottom, and the metrics it records.
+
+Metrics per epoch:
+
+* ``train``: averaged over the epoch's mini-batches as they were trained on (train mode, so with
+  dropout active), accumulated on the device without a host sync per step; plus ``lr``, the
+  learning rate the epoch's last optimizer step used.
+* ``val`` (and ``test`` once, after the last epoch): the whole split in eval mode.
+
+Classification records ``loss`` (cross-entropy) and ``acc``; regression records ``loss`` (MSE on
+the standardized target that training minimizes) and ``mse``, ``mae``, ``r2`` in the target's
+original units. Token tasks average over real tokens only (padding is never counted): tagging
+records ``loss`` and ``acc``; seq2seq records ``loss`` and ``tf_acc`` (next-token accuracy under
+teacher forcing) and, in evaluation, ``token_acc`` and ``exact_match`` of greedy decoding.
+:mod:`mlcli.tasks` lists these names (the preflight checks ``metric=`` against them; a test holds
+the two together).
+
+Every batch is trained on, but a trailing batch of one row when the model has batch norm. A fold
+diverges (:class:`DivergedError`) at a step whose loss is not finite, or at the end of an epoch
+whose val/test metrics are not finite or whose mean training loss exceeds ``diverge_factor`` ×
+the loss at initialization (:class:`LossBound`, :func:`epoch_divergence`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mlcli.data.base import BOS, IGNORE_INDEX, PAD, Task
+from mlcli.data.preprocess import FoldData
+from mlcli.engine.divergence import (
+    DivergedError,
+    DivergenceWatch,
+    LossBound,
+    defers_divergence_check,
+    epoch_divergence,
+)
+
+if TYPE_CHECKING:
+    from mlcli.analysis import Analyzer
+
+MetricRow = tuple[int, str, str, float]
+"""(epoch, split, metric, value)."""
+
+EVAL_CHUNK = 8192
+COUNT_CHUNK = 1 << 20
+"""Training outputs (elements) kept before their correct predictions are counted."""
+TOKEN_TASKS = ("tagging", "seq2seq")
+
+
+class Seq2SeqModel(Protocol):
+    """What the loop needs of a seq2seq model beyond its teacher-forced forward."""
+
+    def generate(
+        self, source: torch.Tensor, lengths: torch.Tensor | None, max_length: int
+    ) -> torch.Tensor: ...
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` has a batch-norm layer (in train mode it needs more than one row)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def check_batch_size(batch_size: int, batch_norm: bool) -> None:
+    """Refuse ``batch_size=1`` for a model with batch norm (every batch would be one row)."""
+    if batch_size == 1 and batch_norm:
+        raise ValueError(
+            "batch_size=1 with a batch-norm model: batch norm needs more than one row per "
+            "training batch; use batch_size >= 2, or a model without batch norm "
+            "(model.batch_norm=false)"
+        )
+
+
+def batches_per_epoch(n: int, batch_size: int, batch_norm: bool = False) -> int:
+    """Optimizer steps in one epoch of ``n`` rows: every batch, but for a model with batch norm
+    (``batch_norm``) a trailing batch of a single row, which batch norm cannot train on."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= 2 or (rest == 1 and (not batch_norm or n == 1)) else 0)
+
+
+def forward(
+    model: nn.Module, task: Task, x: torch.Tensor, lengths: torch.Tensor | None, y: torch.Tensor
+) -> torch.Tensor:
+    """The model's output for a batch; seq2seq is teacher-forced (the decoder reads BOS + y).
+
+    Only a model whose ``forward`` takes ``lengths`` gets them; a fixed-size model (``mlp``)
+    reads zero-padded sequences as they are.
+    """
+    if task == "seq2seq":
+        target_in = torch.cat([torch.full_like(y[:, :1], BOS), y[:, :-1]], dim=1)
+        return model(x, lengths, target_in)
+    if lengths is not None and reads_lengths(model):
+        return model(x, lengths)
+    return model(x)
+
+
+def reads_lengths(model: nn.Module) -> bool:
+    """Whether a model's ``forward`` takes ``lengths`` (sequence models with padding masks)."""
+    return "lengths" in inspect.signature(model.forward).parameters
+
+
+def _token_targets(task: Task, y: torch.Tensor) -> torch.Tensor:
+    # Tagging marks padding with IGNORE_INDEX already; seq2seq targets are padded with PAD.
+    return y.masked_fill(y == PAD, IGNORE_INDEX) if task == "seq2seq" else y
+
+
+def _loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if task == "classification":
+        if output.dim() != 2:
+            raise ValueError(
+                "a classification task needs one prediction per example, shape (N, classes), but "
+                f"the model returned {tuple(output.shape)}; use a pooled head (model.head=sequence)"
+            )
+        return F.cross_entropy(output, target)
+    if task in TOKEN_TASKS:
+        if output.dim() != 3:
+            raise ValueError(
+                f"a {task} task needs one prediction per token, shape (N, T, classes), but the "
+                f"model returned {tuple(output.shape)}; use a per-token head (model.head=token)"
+            )
+        labels = _token_targets(task, target)
+        return F.cross_entropy(output.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+    return F.mse_loss(output.reshape(target.shape), target)
+
+
+def _token_sums(task: Task, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(correct, count) over real tokens of a per-token output."""
+    labels = _token_targets(task, y)
+    real = labels != IGNORE_INDEX
+    correct = ((output.argmax(dim=-1) == labels) & real).sum()
+    return torch.stack([correct, real.sum()]).to(output.dtype)
+
+
+def _rows(lengths: torch.Tensor | None, start: int) -> torch.Tensor | None:
+    return None if lengths is None else lengths[start : start + EVAL_CHUNK]
+
+
+# Modules whose forward never reads ``self.training`` (exact types: a subclass may read it).
+_MODE_FREE = (
+    nn.Sequential, nn.Linear, nn.Flatten, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Sigmoid,
+    nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Conv1d, nn.Conv2d, nn.MaxPool1d,
+    nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+    nn.LayerNorm, nn.Embedding,
+)  # fmt: skip
+
+
+def mode_dependent(model: nn.Module) -> bool:
+    """Whether ``model`` may compute differently in train and eval mode (dropout, batch norm,
+    or any module not known to ignore the mode): only then does evaluation switch modes."""
+    return any(type(m) not in _MODE_FREE for m in model.modules())
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: Task,
+    mean: float,
+    std: float,
+    lengths: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Metrics of ``model`` on a whole split, in eval mode (values stay on the device).
+
+    A seq2seq model is also decoded greedily (up to the targets' padded length) for
+    ``token_acc`` (position-wise over real target tokens) and ``exact_match`` (whole sequence,
+    EOS included).
+    """
+    toggle = mode_dependent(model)
+    if toggle:
+        model.eval()
+    outputs, decoded = [], []
+    for i in range(0, len(x), EVAL_CHUNK):
+        x_i, y_i, lengths_i = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK], _rows(lengths, i)
+        outputs.append(forward(model, task, x_i, lengths_i, y_i))
+        if task == "seq2seq":
+            decoded.append(cast(Seq2SeqModel, model).generate(x_i, lengths_i, y.shape[1]))
+    if toggle:
+        model.train()
+    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    loss = _loss(task, output, y)
+    if task == "classification":
+        return {"loss": loss, "acc": (output.argmax(dim=-1) == y).float().mean()}
+    if task == "tagging":
+        correct, count = _token_sums(task, output, y)
+        return {"loss": loss, "acc": correct / count}
+    if task == "seq2seq":
+        correct, count = _token_sums(task, output, y)
+        prediction, real = torch.cat(decoded), y != PAD
+        return {
+            "loss": loss,
+            "tf_acc": correct / count,
+            "token_acc": ((prediction == y) & real).sum() / real.sum(),
+            "exact_match": (prediction == y).all(dim=1).float().mean(),
+        }
+    return {"loss": loss, **regression_metrics(output.reshape(y.shape), y, mean, std)}
+
+
+def regression_metrics(
+    standardized: torch.Tensor,
+    y: torch.Tensor,
+    mean: float | torch.Tensor,
+    std: float | torch.Tensor,
+    average: Callable[[torch.Tensor], torch.Tensor] = torch.mean,
+) -> dict[str, torch.Tensor]:
+    """``mse``, ``mae`` and ``r2`` in the target's original units, from standardized predictions
+    and targets (``average``: the mean over rows; a masked one for padded stacked splits)."""
+    target = y * std + mean
+    error = standardized * std + mean - target
+    mse = average(error.pow(2))
+    total = average((target - average(target)).pow(2))
+    return {
+        "mse": mse,
+        "mae": average(error.abs()),
+        "r2": 1.0 - mse / total.clamp_min(torch.finfo(total.dtype).tiny),
+    }
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data: FoldData,
+    *,
+    task: Task,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    clip_grad_norm: float | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    analyzer: Analyzer | None = None,
+    start_epoch: int = 1,
+    bound: LossBound | None = None,
+) -> list[MetricRow]:
+    """Train ``model`` for ``epochs`` epochs on the fold's training rows; return metric rows.
+
+    ``start_epoch`` > 1 continues a fold restored from a checkpoint (rows from that epoch on).
+
+    The fold's test rows (if any) are evaluated exactly once, after the last epoch.
+    Raises :class:`DivergedError` at the first optimizer step whose loss is not finite, and at the
+    end of an epoch whose val (or, after the last, test) metrics are not finite or whose mean
+    training loss exceeds ``bound`` (:func:`epoch_divergence`).
+    """
+    rows: list[MetricRow] = []
+    n = len(data.x_train)
+    device = data.x_train.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    mean, std = data.target_mean, data.target_std
+    # A trailing batch of one row is trained on, unless batch norm needs more (batches_per_epoch).
+    batch_norm = has_batch_norm(model)
+    check_batch_size(batch_size, batch_norm)
+    step = (start_epoch - 1) * batches_per_epoch(n, batch_size, batch_norm)
+    bound = bound if bound is not None else LossBound()
+    first_loss: torch.Tensor | None = None  # the first step's loss, read at the epoch's end
+    # A constant schedule (no warmup) never changes the lr: skip its per-step Python call.
+    lr_fixed = all(getattr(f, "is_constant", False) for f in getattr(scheduler, "lr_lambdas", [0]))
+    watch = DivergenceWatch(1, device) if defers_divergence_check(device) else None
+    model.train()
+    for epoch in range(start_epoch, epochs + 1):
+        # Running sums stay on the device: one host sync per epoch, not one per step (on the
+        # CPU the loss is read at every step anyway, for the divergence check: it is summed
+        # there, in double precision).
+        loss_sum = torch.zeros((), device=device)
+        loss_total = 0.0
+        # regression: sse, sae, sum y, sum y²; token tasks: correct tokens, real tokens,
+        # loss × real tokens (token-weighted epoch mean); classification: correct (counted from
+        # the steps' kept outputs, one argmax per ~1 M logits).
+        score_sums = torch.zeros(4, device=device)
+        logits: list[torch.Tensor] = []  # classification: this epoch's outputs not yet counted
+        counted = seen = 0
+        lr_used = optimizer.param_groups[0]["lr"]
+        permutation = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, n, batch_size):
+            batch = min(batch_size, n - start)
+            if batch == 1 and batch_norm and n > 1:
+                continue  # a trailing batch of one row breaks batch norm (see batches_per_epoch)
+            index = permutation[start : start + batch]
+            # index_select: the same rows as x[index], without advanced indexing's set-up
+            x, y = data.x_train.index_select(0, index), data.y_train.index_select(0, index)
+            lengths = None if data.lengths_train is None else data.lengths_train[index]
+            output = forward(model, task, x, lengths, y)
+            loss = _loss(task, output, y)
+            if step == 0:
+                first_loss = loss.detach()  # the loss at initialization: the bound's reference
+            if watch is not None:
+                watch.see(loss, step)
+                loss_sum.add_(loss.detach(), alpha=batch)
+            else:
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise DivergedError(epoch, step, value)
+                loss_total += value * batch
+            for p in params:
+                p.grad = None
+            loss.backward()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            if not lr_fixed:
+                lr_used = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            if not lr_fixed:
+                scheduler.step()
+            step += 1
+
+            seen += batch
+            if task == "classification":
+                # Kept, not reduced: one argmax over many steps' outputs beats one a step.
+                logits.append(output.detach())
+                if (seen - counted) * output.shape[-1] >= COUNT_CHUNK:
+                    score_sums[0] += _correct(logits, data.y_train, permutation[counted:seen])
+                    logits, counted = [], seen
+            elif task in TOKEN_TASKS:
+                with torch.no_grad():
+                    right, count = _token_sums(task, output.detach(), y)
+                    score_sums[:3] += torch.stack([right, count, loss.detach() * count])
+            else:
+                with torch.no_grad():
+                    target = y * std + mean
+                    error = output.detach().reshape(y.shape) * std + mean - target
+                    score_sums += torch.stack(
+                        [error.pow(2).sum(), error.abs().sum(), target.sum(), target.pow(2).sum()]
+                    )
+
+        if watch is not None and (diverged := watch.flush(epoch)):
+            raise diverged[0]
+        if watch is None:
+            loss_sum = torch.tensor(loss_total, device=device)
+        if logits:  # the rows trained on: the first `seen` of the permutation
+            score_sums[0] += _correct(logits, data.y_train, permutation[counted:seen])
+        train_values = _train_metrics(task, loss_sum, score_sums, max(seen, 1))
+        val_values = evaluate(model, data.x_val, data.y_val, task, mean, std, data.lengths_val)
+        # One transfer for everything the epoch recorded (and the bound's reference, once).
+        names = [("train", k) for k in train_values] + [("val", k) for k in val_values]
+        reference = [first_loss] if bound.initial is None and first_loss is not None else []
+        numbers = torch.stack([*train_values.values(), *val_values.values(), *reference]).tolist()
+        if reference:
+            bound.initial = numbers.pop()
+        epoch_metrics = {f"{split}/{k}": v for (split, k), v in zip(names, numbers, strict=True)}
+        if (judged := epoch_divergence(epoch, step - 1, epoch_metrics, bound.limit)) is not None:
+            raise judged
+        epoch_metrics["train/lr"] = float(lr_used)
+        for key, value in epoch_metrics.items():
+            split, metric = key.split("/", 1)
+            rows.append((epoch, split, metric, value))
+        if analyzer is not None:  # critical points / saddle escape / landscape (mlcli.analysis)
+            rows.extend(
+                analyzer.after_epoch(model, data.x_train, data.y_train, epoch, epoch == epochs)
+            )
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_metrics)
+
+    if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
+        test_values = evaluate(model, data.x_test, data.y_test, task, mean, std, data.lengths_test)
+        numbers = torch.stack(list(test_values.values())).tolist()
+        test_metrics = {f"test/{k}": v for k, v in zip(test_values, numbers, strict=True)}
+        if (judged := epoch_divergence(epochs, step - 1, test_metrics, None)) is not None:
+            raise judged
+        rows.extend((epochs, "test", k, v) for k, v in zip(test_values, numbers, strict=True))
+    return rows
+
+
+def _correct(logits: list[torch.Tensor], y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Correct predictions among consecutive steps' outputs ``logits`` for the rows ``rows``."""
+    return (torch.cat(logits).argmax(dim=-1) == y[rows]).sum()
+
+
+def _train_metrics(
+    task: Task, loss_sum: torch.Tensor, sums: torch.Tensor, seen: int | torch.Tensor
+) -> dict[str, torch.Tensor]:
+    if task == "classification":
+        return {"loss": loss_sum / seen, "acc": sums[0] / seen}
+    if task in TOKEN_TASKS:
+        tokens = sums[1].clamp_min(1.0)
+        accuracy = "acc" if task == "tagging" else "tf_acc"
+        return {"loss": sums[2] / tokens, accuracy: sums[0] / tokens}
+    sse, sae, sum_y, sum_y2 = sums
+    total = (sum_y2 - sum_y * sum_y / seen).clamp_min(torch.finfo(sums.dtype).tiny)
+    return {"loss": loss_sum / seen, "mse": sse / seen, "mae": sae / seen, "r2": 1.0 - sse / total}

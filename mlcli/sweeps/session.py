@@ -1,0 +1,229 @@
+"""One ``mlcli train`` command's session, from both sides.
+
+* :class:`Session` (the CLI's side): hands the session's id, ledger dir, ``--rerun`` and what
+  the user admitted to every job through ``hydra.job.env_set``, runs Hydra, and accounts for every
+  job afterwards. Ctrl-C and SIGTERM interrupt the launch; then every process the launch started
+  is stopped (SIGTERM, then SIGKILL) before it returns, and runs left RUNNING are marked
+  INTERRUPTED.
+* :class:`JobSession` (a job's side): what a job reads of its session from the environment, and
+  the ledger it records how it ended in (one file per job), which the CLI reads to print the
+  failed-jobs table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlcli.config import env, security
+from mlcli.rundir import read_json, write_json
+from mlcli.sweeps import index, locks, manifest
+from mlcli.sweeps.launch import Plan, quote
+
+# Environment of a `mlcli train` session, set for every job through Hydra's hydra.job.env_set.
+
+
+STOP_FILE = "STOP"
+
+
+@dataclass(frozen=True)
+class JobSession:
+    """Settings the CLI hands to every job of one command (through the environment)."""
+
+    id: str | None
+    ledger: Path | None
+    rerun: bool
+    process: str | None = None
+    """The :func:`mlcli.sweeps.procs.identity` of the session's ``mlcli`` process."""
+
+    @classmethod
+    def from_env(cls) -> JobSession:
+        """The session this process's job belongs to (empty outside ``mlcli train``)."""
+        ledger = os.environ.get(env.LEDGER_DIR)
+        return cls(
+            id=os.environ.get(env.SESSION) or None,
+            ledger=Path(ledger) if ledger else None,
+            rerun=os.environ.get(env.RERUN, "0") == "1",
+            process=os.environ.get(env.SESSION_PROCESS) or None,
+        )
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Add how a job ended to the ledger the CLI reads afterwards (one file per job)."""
+        if self.ledger is None:
+            return
+        entry = {**entry, "time": time.time()}
+        write_json(self.ledger / f"{uuid.uuid4().hex}.json", entry)
+
+    def request_stop(self) -> None:
+        """``on_failure=stop``: jobs that have not started yet will not run."""
+        if self.ledger is not None:
+            (self.ledger / STOP_FILE).touch()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether an earlier job of this session failed under ``on_failure=stop``."""
+        return self.ledger is not None and (self.ledger / STOP_FILE).exists()
+
+
+def read_ledger(ledger: Path) -> list[dict[str, Any]]:
+    """Every entry jobs recorded in ``ledger``, in the order they were recorded."""
+    entries = []
+    for path in Path(ledger).glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            entries.append(read_json(path))
+    return sorted(entries, key=lambda e: float(e.get("time", 0.0)))
+
+
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+
+
+@dataclass
+class Outcome:
+    """How a session ended."""
+
+    entries: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    interrupted: str | None = None
+    hydra_exit: int = 0
+
+
+class Session:
+    """One ``mlcli train`` command's jobs: their shared id, ledger dir and settings."""
+
+    def __init__(self, result: Plan, rerun: bool) -> None:
+        self.plan = result
+        self.id = uuid.uuid4().hex[:12]
+        self.ledger = (locks.state_dir(result.outputs_root) / "sessions" / self.id).resolve()
+        self.rerun = rerun
+
+    def overrides(self) -> list[str]:
+        """Hydra overrides that hand the session to every job, in whatever process it runs."""
+        from mlcli.sweeps import procs
+
+        values = {
+            env.SESSION: self.id,
+            env.LEDGER_DIR: str(self.ledger),
+            env.RERUN: "1" if self.rerun else "0",
+            env.SESSION_PROCESS: procs.identity(),
+            env.TRUST_OVERRIDES: "1" if security.trusted() else "0",
+        }
+        admission = os.environ.get(env.ADMITTED_TARGETS)
+        if admission is not None:
+            values[env.ADMITTED_TARGETS] = admission
+        overrides = [f"+hydra.job.env_set.{k}={quote(v)}" for k, v in values.items()]
+        return overrides + self.plan.overrides
+
+    def launch(self, args: list[str], extra: list[str]) -> Outcome:
+        """Run Hydra with ``args``; return how every job ended. Cleans up after an interrupt."""
+        from mlcli.sweeps import procs
+
+        self.ledger.mkdir(parents=True, exist_ok=True)
+        if self.plan.sweep_dir is not None and self.plan.sweep_key is not None:
+            jobs = [(job.overrides, job.run_key) for job in self.plan.jobs]
+            manifest.write_manifest(self.plan.sweep_dir, self.plan.sweep_key, args, jobs)
+        sys.argv = ["mlcli", *args, *self.overrides(), *extra]
+        from mlcli.sweeps.job import hydra_main
+
+        before = {p.pid for p in procs.descendants()}
+        outcome = Outcome([], [])
+        try:
+            with procs.interrupt_on_signals() as signals:
+                try:
+                    hydra_main()
+                except SystemExit as exit_:
+                    code = exit_.code
+                    outcome.hydra_exit = code if isinstance(code, int) else (1 if code else 0)
+                except KeyboardInterrupt as error:
+                    # Raised by our handler (here or in the job's task) with the signal's name.
+                    named = str(error.args[0]) if error.args else ""
+                    if signals.signum:
+                        named = signal_name(signals.signum)
+                    outcome.interrupted = named if named.startswith("SIG") else "SIGINT"
+        finally:
+            stopped = bool(outcome.interrupted or outcome.hydra_exit)
+            if stopped:
+                # Whatever the launch started (workers, their jobs) stops before we return; the
+                # resource trackers stay: they clean /dev/shm up once the workers have exited.
+                keep = before | _resource_trackers()
+                procs.stop_processes([p for p in procs.descendants() if p.pid not in keep])
+            shutdown_joblib_workers(kill=stopped)
+            index.mark_stale_runs(
+                self.plan.outputs_root,
+                self.id,
+                message=f"stopped by {outcome.interrupted or 'the end of the sweep'}",
+                wait=procs.GRACE_S,  # for jobs still dying (their processes hold the locks)
+            )
+            outcome.entries = read_ledger(self.ledger)
+            shutil.rmtree(self.ledger, ignore_errors=True)
+        outcome.failures = self._failures(outcome)
+        return outcome
+
+    def _failures(self, outcome: Outcome) -> list[dict[str, Any]]:
+        ended_well = ("COMPLETED", "SKIPPED", "PRUNED")  # PRUNED: a sweeper's pruner stopped it
+        failures = [e for e in outcome.entries if e.get("state") not in ended_well]
+        if outcome.hydra_exit and self.plan.sweep_dir is not None:
+            # Jobs that never reported: the launcher stopped before they ended.
+            reported = {e.get("run_key") for e in outcome.entries}
+            for job in self.plan.jobs:
+                if job.run_key not in reported:
+                    failures.append(
+                        {
+                            "overrides": job.overrides,
+                            "state": "NOT RUN",
+                            "error": f"the launcher stopped (exit code {outcome.hydra_exit}) "
+                            "before this job ended; re-run the same command to continue",
+                            "run_dir": "",
+                        }
+                    )
+        return failures
+
+
+def shutdown_joblib_workers(kill: bool = False) -> None:
+    """Stop the joblib launcher's worker processes now (loky keeps them for reuse otherwise),
+    and free what joblib holds in /dev/shm for them.
+
+    A session's workers must not outlive it: they hold its working directory and environment.
+    ``terminate`` (not just ``shutdown``) also deletes joblib's memmapping folder, which joblib
+    would leave to an ``atexit`` handler: ``mlcli`` exits without running those (see
+    :func:`mlcli.cli.main`), and loky's resource tracker then warned of a leaked folder.
+    """
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None)  # loky's one reusable executor, if started
+    if executor is not None:
+        with contextlib.suppress(Exception):
+            if hasattr(executor, "terminate"):  # joblib's MemmappingExecutor
+                executor.terminate(kill_workers=kill)
+            else:
+                executor.shutdown(wait=not kill, kill_workers=kill)
+
+
+def _resource_trackers() -> set[int]:
+    """The pids of loky's and multiprocessing's resource trackers, if this process started them.
+
+    Each ignores SIGTERM and exits by itself once every process sharing it has, after it has
+    unlinked what they left (semaphores, joblib's folders); killed, it leaves those behind.
+    """
+    pids = set()
+    for name in (
+        "joblib.externals.loky.backend.resource_tracker",
+        "multiprocessing.resource_tracker",
+    ):
+        tracker = getattr(sys.modules.get(name), "_resource_tracker", None)
+        pid = getattr(tracker, "_pid", None)
+        if isinstance(pid, int):
+            pids.add(pid)
+    return pids
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15."""
+    import signal
+
+    return signal.Signals(signum).name
