@@ -489,6 +489,6 @@ class Analyzer:
 
 def loss_function(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training objective of ``task`` as (output, target) -> scalar."""
-    from mlcli.engine.loop import _loss
+    from mlcli.tasks.metrics import loss
 
-    return lambda output, target: _loss(task, output, target)
+    return lambda output, target: loss(task, output, target)

@@ -157,7 +157,7 @@ def train(
     with _session_env(command.admitted, trust_overrides):
         if command.info_only:  # --cfg, --info, ...: Hydra prints and runs nothing
             sys.argv = ["mlcli", *args, *extra]
-            from mlcli.sweeps.job import hydra_main
+            from mlcli.sweeps.app import hydra_main
 
             hydra_main()
             return

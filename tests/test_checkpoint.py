@@ -22,8 +22,9 @@ from mlcli import rundir as results
 from mlcli import runner
 from mlcli import sweeps as sweep
 from mlcli.engine import checkpoint
-from mlcli.engine import loop as train
+from mlcli.engine import fold as fold_module
 from mlcli.report.collect import collect
+from mlcli.tasks import metrics as task_metrics
 
 CHECKPOINTED = [
     "model=mlp", "model.dropout=0.3", "dataset=wine", "epochs=4", "cv.n_splits=2",
@@ -89,7 +90,7 @@ def test_a_resumed_fold_keeps_the_divergence_bound_taken_from_its_first_loss(
     """The bound is diverge_factor × the fold's loss at initialization: a fold resumed from a
     checkpoint (which never sees its first step again) gets it back from the checkpoint."""
     calls: list[tuple[int, float | None, float | None]] = []
-    real_fit = runner.fit
+    real_fit = fold_module.fit
 
     def recording_fit(*args, bound, start_epoch, **kwargs):
         before = bound.initial
@@ -97,7 +98,7 @@ def test_a_resumed_fold_keeps_the_divergence_bound_taken_from_its_first_loss(
         calls.append((start_epoch, before, bound.initial))
         return rows
 
-    monkeypatch.setattr(runner, "fit", recording_fit)
+    monkeypatch.setattr(fold_module, "fit", recording_fit)
     cfg = compose(*CHECKPOINTED)
     runner.run(cfg, tmp_path / "straight")
     (_, none, first_loss_0), (_, _, first_loss_1) = calls
@@ -230,7 +231,7 @@ def test_diverging_run_stops_at_the_first_non_finite_loss_and_clipping_keeps_it_
     compose, tmp_path, monkeypatch
 ):
     losses: list[float] = []
-    real_loss = train._loss
+    real_loss = task_metrics.loss
 
     def recording_loss(task, output, target):
         loss = real_loss(task, output, target)
@@ -238,7 +239,7 @@ def test_diverging_run_stops_at_the_first_non_finite_loss_and_clipping_keeps_it_
             losses.append(float(loss.detach()))
         return loss
 
-    monkeypatch.setattr(train, "_loss", recording_loss)
+    monkeypatch.setattr(task_metrics, "loss", recording_loss)
     # No growth bound: this is the per-step check of a loss that becomes NaN/inf.
     args = ["optim=sgd", "optim.lr=50", "dataset=diabetes", "model=linear", "cv=holdout",
             "epochs=5", "progress=false", "diverge_factor=null"]  # fmt: skip

@@ -16,7 +16,7 @@ from mlcli.config.targets import instantiate
 from mlcli.cv import Plan, plan
 from mlcli.data import csv, preprocess
 from mlcli.data.loading import build_dataset, split_config
-from mlcli.engine import stacked
+from mlcli.engine import setup
 from tests.conftest import TINY
 
 HOMEWORK = Path(__file__).parent / "data" / "homework.csv"
@@ -219,7 +219,7 @@ def test_a_csv_run_never_lets_test_rows_reach_training_statistics_or_folds(
 ):
     seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     fitted_on: list[np.ndarray] = []
-    real_fold_tensors, real_fold_scaler = runner.fold_tensors, preprocess.fold_scaler
+    real_fold_tensors, real_fold_scaler = setup.fold_tensors, preprocess.fold_scaler
 
     def spy_tensors(dataset, train_idx, val_idx, test_idx, *args):
         seen.append((train_idx, val_idx, test_idx))
@@ -229,9 +229,8 @@ def test_a_csv_run_never_lets_test_rows_reach_training_statistics_or_folds(
         fitted_on.append(np.array(train_idx))
         return real_fold_scaler(dataset, train_idx, cfg)
 
-    # Sequential and stacked training each call fold_tensors: watch both.
-    monkeypatch.setattr(runner, "fold_tensors", spy_tensors)
-    monkeypatch.setattr(stacked, "fold_tensors", spy_tensors)
+    # Every fold strategy sets its folds up through the one fold set-up: watch it.
+    monkeypatch.setattr(setup, "fold_tensors", spy_tensors)
     monkeypatch.setattr(preprocess, "fold_scaler", spy_scaler)
     cfg = compose(*HOMEWORK_ARGS, "epochs=1", "cv.n_splits=3", "progress=false")
     assert runner.run(cfg, tmp_path / "run").state == "COMPLETED"

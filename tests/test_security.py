@@ -812,7 +812,7 @@ def test_a_reused_run_dir_is_never_written_through_a_symlink(cli, tmp_path, trap
 
 
 def test_error_log_replaces_a_symlink_instead_of_writing_through_it(compose, tmp_path, trap):
-    from mlcli.sweeps import job as app
+    from mlcli.sweeps import app
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

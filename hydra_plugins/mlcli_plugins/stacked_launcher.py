@@ -5,7 +5,7 @@ shape (seed, optimizer numbers, schedule) train together as one stacked model
 Each job still ends exactly as under Hydra's basic launcher: its job dir (numbered as Hydra
 numbers it, with ``.hydra/``), run key, skip/continue decision, status, results, ledger entry and
 ``JobReturn``, in job order, because every job runs through the usual job function
-(:func:`mlcli.sweeps.job.task`), which finds its folds already trained. Before the first job of a
+(:func:`mlcli.sweeps.app.task`), which finds its folds already trained. Before the first job of a
 group runs, the launcher takes the locks of the group's run keys (held until its last job ended),
 decides for each job as the job itself will (skip, continue with its missing folds, or new) and
 trains what is left of the group in a child process. Jobs in no group (a group of one, another
@@ -17,6 +17,7 @@ launcher.
 # registering it in sys.modules, and dataclasses then cannot resolve string annotations.
 import contextlib
 import copy
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -81,92 +82,6 @@ def _job_dir(config: DictConfig) -> Path:
     return Path(os.path.abspath(os.path.join(sweep_dir, subdir)))
 
 
-class _Group:
-    """Jobs trained together: their locks, and what the child process trained for them."""
-
-    def __init__(self, indices: list[int], first_number: int = 0) -> None:
-        self.indices = indices
-        self.first_number = first_number  # Hydra's number of the batch's first job
-        self.locks = contextlib.ExitStack()
-        self.keys: list[str] = []
-
-    def start(self, configs: list[DictConfig], task_configs: list[DictConfig]) -> None:
-        """Lock the group's run keys, decide for each job, and train what the jobs need.
-
-        Whatever goes wrong here (but an interruption) leaves the jobs to train one by one.
-        """
-        try:
-            self._start(configs, task_configs)
-        except Exception as error:
-            log.warning(f"stacked training not possible ({error!r}); jobs train one by one")
-
-    def _start(self, configs: list[DictConfig], task_configs: list[DictConfig]) -> None:
-        from mlcli import runner
-        from mlcli.config.identity import run_key
-        from mlcli.engine import stacked
-        from mlcli.sweeps import grid, index, locks, procs
-        from mlcli.sweeps.session import JobSession
-
-        first = configs[self.indices[0]]
-        with env_override(first.hydra.job.env_set):
-            session = JobSession.from_env()
-        if session.stop_requested:
-            return
-        outputs_root = Path(str(task_configs[self.indices[0]].outputs_root))
-        keys = {}
-        for i in self.indices:
-            with _as_job(configs[i]):
-                keys[i] = run_key(task_configs[i])
-        for key in sorted(set(keys.values())):  # one order for every process: no deadlock
-            self.locks.enter_context(locks.key_lock(outputs_root, key))
-        self.keys = sorted(set(keys.values()))
-        jobs: list[grid.GroupJob] = []
-        seen: set[str] = set()
-        for i in self.indices:
-            if keys[i] in seen:
-                continue  # the same run twice: the second job finds the first one's run
-            seen.add(keys[i])
-            decision = index.decide(outputs_root, keys[i], _job_dir(configs[i]), session.rerun)
-            if decision.action == "skip":
-                continue
-            done = (
-                _done_folds(decision.run_dir, keys[i]) if decision.action == "continue" else set()
-            )
-            jobs.append(grid.GroupJob(task_configs[i], keys[i], done))
-        if len(jobs) < 2:
-            return
-        numbers = ", ".join(f"#{self.first_number + i}" for i in self.indices)
-        log.info(f"Training jobs {numbers} as one stacked model ({len(jobs)} runs)")
-        # Imported once here: the training child and every job's inherit it (no torch.optim:
-        # the stacked model has its own optimizer, and the jobs find their folds trained).
-        runner.preload(optimizers=False)
-        result = procs.call_in_child(lambda: grid.train_group(jobs))
-        if not result.returned:
-            log.warning(f"stacked training failed ({result.describe()}); jobs train one by one")
-            return
-        value: dict[str, Any] = result.value
-        if "unstackable" in value:
-            log.info(f"not stacked: {value['unstackable']}; jobs train one by one")
-            return
-        for key, folds in value["results"].items():
-            stacked.PRECOMPUTED[key] = {"results": folds, "info": value["info"]}
-
-    def end(self) -> None:
-        """Forget the group's results and release its locks."""
-        from mlcli.engine import stacked
-
-        for key in self.keys:
-            stacked.PRECOMPUTED.pop(key, None)
-        self.locks.close()
-
-
-def _done_folds(run_dir: Path, key: str) -> set[int]:
-    """The folds an unfinished run kept (as :func:`mlcli.runner.run` reads them)."""
-    from mlcli import rundir
-
-    return rundir.kept_folds(run_dir, key).folds
-
-
 class StackedLauncher(Launcher):
     """Hydra's basic launcher, with the stackable jobs of each batch trained together."""
 
@@ -189,7 +104,9 @@ class StackedLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Run a batch of jobs; their ``JobReturn`` in job order."""
+        from mlcli.config.identity import run_key
         from mlcli.sweeps import grid
+        from mlcli.sweeps.session import JobSession
 
         setup_globals()
         assert self.hydra_context is not None
@@ -210,15 +127,21 @@ class StackedLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             configs.append(sweep_config)
         task_configs = [_task_config(c) for c in configs]
-        group_of: dict[int, _Group] = {}
+        group_of: dict[int, grid.StackedGroup] = {}
         signatures = []
         for config, task_config in zip(configs, task_configs, strict=True):
             with _as_job(config):
                 signatures.append(grid.signature(task_config))
         for indices in grid.groups(signatures, self.max_jobs):
-            new_group = _Group(indices, initial_job_idx)
+            new_group = grid.StackedGroup(indices, initial_job_idx)
             for i in indices:
                 group_of[i] = new_group
+
+        def describe(i: int) -> Any:
+            """Job ``i`` as its job function will see it (``${hydra:...}`` resolved as there)."""
+            with _as_job(configs[i]):
+                key = run_key(task_configs[i])
+            return grid.SweepJob(task_configs[i], key, _job_dir(configs[i]))
 
         runs: list[JobReturn] = []
         started: set[int] = set()
@@ -227,13 +150,20 @@ class StackedLauncher(Launcher):
                 group = group_of.get(n)
                 if group is not None and id(group) not in started:
                     started.add(id(group))
-                    group.start(configs, task_configs)
+                    with env_override(configs[group.indices[0]].hydra.job.env_set):
+                        session = JobSession.from_env()
+                    group.start(describe, session)
                 lst = " ".join(filter_overrides(job_overrides[n]))
                 log.info(f"\t#{initial_job_idx + n} : {lst}")
+                # A job whose folds the group trained gets them with its task (no global state).
+                task_function: Any = self.task_function
+                precomputed = group.precomputed(n) if group is not None else None
+                if precomputed is not None:
+                    task_function = functools.partial(task_function, precomputed=precomputed)
                 runs.append(
                     run_job(
                         hydra_context=self.hydra_context,
-                        task_function=self.task_function,
+                        task_function=task_function,
                         config=sweep_config,
                         job_dir_key="hydra.sweep.dir",
                         job_subdir_key="hydra.sweep.subdir",

@@ -18,6 +18,8 @@ is deleted once the fold's results are on disk.
 from __future__ import annotations
 
 import io
+import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ import torch
 
 from mlcli import rundir
 from mlcli.rundir import atomic_write_bytes
+
+log = logging.getLogger("mlcli")
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
@@ -173,3 +177,17 @@ def resume(
     restore_rng(state["rng"], generator, device)
     rows = [(int(e), str(s), str(m), float(v)) for e, s, m, v in state["rows"]]
     return int(state["epoch"]) + 1, rows
+
+
+def fold_state(path: Path | None, key: str, fold: int) -> dict[str, Any] | None:
+    """The checkpoint fold ``fold`` of run ``key`` left at ``path``, or None (none, another
+    run's, or one that is no checkpoint: then with a warning, and the fold starts afresh)."""
+    if path is None or not os.path.lexists(path):
+        return None
+    try:
+        state = load(path)
+    except (FileNotFoundError, CheckpointUnreadableError) as error:
+        if not isinstance(error, FileNotFoundError):
+            log.warning("%s; fold %d starts from its first epoch", error, fold)
+        return None
+    return state if state.get("run_key") == key and state.get("fold") == fold else None

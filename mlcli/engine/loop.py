@@ -13,12 +13,12 @@ original units. Token tasks average over real tokens only (padding is never coun
 records ``loss`` and ``acc``; seq2seq records ``loss`` and ``tf_acc`` (next-token accuracy under
 teacher forcing) and, in evaluation, ``token_acc`` and ``exact_match`` of greedy decoding.
 :mod:`mlcli.tasks` lists these names (the preflight checks ``metric=`` against them; a test holds
-the two together).
+the two together); :mod:`mlcli.tasks.metrics` computes them, for this loop and the stacked one.
 
 Every batch is trained on, but a trailing batch of one row when the model has batch norm. A fold
 diverges (:class:`DivergedError`) at a step whose loss is not finite, or at the end of an epoch
 whose val/test metrics are not finite or whose mean training loss exceeds ``diverge_factor`` ×
-the loss at initialization (:class:`LossBound`, :func:`epoch_divergence`).
+the loss at initialization (:mod:`mlcli.engine.divergence`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from mlcli.data.base import BOS, IGNORE_INDEX, PAD, Task
+from mlcli.data.base import BOS, Task
 from mlcli.data.preprocess import FoldData
 from mlcli.engine.divergence import (
     DivergedError,
@@ -41,17 +40,20 @@ from mlcli.engine.divergence import (
     defers_divergence_check,
     epoch_divergence,
 )
+from mlcli.tasks import metrics as task_metrics
 
 if TYPE_CHECKING:
     from mlcli.analysis import Analyzer
 
 MetricRow = tuple[int, str, str, float]
 """(epoch, split, metric, value)."""
+FoldRows = list[dict[str, Any]]
+"""A fold's results in long form: ``run_key, fold, epoch, split, metric, value`` per row."""
+EpochEnd = Callable[[int, int, dict[str, float]], None]
+"""Called as ``on_epoch(fold, epoch, metrics)`` once an epoch's ``split/metric`` values are final
+(both loops call it: the progress display, checkpoints)."""
 
 EVAL_CHUNK = 8192
-COUNT_CHUNK = 1 << 20
-"""Training outputs (elements) kept before their correct predictions are counted."""
-TOKEN_TASKS = ("tagging", "seq2seq")
 
 
 class Seq2SeqModel(Protocol):
@@ -105,38 +107,6 @@ def reads_lengths(model: nn.Module) -> bool:
     return "lengths" in inspect.signature(model.forward).parameters
 
 
-def _token_targets(task: Task, y: torch.Tensor) -> torch.Tensor:
-    # Tagging marks padding with IGNORE_INDEX already; seq2seq targets are padded with PAD.
-    return y.masked_fill(y == PAD, IGNORE_INDEX) if task == "seq2seq" else y
-
-
-def _loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if task == "classification":
-        if output.dim() != 2:
-            raise ValueError(
-                "a classification task needs one prediction per example, shape (N, classes), but "
-                f"the model returned {tuple(output.shape)}; use a pooled head (model.head=sequence)"
-            )
-        return F.cross_entropy(output, target)
-    if task in TOKEN_TASKS:
-        if output.dim() != 3:
-            raise ValueError(
-                f"a {task} task needs one prediction per token, shape (N, T, classes), but the "
-                f"model returned {tuple(output.shape)}; use a per-token head (model.head=token)"
-            )
-        labels = _token_targets(task, target)
-        return F.cross_entropy(output.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
-    return F.mse_loss(output.reshape(target.shape), target)
-
-
-def _token_sums(task: Task, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(correct, count) over real tokens of a per-token output."""
-    labels = _token_targets(task, y)
-    real = labels != IGNORE_INDEX
-    correct = ((output.argmax(dim=-1) == labels) & real).sum()
-    return torch.stack([correct, real.sum()]).to(output.dtype)
-
-
 def _rows(lengths: torch.Tensor | None, start: int) -> torch.Tensor | None:
     return None if lengths is None else lengths[start : start + EVAL_CHUNK]
 
@@ -184,42 +154,8 @@ def evaluate(
     if toggle:
         model.train()
     output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-    loss = _loss(task, output, y)
-    if task == "classification":
-        return {"loss": loss, "acc": (output.argmax(dim=-1) == y).float().mean()}
-    if task == "tagging":
-        correct, count = _token_sums(task, output, y)
-        return {"loss": loss, "acc": correct / count}
-    if task == "seq2seq":
-        correct, count = _token_sums(task, output, y)
-        prediction, real = torch.cat(decoded), y != PAD
-        return {
-            "loss": loss,
-            "tf_acc": correct / count,
-            "token_acc": ((prediction == y) & real).sum() / real.sum(),
-            "exact_match": (prediction == y).all(dim=1).float().mean(),
-        }
-    return {"loss": loss, **regression_metrics(output.reshape(y.shape), y, mean, std)}
-
-
-def regression_metrics(
-    standardized: torch.Tensor,
-    y: torch.Tensor,
-    mean: float | torch.Tensor,
-    std: float | torch.Tensor,
-    average: Callable[[torch.Tensor], torch.Tensor] = torch.mean,
-) -> dict[str, torch.Tensor]:
-    """``mse``, ``mae`` and ``r2`` in the target's original units, from standardized predictions
-    and targets (``average``: the mean over rows; a masked one for padded stacked splits)."""
-    target = y * std + mean
-    error = standardized * std + mean - target
-    mse = average(error.pow(2))
-    total = average((target - average(target)).pow(2))
-    return {
-        "mse": mse,
-        "mae": average(error.abs()),
-        "r2": 1.0 - mse / total.clamp_min(torch.finfo(total.dtype).tiny),
-    }
+    prediction = torch.cat(decoded) if decoded else None
+    return task_metrics.eval_metrics(task, output, y, mean, std, prediction)
 
 
 def fit(
@@ -233,7 +169,8 @@ def fit(
     batch_size: int,
     generator: torch.Generator,
     clip_grad_norm: float | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    fold: int = 0,
+    on_epoch: EpochEnd | None = None,
     analyzer: Analyzer | None = None,
     start_epoch: int = 1,
     bound: LossBound | None = None,
@@ -241,6 +178,7 @@ def fit(
     """Train ``model`` for ``epochs`` epochs on the fold's training rows; return metric rows.
 
     ``start_epoch`` > 1 continues a fold restored from a checkpoint (rows from that epoch on).
+    ``on_epoch(fold, epoch, metrics)`` is called at the end of every epoch.
 
     The fold's test rows (if any) are evaluated exactly once, after the last epoch.
     Raises :class:`DivergedError` at the first optimizer step whose loss is not finite, and at the
@@ -268,12 +206,8 @@ def fit(
         # there, in double precision).
         loss_sum = torch.zeros((), device=device)
         loss_total = 0.0
-        # regression: sse, sae, sum y, sum y²; token tasks: correct tokens, real tokens,
-        # loss × real tokens (token-weighted epoch mean); classification: correct (counted from
-        # the steps' kept outputs, one argmax per ~1 M logits).
-        score_sums = torch.zeros(4, device=device)
-        logits: list[torch.Tensor] = []  # classification: this epoch's outputs not yet counted
-        counted = seen = 0
+        sums = task_metrics.train_sums(task, device, mean, std)  # the task's train metrics
+        seen = 0
         lr_used = optimizer.param_groups[0]["lr"]
         permutation = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch_size):
@@ -285,7 +219,7 @@ def fit(
             x, y = data.x_train.index_select(0, index), data.y_train.index_select(0, index)
             lengths = None if data.lengths_train is None else data.lengths_train[index]
             output = forward(model, task, x, lengths, y)
-            loss = _loss(task, output, y)
+            loss = task_metrics.loss(task, output, y)
             if step == 0:
                 first_loss = loss.detach()  # the loss at initialization: the bound's reference
             if watch is not None:
@@ -307,33 +241,14 @@ def fit(
             if not lr_fixed:
                 scheduler.step()
             step += 1
-
             seen += batch
-            if task == "classification":
-                # Kept, not reduced: one argmax over many steps' outputs beats one a step.
-                logits.append(output.detach())
-                if (seen - counted) * output.shape[-1] >= COUNT_CHUNK:
-                    score_sums[0] += _correct(logits, data.y_train, permutation[counted:seen])
-                    logits, counted = [], seen
-            elif task in TOKEN_TASKS:
-                with torch.no_grad():
-                    right, count = _token_sums(task, output.detach(), y)
-                    score_sums[:3] += torch.stack([right, count, loss.detach() * count])
-            else:
-                with torch.no_grad():
-                    target = y * std + mean
-                    error = output.detach().reshape(y.shape) * std + mean - target
-                    score_sums += torch.stack(
-                        [error.pow(2).sum(), error.abs().sum(), target.sum(), target.pow(2).sum()]
-                    )
+            sums.add(output.detach(), y, loss)
 
         if watch is not None and (diverged := watch.flush(epoch)):
             raise diverged[0]
         if watch is None:
             loss_sum = torch.tensor(loss_total, device=device)
-        if logits:  # the rows trained on: the first `seen` of the permutation
-            score_sums[0] += _correct(logits, data.y_train, permutation[counted:seen])
-        train_values = _train_metrics(task, loss_sum, score_sums, max(seen, 1))
+        train_values = sums.values(loss_sum, max(seen, 1))
         val_values = evaluate(model, data.x_val, data.y_val, task, mean, std, data.lengths_val)
         # One transfer for everything the epoch recorded (and the bound's reference, once).
         names = [("train", k) for k in train_values] + [("val", k) for k in val_values]
@@ -345,15 +260,13 @@ def fit(
         if (judged := epoch_divergence(epoch, step - 1, epoch_metrics, bound.limit)) is not None:
             raise judged
         epoch_metrics["train/lr"] = float(lr_used)
-        for key, value in epoch_metrics.items():
-            split, metric = key.split("/", 1)
-            rows.append((epoch, split, metric, value))
+        rows.extend(epoch_rows(epoch, epoch_metrics))
         if analyzer is not None:  # critical points / saddle escape / landscape (mlcli.analysis)
             rows.extend(
                 analyzer.after_epoch(model, data.x_train, data.y_train, epoch, epoch == epochs)
             )
         if on_epoch is not None:
-            on_epoch(epoch, epoch_metrics)
+            on_epoch(fold, epoch, epoch_metrics)
 
     if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
         test_values = evaluate(model, data.x_test, data.y_test, task, mean, std, data.lengths_test)
@@ -365,20 +278,18 @@ def fit(
     return rows
 
 
-def _correct(logits: list[torch.Tensor], y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Correct predictions among consecutive steps' outputs ``logits`` for the rows ``rows``."""
-    return (torch.cat(logits).argmax(dim=-1) == y[rows]).sum()
+def epoch_rows(epoch: int, metrics: dict[str, float]) -> list[MetricRow]:
+    """An epoch's ``split/metric`` values as metric rows."""
+    rows = []
+    for name, value in metrics.items():
+        split, metric = name.split("/", 1)
+        rows.append((epoch, split, metric, value))
+    return rows
 
 
-def _train_metrics(
-    task: Task, loss_sum: torch.Tensor, sums: torch.Tensor, seen: int | torch.Tensor
-) -> dict[str, torch.Tensor]:
-    if task == "classification":
-        return {"loss": loss_sum / seen, "acc": sums[0] / seen}
-    if task in TOKEN_TASKS:
-        tokens = sums[1].clamp_min(1.0)
-        accuracy = "acc" if task == "tagging" else "tf_acc"
-        return {"loss": sums[2] / tokens, accuracy: sums[0] / tokens}
-    sse, sae, sum_y, sum_y2 = sums
-    total = (sum_y2 - sum_y * sum_y / seen).clamp_min(torch.finfo(sums.dtype).tiny)
-    return {"loss": loss_sum / seen, "mse": sse / seen, "mae": sae / seen, "r2": 1.0 - sse / total}
+def long_rows(run_key: str, fold: int, rows: list[MetricRow]) -> FoldRows:
+    """A fold's metric rows in the long form of the results table."""
+    return [
+        {"run_key": run_key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
+        for e, s, m, v in rows
+    ]

@@ -3,8 +3,9 @@
 For compute-bound models (a CNN) stacking gains nothing; a second core does. Workers are forked
 from the run's process, so they share its dataset and config without pickling them, and each
 fold is set up exactly as in sequential training (its own seeds, one torch thread): the results
-are bit-identical. Results are yielded in fold order; a diverged fold raises where sequential
-training would (the folds after it, computed meanwhile, are discarded).
+are bit-identical. Results are yielded in fold order; a diverged fold raises its
+:class:`~mlcli.engine.divergence.DivergedError` where sequential training would (the folds after
+it, computed meanwhile, are discarded).
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from mlcli.engine.divergence import DivergedError
-
 _RUN_FOLD: Callable[[int], Any] | None = None
+"""The fold function of the pool being forked: the workers inherit it (a closure over the run's
+data and config, which is never pickled)."""
 
 
-def _work(fold: int) -> tuple[str, Any]:
-    """In a worker: train one fold; a divergence comes back as data (raised in fold order)."""
+def _work(fold: int) -> Any:
+    """In a worker: train one fold. A divergence is raised as it is (the exception pickles) and
+    re-raised by the parent when it reaches that fold."""
     assert _RUN_FOLD is not None
-    try:
-        return "rows", _RUN_FOLD(fold)
-    except DivergedError as error:
-        return "diverged", error
+    return _RUN_FOLD(fold)
 
 
 def parallel_fold_results(
@@ -37,15 +36,10 @@ def parallel_fold_results(
     context = multiprocessing.get_context("fork")
     try:
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
-            futures: dict[int, Future[tuple[str, Any]]] = {
-                fold: pool.submit(_work, fold) for fold in pending
-            }
+            futures: dict[int, Future[Any]] = {fold: pool.submit(_work, fold) for fold in pending}
             try:
                 for fold in pending:
-                    kind, value = futures[fold].result()
-                    if kind == "diverged":
-                        raise value
-                    yield fold, value
+                    yield fold, futures[fold].result()  # raises the fold's DivergedError
             finally:
                 for future in futures.values():
                     future.cancel()

@@ -8,11 +8,12 @@ features-first (``[K, features, B]``), so no matrix product has a narrow result 
 :meth:`StackedModel.forward`); all parameters are views of one ``[K, P]`` tensor, which the
 optimizer (fused where it has a kernel) and the per-fold clipping update as one.
 
-Each fold keeps what it has when trained alone:
+Each fold is set up as it is trained alone (:func:`mlcli.engine.setup.set_up_fold`) and keeps
+what it has then:
 
 * its initial weights (the model is built under the fold's own seed, then stacked),
 * its batch order (its own generator, same permutation per epoch),
-* its normalization statistics (its own :class:`~mlcli.engine.loop.FoldData`),
+* its normalization statistics (its own :class:`~mlcli.data.preprocess.FoldData`),
 * its batch-norm statistics (running mean/var per fold; the batch statistics of a step are
   computed per fold, by treating the K×C stacked features as K·C channels),
 * its optimizer state: the optimizers mlcli stacks are elementwise (SGD, Adam, AdamW, RMSprop,
@@ -20,20 +21,21 @@ Each fold keeps what it has when trained alone:
   fused kernel's up to float rounding),
 * its gradient clipping (the norm is taken per fold),
 * its divergence: a fold whose loss becomes NaN/inf is recorded at that step, and one whose
-  epoch fails :func:`~mlcli.engine.loop.epoch_divergence` (non-finite val/test metric, mean training
-  loss past its own bound) at that epoch, exactly as the sequential loop would stop there (the
-  folds do not mix, so the others are unaffected).
+  epoch fails :func:`~mlcli.engine.divergence.epoch_divergence` (non-finite val/test metric, mean
+  training loss past its own bound) at that epoch, exactly as the sequential loop would stop there
+  (the folds do not mix, so the others are unaffected).
 
 Dropout (its masks come from the global generator, in an order only sequential training has),
 analyses, sequence tasks and models other than mlcli's ``linear``/``mlp`` are declared
-unstackable: ``stack_folds=auto`` then trains sequentially, ``stack_folds=on`` fails with the
-reason. ``auto`` stacks when a step's arithmetic per fold is small (overhead-bound).
+unstackable (:func:`stacking_reason`): ``stack_folds=auto`` then trains sequentially,
+``stack_folds=on`` fails with the reason. ``auto`` stacks when a step's arithmetic per fold is
+small (overhead-bound). The per-task loss and metrics are those of :mod:`mlcli.tasks.metrics`,
+as in the plain loop.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,7 +48,7 @@ from torch.nn import functional as F
 from mlcli.config import enum_name
 from mlcli.config.targets import instantiate
 from mlcli.data.base import Dataset, Task
-from mlcli.data.preprocess import FoldData, fold_tensors
+from mlcli.data.preprocess import FoldData
 from mlcli.engine.divergence import (
     DivergedError,
     DivergenceWatch,
@@ -55,23 +57,18 @@ from mlcli.engine.divergence import (
     epoch_divergence,
 )
 from mlcli.engine.loop import (
-    COUNT_CHUNK,
     EVAL_CHUNK,
-    _loss,
-    _train_metrics,
+    EpochEnd,
+    FoldRows,
     batches_per_epoch,
     check_batch_size,
-    regression_metrics,
+    epoch_rows,
+    long_rows,
 )
 from mlcli.engine.optim import build_fused_optimizer
-from mlcli.models import build_model, model_factory
-
-FoldRows = list[dict[str, Any]]
-
-PRECOMPUTED: dict[str, dict[str, Any]] = {}
-"""Folds already trained by the stacked launcher (:mod:`mlcli.sweeps.grid`), by run key:
-``{"results": {fold: rows | DivergedError}, "info": {...}}``. :func:`fold_results` takes a run's
-rows from here when they cover all its pending folds."""
+from mlcli.engine.setup import FoldPlan, FoldSetup, set_up_fold
+from mlcli.models import build_model
+from mlcli.tasks import metrics as task_metrics
 
 # Elementwise optimizers: one over stacked tensors updates each fold as its own would.
 STACKABLE_OPTIMIZERS = {
@@ -278,7 +275,6 @@ class PaddedSplit:
     x: torch.Tensor  # [K, N, ...]
     y: torch.Tensor  # [K, N, ...]
     mask: torch.Tensor  # [K, N], 1.0 for a real row
-    counts: torch.Tensor  # [K] real rows
 
     @classmethod
     def of(cls, datas: list[FoldData], split: str) -> PaddedSplit | None:
@@ -296,10 +292,7 @@ class PaddedSplit:
         mask = torch.stack(
             [(torch.arange(n, device=first.device) < len(x)).to(torch.float32) for x in xs]
         )
-        counts = torch.tensor([len(x) for x in xs], dtype=torch.float32, device=first.device)
-        return cls(
-            torch.stack([pad(x) for x in xs]), torch.stack([pad(y) for y in ys]), mask, counts
-        )
+        return cls(torch.stack([pad(x) for x in xs]), torch.stack([pad(y) for y in ys]), mask)
 
 
 @torch.no_grad()
@@ -316,22 +309,7 @@ def evaluate_members(
     rows = max(1, EVAL_CHUNK // k)
     outputs = [stacked.forward(split.x[:, i : i + rows], training=False) for i in range(0, n, rows)]
     output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-    mask, counts = split.mask, split.counts
-
-    def mean(values: torch.Tensor) -> torch.Tensor:  # [K, N] -> [K, 1], over real rows
-        return ((values * mask).sum(dim=1) / counts)[:, None]
-
-    if task == "classification":
-        per_row = F.cross_entropy(output.transpose(1, 2), split.y, reduction="none")
-        correct = (output.argmax(dim=-1) == split.y).to(per_row.dtype)
-        metrics = {"loss": mean(per_row), "acc": mean(correct)}
-    else:
-        y, standardized = split.y.reshape(k, n), output.reshape(k, n)
-        metrics = {
-            "loss": mean((standardized - y).pow(2)),
-            **regression_metrics(standardized, y, means[:, None], stds[:, None], mean),
-        }
-    return {name: value.squeeze(1) for name, value in metrics.items()}
+    return task_metrics.member_eval_metrics(task, output, split.y, split.mask, means, stds)
 
 
 @dataclass
@@ -344,31 +322,10 @@ class Member:
     data: FoldData
     generator: torch.Generator
 
-
-def build_member(
-    cfg: DictConfig,
-    key: str,
-    dataset: Dataset,
-    folds: list[tuple[np.ndarray, np.ndarray]],
-    fold: int,
-    test_idx: np.ndarray,
-    device: torch.device,
-    job: int = 0,
-    build: Callable[[tuple[int, ...] | None], nn.Module] | None = None,
-) -> tuple[Member, nn.Module]:
-    """Fold ``fold`` of run ``cfg`` set up as :func:`mlcli.runner._run_fold` sets it up (same
-    data, seeds and initial weights), with its model (``build``: the run's
-    :func:`~mlcli.models.model_factory`, made here if not given)."""
-    from mlcli.runner import derived_seed, seed_everything
-
-    train_idx, val_idx = folds[fold]
-    data = fold_tensors(dataset, train_idx, val_idx, test_idx, cfg.dataset, device)
-    seed_everything(derived_seed(int(cfg.seed), fold))
-    if build is None:
-        build = model_factory(cfg.model, dataset, list(cfg.get("allow_targets") or []))
-    model = build(tuple(data.x_train.shape[1:])).to(device)  # as _run_fold: after preprocessing
-    generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
-    return Member(key, fold, job, data, generator), model
+    @classmethod
+    def of(cls, setup: FoldSetup, key: str, job: int = 0) -> Member:
+        """The member a fold set up by :func:`~mlcli.engine.setup.set_up_fold` becomes."""
+        return cls(key, setup.fold, job, setup.data, setup.generator)
 
 
 class Stepper(Protocol):
@@ -380,7 +337,7 @@ class Stepper(Protocol):
     def step(self) -> None: ...
 
 
-class _SharedStepper:
+class SharedStepper:
     """One torch optimizer and schedule over the stacked tensors (all members alike)."""
 
     def __init__(
@@ -399,28 +356,61 @@ class _SharedStepper:
         self.scheduler.step()
 
 
-def train_stacked(
-    cfg: DictConfig,
-    key: str,
-    dataset: Dataset,
-    folds: list[tuple[np.ndarray, np.ndarray]],
-    fold_ids: list[int],
-    test_idx: np.ndarray,
-    device: torch.device,
-    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
-) -> dict[int, FoldRows | DivergedError]:
-    """Train the folds ``fold_ids`` as one stacked model; each fold's rows (or its divergence).
+def stacking_reason(plan: FoldPlan) -> str | None:
+    """Why ``plan``'s pending folds are not trained as one stacked model (None: they are).
 
-    Every fold is set up as :func:`mlcli.runner._run_fold` sets it up (same seeds, same data),
-    so its rows equal those of sequential training up to float rounding.
+    ``stack_folds=on`` demands it: a reason then raises :class:`UnstackableError` instead.
+    ``auto`` stacks two or more folds of an overhead-bound model (a step's arithmetic per fold
+    below :data:`AUTO_MAX_MACS_PER_STEP`) whose folds a pruner does not judge one by one.
     """
+    cfg, dataset, pending = plan.cfg, plan.dataset, plan.pending
+    mode = enum_name(cfg.get("stack_folds", "auto"))
+    if mode == "off":
+        return "stack_folds=off"
+    if mode == "auto" and plan.one_at_a_time:
+        return "a pruner judges the folds as they finish (stacked folds all finish at once)"
+    if not pending or (mode == "auto" and len(pending) < 2):
+        return "fewer than two folds to train"
+    reason = config_reason(cfg, dataset) or _model_reason(plan, mode == "auto")
+    if reason is not None and mode == "on":
+        raise UnstackableError(f"stack_folds=on, but the folds cannot be stacked: {reason}")
+    return reason
+
+
+def _model_reason(plan: FoldPlan, auto: bool) -> str | None:
+    """Why the run's model (one built here) cannot be stacked, or (``auto``) is not worth it."""
+    cfg = plan.cfg
+    model = build_model(cfg.model, plan.dataset, list(cfg.get("allow_targets") or []))
+    try:
+        stacked = StackedModel([model])
+        # One example through the stack: a layout it cannot compute shows now, not mid-training.
+        stacked.forward(torch.zeros(1, 1, *plan.dataset.X.shape[1:]), training=False)
+    except UnstackableError as error:
+        return str(error)
+    batch_size = int(cfg.batch_size)
+    steps = {batches_per_epoch(len(train), batch_size, stacked.batch_norm) for train, _ in (
+        plan.folds[f] for f in plan.pending
+    )}  # fmt: skip
+    if len(steps) != 1:
+        return f"the folds have different numbers of batches per epoch {steps}"
+    if auto and stacked.macs * batch_size > AUTO_MAX_MACS_PER_STEP:
+        return "compute-bound model (stack_folds=auto)"
+    return None
+
+
+def train_stacked(
+    plan: FoldPlan, on_epoch: EpochEnd | None = None
+) -> dict[int, FoldRows | DivergedError]:
+    """Train ``plan``'s pending folds as one stacked model; each fold's rows (or its divergence).
+
+    Every fold is set up as it is trained alone (:func:`~mlcli.engine.setup.set_up_fold`: same
+    seeds, same data), so its rows equal those of sequential training up to float rounding.
+    """
+    cfg = plan.cfg
     allow = list(cfg.get("allow_targets") or [])
-    build = model_factory(cfg.model, dataset, allow)
-    built = [
-        build_member(cfg, key, dataset, folds, f, test_idx, device, build=build) for f in fold_ids
-    ]
-    members = [m for m, _ in built]
-    stacked = StackedModel([model for _, model in built])
+    setups = [set_up_fold(plan, fold, plan.builders().model) for fold in plan.pending]
+    members = [Member.of(setup, plan.key) for setup in setups]
+    stacked = StackedModel([setup.model for setup in setups])
     steps_per_epoch = common_steps_per_epoch(members, int(cfg.batch_size), stacked.batch_norm)
     optimizer = build_fused_optimizer(cfg.optim, stacked.flat, allow)
     scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
@@ -429,12 +419,12 @@ def train_stacked(
     outcome = train_members(
         members,
         stacked,
-        _SharedStepper(optimizer, scheduler, len(members)),
-        task=dataset.task,
+        SharedStepper(optimizer, scheduler, len(members)),
+        task=plan.dataset.task,
         epochs=int(cfg.epochs),
         batch_size=int(cfg.batch_size),
         clip=cfg.get("clip_grad_norm"),
-        device=device,
+        device=plan.device,
         on_epoch=on_epoch,
         diverge_factor=cfg.get("diverge_factor"),
     )
@@ -460,7 +450,7 @@ def train_members(
     batch_size: int,
     clip: float | None,
     device: torch.device,
-    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_epoch: EpochEnd | None = None,
     diverge_factor: float | None = None,
 ) -> list[FoldRows | DivergedError]:
     """Train the stack; each member's rows (long form, with its run key) or its divergence.
@@ -501,28 +491,6 @@ def train_members(
             members[j].job == m.job and members[j].fold < m.fold for j in diverged
         )
 
-    def account(
-        loss_sums: torch.Tensor,
-        score_sums: torch.Tensor,
-        step_losses: list[torch.Tensor],
-        outputs: list[torch.Tensor],
-        targets: list[torch.Tensor],
-    ) -> None:
-        """Add the per-fold sums of several full steps in place (each step's ``output``/``y``
-        with a leading fold dim): one reduction for many steps, not a few kernels a step."""
-        batches = torch.tensor([t.shape[1] for t in targets], dtype=loss_sums.dtype, device=device)
-        loss_sums += (torch.stack(step_losses) * batches[:, None]).sum(dim=0)
-        output, y = torch.cat(outputs, dim=1), torch.cat(targets, dim=1)
-        if task == "classification":
-            score_sums[:, 0] += (output.argmax(dim=-1) == y).sum(dim=1)
-        else:
-            target = y * stds[:, None] + means[:, None]
-            error = output.reshape(y.shape) * stds[:, None] + means[:, None] - target
-            score_sums += torch.stack(
-                [error.pow(2).sum(1), error.abs().sum(1), target.sum(1), target.pow(2).sum(1)],
-                dim=1,
-            )
-
     watch = DivergenceWatch(k, device) if defers_divergence_check(device) else None
 
     def check(losses: torch.Tensor, epoch: int) -> None:
@@ -538,9 +506,11 @@ def train_members(
 
     for epoch in range(1, epochs + 1):
         loss_sums = torch.zeros(k, device=device)
-        score_sums = torch.zeros(k, 4, device=device)
-        # Full steps not yet accounted for: their losses, outputs and targets.
-        pending: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+        # The full steps' losses and batch sizes, summed once at the epoch's end (one reduction,
+        # not a few kernels a step), and the task's train metrics of every member.
+        step_losses: list[torch.Tensor] = []
+        step_rows: list[int] = []
+        sums = task_metrics.train_sums(task, device, means[:, None], stds[:, None], members=k)
         seen = [0] * k
         lr_used = stepper.lrs()
         perms = [
@@ -562,12 +532,7 @@ def train_members(
                 x = x_all.index_select(0, rows).view(*index.shape, *row_shape)
                 y = y_all.index_select(0, rows).view(*index.shape, *y_all.shape[1:])
                 output = stacked.forward(x, training=True)
-                if task == "classification":
-                    # classes on dim 1 ([K, C, B], the layout the model computes in): no copy
-                    per_row = F.cross_entropy(output.transpose(1, 2), y, reduction="none")
-                    losses = per_row.mean(dim=1)
-                else:
-                    losses = F.mse_loss(output.reshape(y.shape), y, reduction="none").mean(dim=1)
+                losses = task_metrics.member_losses(task, output, y)
                 member_losses = losses.detach()
                 check(member_losses, epoch)
                 for i in range(k):
@@ -580,7 +545,7 @@ def train_members(
                         outputs.append(None)
                         continue
                     tail_out = stacked.forward_one(i, x_all[t], training=True)
-                    loss_list.append(_loss(task, tail_out, y_all[t]))
+                    loss_list.append(task_metrics.loss(task, tail_out, y_all[t]))
                     outputs.append(tail_out)
                 losses = torch.stack(loss_list)
                 check_list = torch.zeros(k, device=device)
@@ -595,24 +560,10 @@ def train_members(
                 for i, (t, out) in enumerate(zip(tails, outputs, strict=True)):
                     if out is None:
                         continue
-                    out = out.detach()
                     seen[i] += len(t)
                     with torch.no_grad():
                         loss_sums[i] += check_list[i] * len(t)
-                        yt = y_all[t]
-                        if task == "classification":
-                            score_sums[i, 0] += (out.argmax(dim=-1) == yt).sum()
-                        else:
-                            target = yt * stds[i] + means[i]
-                            error = out.reshape(yt.shape) * stds[i] + means[i] - target
-                            score_sums[i] += torch.stack(
-                                [
-                                    error.pow(2).sum(),
-                                    error.abs().sum(),
-                                    target.sum(),
-                                    target.pow(2).sum(),
-                                ]
-                            )
+                        sums.add_member(i, out.detach(), y_all[t])
             if step == 0:
                 first_losses = member_losses  # the losses at initialization: the bounds' reference
             stacked.zero_grad()
@@ -625,15 +576,13 @@ def train_members(
             stepper.step()
             step += 1
             if index is not None:
-                for kept, value in zip(pending, (losses, output, y), strict=True):
-                    kept.append(value.detach())
-                if len(pending[0]) * output.numel() >= COUNT_CHUNK:
-                    with torch.no_grad():
-                        account(loss_sums, score_sums, *pending)
-                    pending = ([], [], [])
-        if pending[0]:
+                step_losses.append(losses.detach())
+                step_rows.append(y.shape[1])
+                sums.add(output.detach(), y, losses)
+        if step_losses:
             with torch.no_grad():
-                account(loss_sums, score_sums, *pending)
+                rows_t = torch.tensor(step_rows, dtype=loss_sums.dtype, device=device)
+                loss_sums += (torch.stack(step_losses) * rows_t[:, None]).sum(dim=0)
         if watch is not None:
             for i, found in watch.flush(epoch).items():
                 diverged.setdefault(i, found)
@@ -642,7 +591,7 @@ def train_members(
 
         alive = [i for i in range(k) if i not in diverged]
         seen_t = torch.tensor(seen, dtype=loss_sums.dtype, device=device).clamp_min(1)
-        train_values = _train_metrics(task, loss_sums, score_sums.T, seen_t)  # each [K]
+        train_values = sums.values(loss_sums, seen_t)  # each [K]
         val_values = evaluate_members(stacked, val_split, task, means, stds)
         names = [("train", m) for m in train_values] + [("val", m) for m in val_values]
         # One transfer for every member's epoch (and the bounds' references, once).
@@ -658,15 +607,12 @@ def train_members(
                 diverged[i] = judged
                 continue
             metrics["train/lr"] = float(lr_used[i])
-            for name, value in metrics.items():
-                split, metric = name.split("/", 1)
-                results[i].append((epoch, split, metric, value))
+            results[i].extend(epoch_rows(epoch, metrics))
             if on_epoch is not None:
                 on_epoch(members[i].fold, epoch, metrics)
         if not any(needed(i) for i in range(k)):
             break
 
-    finished: list[FoldRows | DivergedError] = []
     test_split = PaddedSplit.of(datas, "test")
     if test_split is not None and any(needed(i) for i in range(k)):
         # every member's test rows, once, after the last epoch
@@ -683,113 +629,7 @@ def train_members(
             results[i].extend(
                 (epochs, "test", m, v) for m, v in zip(test_values, test_table[i], strict=True)
             )
-    for i, member in enumerate(members):
-        if i in diverged:
-            finished.append(diverged[i])
-            continue
-        finished.append(
-            [
-                {
-                    "run_key": member.key,
-                    "fold": member.fold,
-                    "epoch": e,
-                    "split": s,
-                    "metric": m,
-                    "value": v,
-                }
-                for e, s, m, v in results[i]
-            ]
-        )
-    return finished
-
-
-def should_stack(cfg: DictConfig, dataset: Dataset, n_pending: int) -> bool:
-    """Whether to stack this run's pending folds (``stack_folds=on`` with a reason: an error)."""
-    mode = enum_name(cfg.get("stack_folds", "auto"))
-    if mode == "off" or n_pending < 1 or (mode == "auto" and n_pending < 2):
-        return False
-    reason = config_reason(cfg, dataset)
-    if reason is not None:
-        if mode == "on":
-            raise UnstackableError(f"stack_folds=on, but the folds cannot be stacked: {reason}")
-        return False
-    if mode == "auto":
-        model = build_model(cfg.model, dataset, list(cfg.get("allow_targets") or []))
-        try:
-            stacked = StackedModel([model])
-        except UnstackableError:
-            return False
-        return stacked.macs * int(cfg.batch_size) <= AUTO_MAX_MACS_PER_STEP
-    return True
-
-
-def fold_results(
-    cfg: DictConfig,
-    key: str,
-    dataset: Dataset,
-    folds: list[tuple[np.ndarray, np.ndarray]],
-    done_folds: set[int],
-    test_idx: np.ndarray,
-    device: torch.device,
-    reporter: Any,
-    run_fold: Callable[[int, Any], FoldRows],
-    status: dict[str, Any] | None = None,
-) -> Iterator[tuple[int, FoldRows]]:
-    """Yield ``(fold, rows)`` for every fold not yet done, in fold order.
-
-    Taken from :data:`PRECOMPUTED` when the stacked launcher trained them already; else
-    stacked when :func:`should_stack` says so, else in parallel processes
-    (``parallel_folds > 1``), else one fold after another with ``run_fold(fold, reporter)``.
-    Raises :class:`~mlcli.engine.loop.DivergedError` where sequential training would, after yielding
-    the folds before it. ``status`` (the run's status.json dict) gets ``fold_training``: how the
-    folds were trained.
-    """
-    pending = [f for f in range(len(folds)) if f not in done_folds]
-    status = status if status is not None else {}
-    ready = PRECOMPUTED.get(key)
-    if ready is not None and all(f in ready["results"] for f in pending):
-        status["fold_training"] = "stacked grid"
-        status["stacked_grid"] = dict(ready["info"])
-        for fold in pending:
-            result = ready["results"][fold]
-            if isinstance(result, DivergedError):
-                raise result
-            yield fold, result
-        return
-    stack = should_stack(cfg, dataset, len(pending))
-    if stack:
-        try:
-            outcome = train_stacked(
-                cfg,
-                key,
-                dataset,
-                folds,
-                pending,
-                test_idx,
-                device,
-                reporter.epoch if reporter is not None else None,
-            )
-        except UnstackableError:
-            if enum_name(cfg.get("stack_folds", "auto")) == "on":
-                raise
-            outcome = None
-        if outcome is not None:
-            status["fold_training"] = "stacked"
-            for fold in pending:
-                result = outcome[fold]
-                if isinstance(result, DivergedError):
-                    raise result
-                yield fold, result
-            return
-    if int(cfg.get("parallel_folds", 1)) > 1 and len(pending) > 1:
-        from mlcli.engine.parallel import parallel_fold_results
-
-        status["fold_training"] = "parallel"
-        # The workers report no progress: a live display belongs to the parent's terminal.
-        yield from parallel_fold_results(
-            int(cfg.parallel_folds), pending, lambda fold: run_fold(fold, None)
-        )
-        return
-    status["fold_training"] = "sequential"
-    for fold in pending:
-        yield fold, run_fold(fold, reporter)
+    return [
+        diverged[i] if i in diverged else long_rows(member.key, member.fold, results[i])
+        for i, member in enumerate(members)
+    ]

@@ -17,9 +17,10 @@ from pathlib import Path
 # Only names that are not also submodule names (``mlcli.report.collect`` stays the module).
 from mlcli.report import aggregate as _aggregate
 from mlcli.report import collect as _collect
-from mlcli.report.aggregate import Aggregated, ReportOptions, higher_is_better
+from mlcli.report.aggregate import Aggregated, ReportOptions
 from mlcli.report.collect import ReportError
 from mlcli.report.diagnose import Rules
+from mlcli.tasks import higher_is_better
 
 __all__ = [
     "Aggregated",

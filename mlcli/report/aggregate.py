@@ -42,9 +42,9 @@ from mlcli.report.configs import (
 )
 from mlcli.report.diagnose import Rules, diagnose
 from mlcli.rundir import STATES
+from mlcli.tasks import higher_is_better
 
 SPLIT_ORDER = ("val", "test", "train")
-LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err")
 CONFIGURATION = "configuration"
 """The one descriptive column used when nothing varies between the runs."""
 
@@ -91,12 +91,6 @@ class Aggregated:
         if self.compare is not None:
             return self.compare
         return self.table.head(self.top) if self.top else self.table
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric from its name: accuracy/R² up, loss/MSE/MAE down."""
-    name = metric.split("/")[-1].lower()
-    return not any(name == m or name.endswith(m) for m in LOWER_IS_BETTER)
 
 
 def _state_counts(states: pd.Series) -> str:

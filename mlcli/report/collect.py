@@ -21,7 +21,6 @@ read per run dir plus vectorized work on the rows.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -148,9 +147,8 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], list[str]]:
         if status is None:
             raise rundir.Unreadable(path / STATUS_FILE, "missing")  # removed meanwhile
     except rundir.Unreadable as error:
-        status = rundir.parse_status(path / STATUS_FILE, {})
         reason = f"{STATUS_FILE} unreadable ({error.reason})"
-        status = dataclasses.replace(status, error=reason)
+        status = rundir.Status(state=UNKNOWN_STATE, error=rundir.RunError("", reason))
         notes.append(f"{shown}: {reason}; listed as {UNKNOWN_STATE}, never in the numbers")
         complete = False  # without its group choices: it does not decide what varies
     overrides = list(status.overrides)
@@ -166,8 +164,8 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], list[str]]:
     else:
         config = flatten(loaded)
     config.update(status.choices)
-    files = status.document.get("data_files")  # other versions of a data file: not replicates
-    if isinstance(files, dict) and files:
+    files = status.data_files  # other versions of a data file: not replicates
+    if files:
         config["data_files"] = " ".join(f"{k}:{str(v)[:12]}" for k, v in sorted(files.items()))
     row = {
         "run_dir": shown,
@@ -178,7 +176,7 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], list[str]]:
         "n_folds": status.n_folds,
         "folds_completed": list(status.folds_completed),
         "overrides": overrides,
-        "error": status.error,
+        "error": status.error_line,
         "config": config,
         "config_complete": complete,
     }

@@ -50,10 +50,13 @@ from mlcli.rundir.results import (
 from mlcli.rundir.status import (
     STATES,
     UNKNOWN_STATE,
+    RunError,
     Status,
+    now,
     parse_status,
     read_status,
     set_state,
+    write_status,
 )
 
 __all__ = [
@@ -70,12 +73,14 @@ __all__ = [
     "UNKNOWN_STATE",
     "Kept",
     "OrderedWriter",
+    "RunError",
     "Status",
     "Unreadable",
     "atomic_write_bytes",
     "atomic_write_text",
     "kept_folds",
     "linked_run_dir",
+    "now",
     "parse_status",
     "read_bytes",
     "read_config",
@@ -92,4 +97,5 @@ __all__ = [
     "write_json",
     "write_link",
     "write_results",
+    "write_status",
 ]

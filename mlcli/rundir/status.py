@@ -1,37 +1,153 @@
-"""``status.json``: what a run is (state, run key, folds done...), read and written here only."""
+"""``status.json``: what a run is (state, run key, folds done...), read and written here only.
+
+:class:`Status` is the record: the runner fills one in and writes it (:func:`write_status`) as
+the run goes (RUNNING, then COMPLETED | FAILED | DIVERGED | INTERRUPTED | PRUNED); the run
+index, the report, the Optuna objective, the job's summary and the stacked launcher read it back
+(:func:`read_status`); a run whose process died gets its final state here (:func:`set_state`).
+
+Reading is strict where a decision depends on a field (the state, run key, folds done, metric,
+task, overrides, choices, error, start time, session: a wrong type makes the file
+:class:`~mlcli.rundir.files.Unreadable`) and lenient elsewhere (a versions, timing or note field
+of the wrong type reads as absent). Keys this version does not know are kept when a status is
+rewritten.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlcli.rundir.files import STATUS_FILE, Unreadable, json_type, read_json_object, write_json
 
 STATES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED", "INTERRUPTED", "PRUNED", "SKIPPED")
-
 UNKNOWN_STATE = "UNKNOWN"
+"""The state the report gives a run whose status cannot be read."""
 
 
 @dataclass(frozen=True)
+class RunError:
+    """How a run failed: the exception's type and message (and, for a divergence, the epoch and
+    optimizer step it happened at)."""
+
+    type: str
+    message: str
+    epoch: int | None = None
+    step: int | None = None
+
+    def line(self) -> str:
+        """``Type: message`` in one line (or the message alone, when the type is unknown)."""
+        text = f"{self.type}: {self.message}" if self.type else self.message
+        return " ".join(text.split())
+
+    def document(self) -> dict[str, Any]:
+        """As ``status.json`` holds it."""
+        out: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.epoch is not None:
+            out["epoch"] = self.epoch
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+
+@dataclass
 class Status:
     """What a run's ``status.json`` says, each field of the type mlcli writes."""
 
-    state: str
-    run_key: str | None
-    folds_completed: tuple[int, ...]
-    n_folds: int | None
-    metric: str | None
-    task: str | None
-    overrides: tuple[str, ...]
-    choices: dict[str, str]
-    error: str
-    """The error in one line (``Type: message``), or ``""``."""
-    started: str
-    session: str | None
-    document: dict[str, Any]
-    """The whole document (for a runner that rewrites it)."""
+    state: str = "RUNNING"
+    run_key: str | None = None
+    started: str = ""
+    ended: str | None = None
+    duration_s: float | None = None
+    pid: int | None = None
+    session: str | None = None
+    """The ``mlcli train`` command the run belongs to."""
+    choices: dict[str, str] = field(default_factory=dict)
+    """The group options chosen (``model: mlp``)."""
+    overrides: list[str] = field(default_factory=list)
+    data_files: dict[str, str] = field(default_factory=dict)
+    """The content hashes of the data files the run key covers."""
+    device: str | None = None
+    threads: int | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    trust_overrides: bool | None = None
+    allowed_targets: dict[str, Any] = field(default_factory=dict)
+    """Each ``_target_`` of the config, and the allowlist entry that admitted it."""
+    folds_completed: list[int] = field(default_factory=list)
+    resumed_folds: list[int] = field(default_factory=list)
+    """Folds finished before this attempt (not recomputed)."""
+    notes: list[str] = field(default_factory=list)
+    """What an earlier attempt left that could not be trusted."""
+    error: RunError | None = None
+    # Known once the run's data and folds are (absent from the file before):
+    task: str | None = None
+    metric: str | None = None
+    """The selection metric (``metric=auto`` resolved for the task)."""
+    n_folds: int | None = None
+    n_test: int | None = None
+    splitter: str | None = None
+    data_notes: list[str] | None = None
+    fold_training: str | None = None
+    """How the folds were trained (the fold strategy's name)."""
+    stacked_grid: dict[str, Any] | None = None
+    trial: dict[str, Any] | None = None
+    """The Optuna trial the run is (study, number)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys of the file this version does not know (kept when it is rewritten)."""
+
+    @property
+    def error_line(self) -> str:
+        """The error in one line (``Type: message``), or ``""``."""
+        return self.error.line() if self.error is not None else ""
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document of this status (the fields known only later are left out until
+        they are)."""
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (f.name in _LATER and value is None):
+                continue
+            out[f.name] = value.document() if isinstance(value, RunError) else value
+        return out
+
+
+_LATER = frozenset(
+    ["task", "metric", "n_folds", "n_test", "splitter", "data_notes", "fold_training",
+     "stacked_grid", "trial"]
+)  # fmt: skip
+_STRICT: dict[str, tuple[type, ...]] = {
+    "state": (str,),
+    "run_key": (str,),
+    "started": (str,),
+    "session": (str,),
+    "metric": (str,),
+    "task": (str,),
+    "n_folds": (int,),
+}
+_LENIENT: dict[str, tuple[type, ...]] = {
+    "ended": (str,),
+    "duration_s": (int, float),
+    "pid": (int,),
+    "data_files": (dict,),
+    "device": (str,),
+    "threads": (int,),
+    "versions": (dict,),
+    "trust_overrides": (bool,),
+    "allowed_targets": (dict,),
+    "resumed_folds": (list,),
+    "notes": (list,),
+    "n_test": (int,),
+    "splitter": (str,),
+    "data_notes": (list,),
+    "fold_training": (str,),
+    "stacked_grid": (dict,),
+    "trial": (dict,),
+}
+_KNOWN = frozenset(f.name for f in dataclasses.fields(Status)) - {"extra"}
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
 
 
 def _field(path: Path, document: dict[str, Any], key: str, kinds: tuple[type, ...]) -> Any:
@@ -40,64 +156,67 @@ def _field(path: Path, document: dict[str, Any], key: str, kinds: tuple[type, ..
     value = document.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
         wanted = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
         raise Unreadable(path, f"{key} is {json_type(value)}, not {wanted}")
     return value
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
-
-
-def _ints(path: Path, key: str, value: list[Any] | None) -> tuple[int, ...]:
+def _ints(path: Path, key: str, value: list[Any] | None) -> list[int]:
     if value is None:
-        return ()
+        return []
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise Unreadable(path, f"{key} holds something other than integers")
-    return tuple(value)
+    return list(value)
 
 
-def _error_line(path: Path, error: Any) -> str:
+def _error(path: Path, error: Any) -> RunError | None:
     if error is None or error == "":
-        return ""
+        return None
     if isinstance(error, str):
-        text = error
-    elif isinstance(error, dict):
-        kind, message = error.get("type") or "Error", error.get("message") or ""
-        if not isinstance(kind, str) or not isinstance(message, str):
-            raise Unreadable(path, "error.type and error.message must be strings")
-        text = f"{kind}: {message}"
-    else:
+        return RunError("", error)
+    if not isinstance(error, dict):
         raise Unreadable(path, f"error is {json_type(error)}, not an object or a string")
-    return " ".join(text.split())
+    kind, message = error.get("type") or "Error", error.get("message") or ""
+    if not isinstance(kind, str) or not isinstance(message, str):
+        raise Unreadable(path, "error.type and error.message must be strings")
+    epoch, step = error.get("epoch"), error.get("step")
+    return RunError(
+        kind,
+        message,
+        epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+        step if isinstance(step, int) and not isinstance(step, bool) else None,
+    )
 
 
 def parse_status(path: Path, document: dict[str, Any]) -> Status:
     """The typed view of a status document read from ``path`` (raises :class:`Unreadable`)."""
-    state = _field(path, document, "state", (str,))
+    values = {key: _field(path, document, key, kinds) for key, kinds in _STRICT.items()}
+    for key, kinds in _LENIENT.items():
+        try:
+            values[key] = _field(path, document, key, kinds)
+        except Unreadable:
+            values[key] = None  # not what mlcli writes, and nothing depends on it: absent
     overrides = _field(path, document, "overrides", (list,)) or []
     if not all(isinstance(o, str) for o in overrides):
         raise Unreadable(path, "overrides holds something other than strings")
     choices = _field(path, document, "choices", (dict,)) or {}
     if not all(v is None or isinstance(v, str | int | float) for v in choices.values()):
         raise Unreadable(path, "choices holds something other than option names")
-    n_folds = _field(path, document, "n_folds", (int,))
-    return Status(
-        state=state or UNKNOWN_STATE,
-        run_key=_field(path, document, "run_key", (str,)),
-        folds_completed=_ints(
-            path, "folds_completed", _field(path, document, "folds_completed", (list,))
-        ),
-        n_folds=n_folds,
-        metric=_field(path, document, "metric", (str,)),
-        task=_field(path, document, "task", (str,)),
-        overrides=tuple(overrides),
+    folds = _ints(path, "folds_completed", _field(path, document, "folds_completed", (list,)))
+    defaults = Status()
+    fields = {
+        key: getattr(defaults, key) if value is None else value for key, value in values.items()
+    }
+    fields.update(
+        state=values["state"] or UNKNOWN_STATE,
+        overrides=list(overrides),
         choices={str(k): str(v) for k, v in choices.items()},
-        error=_error_line(path, document.get("error")),
-        started=_field(path, document, "started", (str,)) or "",
-        session=_field(path, document, "session", (str,)),
-        document=document,
+        folds_completed=folds,
+        error=_error(path, document.get("error")),
+        extra={k: v for k, v in document.items() if k not in _KNOWN},
     )
+    return Status(**fields)
 
 
 def read_status(run_dir: Path) -> Status | None:
@@ -107,15 +226,24 @@ def read_status(run_dir: Path) -> Status | None:
     return None if document is None else parse_status(path, document)
 
 
+def write_status(run_dir: Path, status: Status) -> None:
+    """Write ``status`` as the ``status.json`` of ``run_dir`` (atomically)."""
+    write_json(Path(run_dir) / STATUS_FILE, status.document())
+
+
+def now() -> str:
+    """The time as ``status.json`` records it (local time with its UTC offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 def set_state(run_dir: Path, state: str, error_type: str, message: str) -> None:
     """Rewrite a run's state (and error) in its status.json, keeping everything else."""
-    path = run_dir / STATUS_FILE
     try:
-        status = read_json_object(path) or {}
+        status = read_status(run_dir) or Status()
     except Unreadable:
-        status = {}  # garbage in place of the run's status: this write replaces it
-    status["state"] = state
-    status["ended"] = status.get("ended") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        status = Status()  # garbage in place of the run's status: this write replaces it
+    status.state = state
+    status.ended = status.ended or now()
     if error_type:
-        status["error"] = {"type": error_type, "message": message}
-    write_json(path, status)
+        status.error = RunError(error_type, message)
+    write_status(run_dir, status)

@@ -3,7 +3,7 @@
 * :mod:`~mlcli.sweeps.preflight`: every job of a command composed and checked before anything runs;
 * :mod:`~mlcli.sweeps.launch`: the launch plan (run keys, done or not, the sweep dir);
 * :mod:`~mlcli.sweeps.session`: the session that runs Hydra and accounts for every job;
-* :mod:`~mlcli.sweeps.job`: the Hydra application and its job function (lock, decide, train in
+* :mod:`~mlcli.sweeps.app`: the Hydra application and its job function (lock, decide, train in
   a child process, record); :mod:`~mlcli.sweeps.procs`: those child processes;
 * :mod:`~mlcli.sweeps.index`, :mod:`~mlcli.sweeps.locks`, :mod:`~mlcli.sweeps.manifest`: the
   run index and skip/continue decisions, per-key locks, sweep manifests;

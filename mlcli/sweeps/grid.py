@@ -4,41 +4,48 @@ trained together as one stacked model (the ``hydra/launcher=stacked`` launcher).
 Jobs whose configs agree on everything but the seed, the optimizer's numbers (``lr``,
 ``momentum``, ``weight_decay``, ``betas``, ``eps``, ``alpha``, ``lr_decay``,
 ``initial_accumulator_value``) and the schedule (``scheduler.*``) build models of the same shape
-on data of the same shape: their folds stack like the folds of one run
-(:mod:`mlcli.engine.stacked`), with every member keeping its own seed, initial weights, batch order
-and data. What differs is the optimizer: :class:`MemberOptimizer` applies each member's own
-hyperparameters as tensors broadcast over the member dimension, with the arithmetic of
-``torch.optim``'s ``foreach`` implementations (SGD with (Nesterov) momentum, Adam, AdamW,
-RMSprop (centered, momentum), Adagrad), and each run's schedule is stepped as its own
-``LambdaLR``. The results equal those of each job trained alone up to float rounding.
+on data of the same shape (:func:`signature`, :func:`groups`): their folds stack like the folds of
+one run (:mod:`mlcli.engine.stacked`), every member set up as its fold is alone, with its own
+seed, initial weights, batch order and data; what differs is the optimizer
+(:class:`~mlcli.engine.member_optim.MemberOptimizer`, each member with its own numbers and
+schedule). The results equal those of each job trained alone up to float rounding.
 
-The launcher (``hydra_plugins/mlcli_plugins/stacked_launcher.py``) calls
-:func:`train_group` for each group before its jobs run; each job then runs through the usual
-job function (:func:`mlcli.sweeps.job.task`: run dir, status, results, ledger), which takes its
-folds' rows from :data:`mlcli.engine.stacked.PRECOMPUTED` instead of training them.
+The launcher (``hydra_plugins/mlcli_plugins/stacked_launcher.py``, Hydra glue) starts a
+:class:`StackedGroup` before a group's first job runs: it locks the group's run keys, decides
+for each job as the job itself will, and trains what the jobs need in a child process
+(:func:`train_group`). Each job then runs through the usual job function
+(:func:`mlcli.sweeps.app.task`: run dir, status, results, ledger), handed its folds' rows as a
+:class:`~mlcli.engine.strategies.Precomputed` object instead of training them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mlcli import rundir
 from mlcli.config import NON_RESULT_KEYS
-from mlcli.data.base import Task
+from mlcli.engine.member_optim import STACKED_OPTIMIZERS, Hyper, LrHolder, MemberOptimizer
+from mlcli.sweeps.index import decide
+from mlcli.sweeps.locks import key_lock
 
-STACKED_OPTIMIZERS = {
-    "torch.optim.SGD": "sgd",
-    "torch.optim.Adam": "adam",
-    "torch.optim.AdamW": "adamw",
-    "torch.optim.RMSprop": "rmsprop",
-    "torch.optim.Adagrad": "adagrad",
-}
+if TYPE_CHECKING:
+    from mlcli.data.base import Task
+    from mlcli.engine.stacked import Member, StackedModel
+    from mlcli.engine.strategies import Precomputed
+    from mlcli.sweeps.session import JobSession
+
+log = logging.getLogger("mlcli")
+
 PER_MEMBER_OPTIM_KEYS = (
     "lr",
     "momentum",
@@ -94,54 +101,13 @@ def groups(signatures: Sequence[str | None], max_jobs: int) -> list[list[int]]:
     return sorted(out)
 
 
-# --------------------------------------------------------------------------------------------------
-# One optimizer step for M members with their own hyperparameters.
-
-
-@dataclass
-class _Hyper:
-    """One member's optimizer settings and its schedule (a LambdaLR on a stand-in optimizer)."""
-
-    kind: str
-    lr: float
-    momentum: float
-    weight_decay: float
-    beta1: float
-    beta2: float
-    eps: float
-    alpha: float
-    lr_decay: float
-    initial_accumulator_value: float
-    nesterov: bool
-    centered: bool
-    schedule: Any = None
-    constant: bool = True
-
-
-class LrHolder(torch.optim.Optimizer):
-    """A stand-in optimizer with one parameter group and no parameters: what a member's
-    schedule (a ``torch.optim.lr_scheduler``) steps, to tell the member's learning rate.
-
-    ``torch.optim.Optimizer.__init__`` is not called: it imports ``torch._dynamo`` (about a
-    second), and a stacked grid, whose update is :class:`MemberOptimizer`'s, needs nothing of it.
-    """
-
-    def __init__(self, lr: float) -> None:
-        self.defaults: dict[str, Any] = {"lr": lr}
-        self.param_groups: list[dict[str, Any]] = [{"params": [], "lr": lr}]
-        self.state: Any = {}
-
-    def step(self, closure: Any = None) -> None:  # type: ignore[override]
-        """Nothing to update."""
-        return None
-
-
-def _hyper(cfg: DictConfig, total_steps: int, allow: list[str]) -> _Hyper:
+def _hyper(cfg: DictConfig, total_steps: int, allow: list[str]) -> Hyper:
+    """A member's optimizer numbers and schedule, read from its run's config."""
     from mlcli.config.targets import instantiate
 
     optim = cfg.optim
     betas = list(optim.get("betas") or [0.9, 0.999])
-    hyper = _Hyper(
+    hyper = Hyper(
         kind=STACKED_OPTIMIZERS[str(optim._target_)],
         lr=float(optim.lr),
         momentum=float(optim.get("momentum") or 0.0),
@@ -166,141 +132,8 @@ def _hyper(cfg: DictConfig, total_steps: int, allow: list[str]) -> _Hyper:
     return hyper
 
 
-class MemberOptimizer:
-    """``torch.optim``'s elementwise optimizers over stacked tensors ``[M, ...]``, each member
-    with its own hyperparameters and schedule (the arithmetic of the ``foreach`` versions).
-
-    ``hypers`` has one entry per member; members of one run share theirs (one schedule).
-    """
-
-    def __init__(self, params: list[torch.Tensor], hypers: list[_Hyper]) -> None:
-        kinds = {h.kind for h in hypers}
-        if len(kinds) != 1:
-            raise ValueError(f"one optimizer per stack, got {sorted(kinds)}")
-        self.kind = kinds.pop()
-        self.params = params
-        self.hypers = hypers
-        self.schedules = list({id(h): h for h in hypers}.values())
-        self.step_count = 0
-        device = params[0].device
-        first = hypers[0]
-        self.nesterov, self.centered = first.nesterov, first.centered
-        self.momentum_on = first.momentum > 0
-
-        def column(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=params[0].dtype, device=device)
-
-        # Scalars are formed in double precision, as torch.optim does with Python floats.
-        self.weight_decay = column([h.weight_decay for h in hypers])
-        self.decay_any = any(h.weight_decay != 0 for h in hypers)
-        self.momentum = column([h.momentum for h in hypers])
-        self.one_minus_beta1 = column([1 - h.beta1 for h in hypers])
-        self.beta2 = column([h.beta2 for h in hypers])
-        self.one_minus_beta2 = column([1 - h.beta2 for h in hypers])
-        self.eps = column([h.eps for h in hypers])
-        self.alpha = column([h.alpha for h in hypers])
-        self.one_minus_alpha = column([1 - h.alpha for h in hypers])
-        self.dtype, self.device = params[0].dtype, device
-        self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
-        if self.kind == "adagrad":
-            init = column([h.initial_accumulator_value for h in hypers])
-            for p, state in zip(params, self.state, strict=True):
-                state["sum"] = init.view(-1, *[1] * (p.dim() - 1)).expand_as(p).clone()
-
-    def lrs(self) -> list[float]:
-        """Each member's learning rate for the next step."""
-        return [float(h.schedule.optimizer.param_groups[0]["lr"]) for h in self.hypers]
-
-    def _per_member(self, values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=self.dtype, device=self.device)
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One optimizer step for every member, then every run's schedule step."""
-        self.step_count += 1
-        t = self.step_count
-        lrs = self.lrs()
-        lr = self._per_member(lrs)
-        if self.kind in ("adam", "adamw"):
-            bias1 = [1 - h.beta1**t for h in self.hypers]
-            bias2_sqrt = [(1 - h.beta2**t) ** 0.5 for h in self.hypers]
-            step_size = self._per_member([r / b for r, b in zip(lrs, bias1, strict=True)])
-            denominator = self._per_member(bias2_sqrt)
-            decay = (
-                self._per_member(
-                    [1 - r * h.weight_decay for r, h in zip(lrs, self.hypers, strict=True)]
-                )
-                if self.kind == "adamw" and self.decay_any
-                else None
-            )
-        elif self.kind == "adagrad":
-            clr = self._per_member(
-                [r / (1 + (t - 1) * h.lr_decay) for r, h in zip(lrs, self.hypers, strict=True)]
-            )
-        for p, state in zip(self.params, self.state, strict=True):
-            grad = p.grad
-            if grad is None:
-                continue
-            shape = (-1, *[1] * (p.dim() - 1))
-
-            def b(column: torch.Tensor, shape: tuple[int, ...] = shape) -> torch.Tensor:
-                return column.view(shape)
-
-            if self.decay_any and self.kind != "adamw":
-                grad = grad.addcmul(p, b(self.weight_decay))
-            if self.kind == "sgd":
-                if self.momentum_on:
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = grad.clone()
-                    else:
-                        state["momentum_buffer"].mul_(b(self.momentum)).add_(grad)
-                    buf = state["momentum_buffer"]
-                    grad = grad.addcmul(buf, b(self.momentum)) if self.nesterov else buf
-                p.sub_(grad * b(lr))
-            elif self.kind in ("adam", "adamw"):
-                if decay is not None:
-                    p.mul_(b(decay))
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, b(self.one_minus_beta1))
-                exp_avg_sq.mul_(b(self.beta2)).addcmul_(grad, grad * b(self.one_minus_beta2))
-                denom = exp_avg_sq.sqrt().div_(b(denominator)).add_(b(self.eps))
-                p.sub_(exp_avg.div(denom).mul_(b(step_size)))
-            elif self.kind == "rmsprop":
-                if "square_avg" not in state:
-                    state["square_avg"] = torch.zeros_like(p)
-                square_avg = state["square_avg"]
-                square_avg.mul_(b(self.alpha)).addcmul_(grad, grad * b(self.one_minus_alpha))
-                if self.centered:
-                    if "grad_avg" not in state:
-                        state["grad_avg"] = torch.zeros_like(p)
-                    grad_avg = state["grad_avg"]
-                    grad_avg.lerp_(grad, b(self.one_minus_alpha))
-                    avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
-                else:
-                    avg = square_avg.sqrt()
-                avg.add_(b(self.eps))
-                if self.momentum_on:
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    buf = state["momentum_buffer"]
-                    buf.mul_(b(self.momentum)).addcdiv_(grad, avg)
-                    p.sub_(buf * b(lr))
-                else:
-                    p.sub_(grad.div(avg).mul_(b(lr)))
-            else:  # adagrad
-                state["sum"].addcmul_(grad, grad)
-                std = state["sum"].sqrt().add_(b(self.eps))
-                p.sub_(grad.div(std).mul_(b(clr)))
-        for hyper in self.schedules:
-            if not hyper.constant:
-                hyper.schedule.step()
-
-
 # --------------------------------------------------------------------------------------------------
-# Training a group (in the launcher's child process).
+# Training a group (in a child process of the launcher's).
 
 
 @dataclass
@@ -318,67 +151,27 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
     Returns ``{"results": {run_key: {fold: rows | DivergedError}}, "info": {...}}`` (picklable),
     or ``{"unstackable": reason}`` when the group cannot be stacked.
     """
-    from mlcli import runner
-    from mlcli.config import enum_name
-    from mlcli.config.targets import instantiate
-    from mlcli.cv import plan
-    from mlcli.data.loading import build_dataset, split_config
-    from mlcli.engine.stacked import (
-        AUTO_MAX_MACS_PER_STEP,
-        StackedModel,
-        UnstackableError,
-        build_member,
-        common_steps_per_epoch,
-        config_reason,
-        train_members,
-    )
-    from mlcli.models import model_factory
+    from mlcli.engine.stacked import UnstackableError, common_steps_per_epoch, train_members
 
     started = time.perf_counter()
     first = jobs[0].cfg
     torch.set_num_threads(int(first.threads))
-    device = runner.resolve_device(enum_name(first.device))
     allow = list(first.get("allow_targets") or [])
-    members, models, hypers = [], [], []
-    task: Task = "classification"
+    batch_size = int(first.batch_size)
     try:
-        for j, job in enumerate(jobs):
-            cfg = job.cfg
-            runner.seed_everything(int(cfg.seed))
-            dataset = build_dataset(cfg)
-            split = plan(dataset, instantiate(cfg.cv, "cv", allow), *split_config(cfg))
-            reason = config_reason(cfg, dataset)
-            if reason is not None:
-                return {"unstackable": reason}
-            task = dataset.task
-            build = model_factory(cfg.model, dataset, allow)
-            for fold in range(len(split.folds)):
-                if fold in job.done_folds:
-                    continue
-                member, model = build_member(
-                    cfg, job.key, dataset, split.folds, fold, split.test, device, j, build
-                )
-                members.append(member)
-                models.append(model)
-        if not members:
+        stack = _stack(jobs)
+        if stack is None:
             return {"results": {}, "info": {}}
-        stacked = StackedModel(models)
-        batch_size = int(first.batch_size)
-        auto = all(enum_name(job.cfg.get("stack_folds", "auto")) == "auto" for job in jobs)
-        if auto and stacked.macs * batch_size > AUTO_MAX_MACS_PER_STEP:
-            return {"unstackable": "compute-bound model (stack_folds=auto)"}
-        if batch_size == 1 and stacked.batch_norm:  # each job fails with the reason on its own
-            return {"unstackable": "batch_size=1 with batch norm"}
+        members, stacked, device, task = stack
         steps_per_epoch = common_steps_per_epoch(members, batch_size, stacked.batch_norm)
-        total_steps = int(first.epochs) * steps_per_epoch
     except UnstackableError as error:
         return {"unstackable": str(error)}
+    total_steps = int(first.epochs) * steps_per_epoch
     by_job = {j: _hyper(job.cfg, total_steps, allow) for j, job in enumerate(jobs)}
-    hypers = [by_job[m.job] for m in members]
     outcome = train_members(
         members,
         stacked,
-        MemberOptimizer([stacked.flat], hypers),
+        MemberOptimizer([stacked.flat], [by_job[m.job] for m in members]),
         task=task,
         epochs=int(first.epochs),
         batch_size=batch_size,
@@ -395,3 +188,134 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
         "train_s": round(time.perf_counter() - started, 3),
     }
     return {"results": results, "info": info}
+
+
+def _stack(jobs: list[GroupJob]) -> tuple[list[Member], StackedModel, torch.device, Task] | None:
+    """Every pending fold of ``jobs``, planned and set up as each run does it
+    (:func:`mlcli.runner.plan_folds`, :func:`~mlcli.engine.setup.set_up_fold`), with their models
+    as one stack, the device and the task (None: no fold to train); raises
+    :class:`~mlcli.engine.stacked.UnstackableError` with the reason the group cannot be stacked."""
+    from mlcli import runner
+    from mlcli.config import enum_name
+    from mlcli.engine.setup import set_up_fold
+    from mlcli.engine.stacked import (
+        AUTO_MAX_MACS_PER_STEP,
+        Member,
+        StackedModel,
+        UnstackableError,
+        config_reason,
+    )
+    from mlcli.models import model_factory
+
+    members, models = [], []
+    device = torch.device("cpu")
+    task: Task = "classification"
+    for j, job in enumerate(jobs):
+        plan = runner.plan_folds(job.cfg, job.key, job.done_folds)
+        reason = config_reason(job.cfg, plan.dataset)
+        if reason is not None:
+            raise UnstackableError(reason)
+        # The model factory alone (no torch.optim optimizer is built: see MemberOptimizer).
+        build = model_factory(job.cfg.model, plan.dataset, list(job.cfg.get("allow_targets") or []))
+        device, task = plan.device, plan.dataset.task
+        for fold in plan.pending:
+            setup = set_up_fold(plan, fold, build)
+            members.append(Member.of(setup, job.key, j))
+            models.append(setup.model)
+    if not members:
+        return None
+    stacked = StackedModel(models)
+    batch_size = int(jobs[0].cfg.batch_size)
+    auto = all(enum_name(job.cfg.get("stack_folds", "auto")) == "auto" for job in jobs)
+    if auto and stacked.macs * batch_size > AUTO_MAX_MACS_PER_STEP:
+        raise UnstackableError("compute-bound model (stack_folds=auto)")
+    if batch_size == 1 and stacked.batch_norm:  # each job fails with the reason on its own
+        raise UnstackableError("batch_size=1 with batch norm")
+    return members, stacked, device, task
+
+
+# --------------------------------------------------------------------------------------------------
+# A group of a sweep's batch, as the launcher starts and ends it.
+
+
+@dataclass
+class SweepJob:
+    """A job of the launcher's batch, as its job function will see it: its config (without
+    ``hydra``), its run key and the job dir Hydra gives it."""
+
+    cfg: DictConfig
+    key: str
+    job_dir: Path
+
+
+class StackedGroup:
+    """Jobs of a sweep trained together: their locks, and the folds trained for each run."""
+
+    def __init__(self, indices: list[int], first_number: int = 0) -> None:
+        self.indices = indices
+        self.first_number = first_number  # Hydra's number of the batch's first job
+        self.locks = contextlib.ExitStack()
+        self.keys: dict[int, str] = {}
+        self.trained: dict[str, Precomputed] = {}
+
+    def start(self, describe: Callable[[int], SweepJob], session: JobSession) -> None:
+        """Lock the group's run keys, decide for each job (``describe(i)``: job ``i`` of the
+        batch), and train what the jobs need.
+
+        Whatever goes wrong here (but an interruption) leaves the jobs to train one by one.
+        """
+        try:
+            self._start({i: describe(i) for i in self.indices}, session)
+        except Exception as error:
+            log.warning(f"stacked training not possible ({error!r}); jobs train one by one")
+
+    def _start(self, jobs: dict[int, SweepJob], session: JobSession) -> None:
+        from mlcli import runner
+        from mlcli.engine.strategies import Precomputed
+        from mlcli.sweeps import procs
+
+        self.keys = {i: job.key for i, job in jobs.items()}
+        if session.stop_requested:
+            return
+        outputs_root = Path(str(jobs[self.indices[0]].cfg.outputs_root))
+        for key in sorted({jobs[i].key for i in self.indices}):  # one order: no deadlock
+            self.locks.enter_context(key_lock(outputs_root, key))
+        group: list[GroupJob] = []
+        for i in self.indices:
+            job = jobs[i]
+            if any(g.key == job.key for g in group):
+                continue  # the same run twice: the second job finds the first one's run
+            decision = decide(outputs_root, job.key, job.job_dir, session.rerun)
+            if decision.action == "skip":
+                continue
+            done: set[int] = set()  # a continued run keeps its finished folds, as its job will
+            if decision.action == "continue":
+                done = rundir.kept_folds(decision.run_dir, job.key).folds
+            group.append(GroupJob(job.cfg, job.key, done))
+        if len(group) < 2:
+            return
+        numbers = ", ".join(f"#{self.first_number + i}" for i in self.indices)
+        log.info(f"Training jobs {numbers} as one stacked model ({len(group)} runs)")
+        # Imported once here: the training child and every job's inherit it (no torch.optim:
+        # the stacked model has its own optimizer, and the jobs find their folds trained).
+        runner.preload(optimizers=False)
+        result = procs.call_in_child(lambda: train_group(group))
+        if not result.returned:
+            log.warning(f"stacked training failed ({result.describe()}); jobs train one by one")
+            return
+        value: dict[str, Any] = result.value
+        if "unstackable" in value:
+            log.info(f"not stacked: {value['unstackable']}; jobs train one by one")
+            return
+        for key, folds in value["results"].items():
+            self.trained[key] = Precomputed(folds, dict(value["info"]))
+
+    def precomputed(self, index: int) -> Precomputed | None:
+        """The folds the group trained for job ``index`` of the batch (None: none)."""
+        key = self.keys.get(index)
+        return self.trained.get(key) if key is not None else None
+
+    def end(self) -> None:
+        """Forget the group's results and release its locks."""
+        self.trained.clear()
+        self.locks.close()

@@ -129,7 +129,7 @@ class Session:
             jobs = [(job.overrides, job.run_key) for job in self.plan.jobs]
             manifest.write_manifest(self.plan.sweep_dir, self.plan.sweep_key, args, jobs)
         sys.argv = ["mlcli", *args, *self.overrides(), *extra]
-        from mlcli.sweeps.job import hydra_main
+        from mlcli.sweeps.app import hydra_main
 
         before = {p.pid for p in procs.descendants()}
         outcome = Outcome([], [])

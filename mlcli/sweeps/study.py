@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlcli import rundir
 from mlcli.config import enum_name, env
 from mlcli.sweeps import search_space
+from mlcli.tasks import higher_is_better, summarize
 
 log = logging.getLogger("mlcli")
 
@@ -145,10 +146,6 @@ def sampler(settings: DictConfig, space: search_space.SearchSpace, offset: int =
 
 def infer_direction(metric: str) -> str:
     """``maximize`` for acc/r2/exact_match (and ``auto``), ``minimize`` for loss/mse/mae."""
-    if metric == "auto":  # val/acc, val/r2 or val/exact_match: all higher-is-better
-        return "maximize"
-    from mlcli.report.aggregate import higher_is_better
-
     return "maximize" if higher_is_better(metric) else "minimize"
 
 
@@ -438,9 +435,7 @@ def objective(run_dir: Path) -> Objective:
         return Objective("FAILED", "", None, f"no status.json in {run_dir}")
     state, metric = status.state, status.metric or ""
     if state != "COMPLETED":
-        return Objective(state, metric, None, status.error or None)
-    from mlcli.runner import summarize
-
+        return Objective(state, metric, None, status.error_line or None)
     try:
         rows = rundir.read_result_rows(run_dir, status.run_key or "")
     except rundir.Unreadable as error:
@@ -455,12 +450,9 @@ def objective(run_dir: Path) -> Objective:
 # The job side: report folds to the trial; maybe stop.
 
 
-class TrialPruned(Exception):
-    """The pruner stopped the trial after one of its folds."""
-
-
 class FoldReporter:
-    """Reports a run's running fold mean to its Optuna trial after each fold (and may prune).
+    """Reports a run's running fold mean to its Optuna trial after each fold (and may prune): the
+    run's :class:`~mlcli.runner.FoldHook`, which raises :class:`~mlcli.runner.Pruned`.
 
     Built in the job's process from the environment its sweep set (:func:`from_env`).
     """
@@ -507,8 +499,6 @@ class FoldReporter:
         """After a fold: report the fold mean so far (step = folds done); raise if pruned."""
         if not self.prunes or not folds_done:
             return
-        from mlcli.runner import summarize
-
         value = summarize([r for r in rows if r["fold"] in folds_done]).get(metric, (None,))[0]
         if value is None or not math.isfinite(value):
             return
@@ -516,7 +506,9 @@ class FoldReporter:
             trial = self._open(n_folds)
             trial.report(float(value), step=len(folds_done))
             if len(folds_done) < n_folds and trial.should_prune():
-                raise TrialPruned(
+                from mlcli.runner import Pruned
+
+                raise Pruned(
                     f"pruned by the {self.spec.pruner} pruner after {len(folds_done)} of "
                     f"{n_folds} folds: fold mean {metric} = {value:.4g}"
                 )

@@ -1,8 +1,14 @@
-"""What each task records: the metric names of the training loop and the default selection metric.
+"""Per task (classification, regression, tagging, seq2seq): what a run records and how it is judged.
 
-One table, read by the preflight (``metric=`` must name a metric the run's task records), by the
-runner (``metric=auto``) and by the tests that hold :mod:`mlcli.engine.loop` and
-:mod:`mlcli.analysis` to it. Light: no torch, no pandas.
+* the metric names the training loop records (:data:`TRAIN_METRICS`, :data:`EVAL_METRICS`; the
+  preflight checks ``metric=`` against them, a test holds the loops to them);
+* which metrics are better higher (:func:`higher_is_better`: the report's ranking, the Optuna
+  objective's direction), and the selection metric of ``metric=auto`` (:func:`selection_metric`);
+* a run's fold summary: each metric's fold mean ± std at the final epoch (:func:`summarize`).
+
+The torch side, the loss and the metric sums both training loops call, is
+:mod:`mlcli.tasks.metrics`. This module stays light (no torch, no pandas): the preflight and the
+report import it. What each split records:
 
 * ``train``: the epoch's metrics as trained (``train/lr``, a setting rather than a result, is
   recorded too but is no metric to select by); with ``analysis.hessian`` also the critical-point
@@ -45,6 +51,18 @@ AUTO_METRIC = {
 """What ``metric=auto`` selects by."""
 
 
+LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err")
+"""Metric names (or name endings) whose smaller values are better; every other metric (acc, r2,
+exact_match...) is better higher."""
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric from its name: accuracy/R² up, loss/MSE/MAE down (``auto``, which
+    selects an accuracy, R² or exact match, is better higher)."""
+    name = metric.split("/")[-1].lower()
+    return not any(name == m or name.endswith(m) for m in LOWER_IS_BETTER)
+
+
 def selection_metric(metric: str, task: str) -> str:
     """Resolve ``metric=auto`` for ``task`` (:data:`AUTO_METRIC`); any other name as it is."""
     return AUTO_METRIC.get(task, "val/acc") if metric == "auto" else metric
@@ -68,7 +86,7 @@ def recorded_metrics(task: str | None, analysis: Any = None) -> list[str]:
 def metric_problem(metric: str, task: str | None, analysis: Any = None) -> str | None:
     """What is wrong with ``metric=...`` for a run of ``task`` (None: nothing), with the valid
     names and a close match."""
-    from mlcli.config import did_you_mean
+    from mlcli.config.validate import did_you_mean
 
     if metric == "auto":
         return None
@@ -83,3 +101,23 @@ def metric_problem(metric: str, task: str | None, analysis: Any = None) -> str |
         f"{metric!r} is not a metric {who} records.{hint} Valid: auto, {', '.join(valid)} "
         "(split/name; auto = " + (AUTO_METRIC.get(task, "val/acc") if task else "by task") + ")"
     )
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Fold mean ± std (sample std, ddof=1) of each split/metric at the final epoch of the long-form
+    ``rows`` (a fold's last epoch: each fold may have trained for a different number of epochs)."""
+    import numpy as np
+
+    final: dict[tuple[int, str, str], tuple[int, float]] = {}
+    for r in rows:
+        k = (r["fold"], r["split"], r["metric"])
+        if k not in final or r["epoch"] >= final[k][0]:
+            final[k] = (r["epoch"], r["value"])
+    by_metric: dict[str, list[float]] = {}
+    for (_, split, metric), (_, value) in sorted(final.items()):
+        by_metric.setdefault(f"{split}/{metric}", []).append(value)
+    out = {}
+    for name, values in by_metric.items():
+        arr = np.asarray(values, dtype=np.float64)
+        out[name] = (float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
+    return out

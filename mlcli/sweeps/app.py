@@ -19,7 +19,7 @@ import logging
 import os
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +33,9 @@ from mlcli.config import (
     packaged_conf_dir,
     register_schemas,
 )
+
+if TYPE_CHECKING:
+    from mlcli.engine.strategies import Precomputed
 
 log = logging.getLogger("mlcli")
 __all__ = ["hydra_main", "task"]
@@ -65,12 +68,14 @@ def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str,
     return {"state": outcome.state, "error": outcome.error, "summary": outcome.summary}
 
 
-def task(cfg: DictConfig) -> str:
-    """Run one job inside Hydra: returns its final state; raises only ``KeyboardInterrupt``."""
+def task(cfg: DictConfig, precomputed: Precomputed | None = None) -> str:
+    """Run one job inside Hydra: returns its final state; raises only ``KeyboardInterrupt``.
+
+    ``precomputed``: the job's folds, trained already by the stacked launcher.
+    """
     from mlcli import display, rundir, runner  # noqa: F401  (display: every job's child inherits it)
     from mlcli.config import security
     from mlcli.config.identity import run_key
-    from mlcli.engine import stacked
     from mlcli.sweeps import index, locks, procs
     from mlcli.sweeps.session import JobSession
 
@@ -78,7 +83,7 @@ def task(cfg: DictConfig) -> str:
     key = run_key(cfg)
     # Once per process: every job's forked child inherits torch, sklearn & co. (and torch.optim's
     # lazy imports, unless the stacked launcher has trained this job's folds already).
-    runner.preload(optimizers=key not in stacked.PRECOMPUTED)
+    runner.preload(optimizers=precomputed is None)
     if os.environ.get(env.OPTUNA_TRIAL):
         import optuna  # noqa: F401  (an Optuna sweep's jobs report to their trial)
 
@@ -120,7 +125,12 @@ def task(cfg: DictConfig) -> str:
                 session.record({**entry, "state": "FAILED", "error": refused})
                 return "FAILED"
             print(f"continuing {run_dir} ({decision.previous.progress} already done)")
-        options = {"choices": choices, "overrides": overrides, "session": session.id}
+        options = {
+            "choices": choices,
+            "overrides": overrides,
+            "session": session.id,
+            "precomputed": precomputed,
+        }
         try:
             result = procs.call_in_child(lambda: _train(cfg, run_dir, options))
         except KeyboardInterrupt:
@@ -162,6 +172,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path, overrides: list[str])
 
 
 @hydra.main(version_base="1.3", config_path=str(packaged_conf_dir()), config_name=CONFIG_NAME)
-def hydra_main(cfg: DictConfig) -> str:
-    """Hydra's entry point (argv is read by Hydra)."""
-    return task(cfg)
+def hydra_main(cfg: DictConfig, precomputed: Precomputed | None = None) -> str:
+    """Hydra's entry point (argv is read by Hydra). Hydra's launchers call it with the job's
+    config; the stacked launcher adds the folds it trained (``precomputed``)."""
+    return task(cfg, precomputed)

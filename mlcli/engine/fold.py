@@ -1,0 +1,127 @@
+"""One fold from start to end, as the sequential and the parallel strategy train it: set up,
+resumed from its own checkpoint if it left one, fitted; its rows in long form.
+
+With ``checkpoint_every=N`` the fold saves a checkpoint every N epochs and, if it finds one of its
+own, resumes from it bit for bit (:mod:`mlcli.engine.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from mlcli.analysis import loss_function
+from mlcli.engine import checkpoint
+from mlcli.engine.divergence import LossBound
+from mlcli.engine.loop import (
+    EpochEnd,
+    FoldRows,
+    MetricRow,
+    batches_per_epoch,
+    epoch_rows,
+    fit,
+    has_batch_norm,
+    long_rows,
+)
+from mlcli.engine.setup import Builders, FoldPlan, FoldSetup, set_up_fold
+
+log = logging.getLogger("mlcli")
+
+
+def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> FoldRows:
+    """Fresh model, optimizer and scheduler for fold ``fold`` of ``plan``; fit; its rows.
+
+    ``on_epoch(fold, epoch, metrics)`` is called at every epoch's end (the progress display).
+    """
+    cfg, builders, run_dir = plan.cfg, plan.builders(), plan.run_dir
+    assert run_dir is not None, "a fold trained on its own writes into its run's dir"
+    setup, optimizer, scheduler = _build(plan, fold, builders)
+    analyzer = builders.analyzer(
+        loss_fn=loss_function(plan.dataset.task),
+        out_dir=run_dir / "analysis",
+        fold=fold,
+        seed=setup.seed,
+    )
+    bound = LossBound(cfg.get("diverge_factor"))
+    every = int(cfg.get("checkpoint_every") or 0)
+    path = checkpoint.fold_path(run_dir, fold)
+    start_epoch = 1
+    done_rows: list[MetricRow] = []  # this fold's rows, epoch by epoch (its checkpoints hold them)
+    state = checkpoint.fold_state(path, plan.key, fold) if every else None
+    if state is not None:
+        try:
+            start_epoch, done_rows = checkpoint.resume(
+                state,
+                model=setup.model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                generator=setup.generator,
+                device=plan.device,
+            )
+            initial = state.get("loss_initial")  # the divergence bound's reference
+            bound.initial = float(initial) if isinstance(initial, (int, float)) else None
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            # Half restored: the fold starts again from freshly built (and seeded) objects.
+            log.warning(
+                "%s: does not fit fold %d (%s: %s); the fold starts from its first epoch",
+                path, fold, type(error).__name__, error,
+            )  # fmt: skip
+            setup, optimizer, scheduler = _build(plan, fold, builders, setup)
+            start_epoch, done_rows = 1, []
+            bound.initial = None
+
+    def epoch_end(fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        done_rows.extend(epoch_rows(epoch, metrics))
+        if every and epoch % every == 0 and epoch < int(cfg.epochs):
+            # Saved before anything else runs: the random states are those epoch+1 starts from.
+            state = checkpoint.capture(
+                run_key=plan.key,
+                fold=fold,
+                epoch=epoch,
+                rows=done_rows,
+                model=setup.model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                generator=setup.generator,
+                device=plan.device,
+                loss_initial=bound.initial,
+            )
+            checkpoint.save(path, state)
+        if on_epoch is not None:
+            on_epoch(fold, epoch, metrics)
+
+    rows = fit(
+        setup.model,
+        optimizer,
+        scheduler,
+        setup.data,
+        task=plan.dataset.task,
+        epochs=int(cfg.epochs),
+        batch_size=int(cfg.batch_size),
+        generator=setup.generator,
+        clip_grad_norm=cfg.get("clip_grad_norm"),
+        fold=fold,
+        on_epoch=epoch_end,
+        start_epoch=start_epoch,
+        analyzer=analyzer if analyzer.active else None,
+        bound=bound,
+    )
+    # Rows of the epochs before a checkpoint resume came from the checkpoint.
+    previous: list[MetricRow] = [r for r in done_rows if r[0] < start_epoch]
+    return long_rows(plan.key, fold, [*previous, *rows])
+
+
+def _build(
+    plan: FoldPlan, fold: int, builders: Builders, again: FoldSetup | None = None
+) -> tuple[FoldSetup, torch.optim.Optimizer, Any]:
+    """The fold set up (``again``: rebuilt on the tensors it has) with its optimizer and its
+    schedule over the fold's optimizer steps."""
+    setup = set_up_fold(plan, fold, builders.model, again.data if again is not None else None)
+    optimizer = builders.optimizer(setup.model.parameters())
+    steps_per_epoch = batches_per_epoch(
+        len(setup.data.x_train), int(plan.cfg.batch_size), has_batch_norm(setup.model)
+    )
+    scheduler = builders.scheduler(optimizer, total_steps=int(plan.cfg.epochs) * steps_per_epoch)
+    return setup, optimizer, scheduler

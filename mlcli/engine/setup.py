@@ -1,0 +1,151 @@
+"""The set-up every fold strategy shares: seeds, the device, the run's builders, the fold plan,
+and one fold set up (its tensors, seed, model and batch order).
+
+A fold depends on its arguments only: its preprocessing is fitted on its own training rows, it is
+seeded from ``(seed, fold)`` alone, and its model is built fresh under that seed. So a fold
+computed on resume, in a worker process or as a member of a stack is the fold computed alone.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from mlcli.config.targets import factory
+from mlcli.cv import Plan as Split
+from mlcli.data.base import Dataset
+from mlcli.data.preprocess import FoldData, fold_tensors
+from mlcli.engine.loop import EpochEnd
+from mlcli.engine.optim import optimizer_factory
+from mlcli.models import model_factory
+
+ModelBuilder = Callable[[tuple[int, ...] | None], torch.nn.Module]
+
+
+def derived_seed(*numbers: int) -> int:
+    """A well-mixed 32-bit seed from several integers (e.g. run seed and fold)."""
+    return int(np.random.SeedSequence([abs(int(n)) for n in numbers]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Builders:
+    """What each fold of a run builds afresh, composed once per run
+    (:func:`mlcli.config.targets.factory`): ``model(in_shape)``, ``optimizer(params)``,
+    ``scheduler(optimizer, total_steps=...)``, ``analyzer(loss_fn=..., out_dir=..., fold=...,
+    seed=...)``."""
+
+    model: ModelBuilder
+    optimizer: Callable[[Any], torch.optim.Optimizer]
+    scheduler: Callable[..., Any]
+    analyzer: Callable[..., Any]
+
+    @classmethod
+    def for_run(cls, cfg: DictConfig, dataset: Dataset) -> Builders:
+        """The builders of run ``cfg`` on ``dataset`` (targets checked against the allowlist)."""
+        allow = list(cfg.get("allow_targets") or [])
+        return cls(
+            model=model_factory(cfg.model, dataset, allow),
+            optimizer=optimizer_factory(cfg.optim, allow),
+            scheduler=factory(cfg.scheduler, "scheduler", allow),
+            analyzer=factory(cfg.analysis, "analysis", allow),
+        )
+
+
+@dataclass
+class FoldPlan:
+    """A run's folds, planned: what every fold strategy reads (:mod:`mlcli.engine.strategies`).
+
+    ``done`` are the folds finished in an earlier attempt (not trained again); ``on_epoch`` is
+    called at every epoch's end of a fold trained in this process; ``settle`` before a fold sets
+    up and before worker processes are forked (the run's writes in flight finish: a run killed
+    meanwhile keeps every fold before). ``one_at_a_time``: the folds must finish one after
+    another (a pruner judges each as it finishes). ``strategy`` names the strategy that trains
+    the folds, once one is chosen."""
+
+    cfg: DictConfig
+    key: str
+    dataset: Dataset
+    split: Split
+    device: torch.device
+    run_dir: Path | None = None
+    done: set[int] = field(default_factory=set)
+    on_epoch: EpochEnd | None = None
+    settle: Callable[[], None] = lambda: None
+    one_at_a_time: bool = False
+    strategy: Any = None
+    _builders: list[Builders] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every fold's (train, val) row indices."""
+        return self.split.folds
+
+    @property
+    def test_idx(self) -> np.ndarray:
+        """The held-out test rows (evaluated once per fold, after its last epoch)."""
+        return self.split.test
+
+    @property
+    def pending(self) -> list[int]:
+        """The folds left to train, in fold order."""
+        return [f for f in range(len(self.folds)) if f not in self.done]
+
+    def builders(self) -> Builders:
+        """The run's builders, composed when a fold first needs them (once per process)."""
+        if not self._builders:
+            self._builders.append(Builders.for_run(self.cfg, self.dataset))
+        return self._builders[0]
+
+
+@dataclass
+class FoldSetup:
+    """One fold set up as every strategy sets it up: its tensors (preprocessing fitted on its
+    training rows alone), its seed, its freshly built model and its batch-order generator."""
+
+    fold: int
+    data: FoldData
+    seed: int
+    model: torch.nn.Module
+    generator: torch.Generator
+
+
+def set_up_fold(
+    plan: FoldPlan, fold: int, build_model: ModelBuilder, data: FoldData | None = None
+) -> FoldSetup:
+    """Fold ``fold`` of ``plan``: its tensors (``data``, when already made), then, seeded from
+    ``(seed, fold)`` alone, its model (built after the preprocessing: one-hot columns fitted per
+    fold give the input width) and the generator of its batch order."""
+    cfg = plan.cfg
+    if data is None:
+        train_idx, val_idx = plan.folds[fold]
+        data = fold_tensors(
+            plan.dataset, train_idx, val_idx, plan.test_idx, cfg.dataset, plan.device
+        )
+    seed = derived_seed(int(cfg.seed), fold)
+    seed_everything(seed)
+    model = build_model(tuple(data.x_train.shape[1:])).to(plan.device)
+    generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
+    return FoldSetup(fold, data, seed, model, generator)
