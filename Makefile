@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: train test check lint typecheck pytest bench clean
+.PHONY: train test check lint imports typecheck pytest bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,15 @@ train: $(STAMP)
 
 test: check
 
-check: lint typecheck pytest
+check: lint imports typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlcli hydra_plugins tests bench
 	$(BIN)/ruff format --check mlcli hydra_plugins tests bench
+
+# The layers of mlcli (pyproject.toml [tool.importlinter]): every import counts, in functions too.
+imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -30,8 +34,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Training speed against a hand-written loop (bench/README.md lists the other benchmarks);
+# e.g. make bench ARGS="--baseline /tmp/base" compares with another checkout in the same run.
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/speed.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

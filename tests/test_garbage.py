@@ -300,7 +300,7 @@ def test_a_fifo_in_place_of_the_results_of_a_run_to_continue(cli, tmp_path):
 
 
 def test_stacked_launcher_keeps_only_the_folds_the_runner_keeps(tmp_path):
-    from hydra_plugins.mlcli_plugins.stacked_launcher import _done_folds
+    from mlcli.rundir import done_folds as _done_folds
 
     source = garbage.COMPLETED_RUN
     key = json.loads((source / "status.json").read_text())["run_key"]

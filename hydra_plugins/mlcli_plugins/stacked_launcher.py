@@ -106,7 +106,7 @@ class StackedLauncher(Launcher):
         """Run a batch of jobs; their ``JobReturn`` in job order."""
         from mlcli.config.identity import run_key
         from mlcli.sweeps import grid
-        from mlcli.sweeps.session import JobSession
+        from mlcli.sweeps.ledger import JobSession
 
         setup_globals()
         assert self.hydra_context is not None

@@ -95,7 +95,7 @@ class TargetNotAllowedError(ValueError):
         if module:
             hint = (
                 f" If you trust {module}, admit it on the command line: "
-                f"`allow_targets=[{module}]` (or MLCLI_ALLOW_TARGETS={module})."
+                f"`allow_targets=[{module}]` (or {env.ALLOW_TARGETS}={module})."
             )
         super().__init__(
             f"{target!r} is not on the allowlist of what configs may build: {why}.{hint}"

@@ -71,26 +71,11 @@ def _lengths(path: str, name: str, lengths: np.ndarray, X: np.ndarray) -> np.nda
     return lengths.astype(np.int64)
 
 
-def npz(path: str, task: Any = "auto") -> Dataset:
-    """Arrays ``X`` and ``y`` (plus optional ``lengths``, ``groups``, ``X_test``, ``y_test``).
-
-    ``task=auto`` infers classification for text labels or integers with few distinct values,
-    regression otherwise, and says so in the run's notes.
-    """
-    task = plain(task)
-    arrays = _load(path)
-    for name in ("X", "y"):
-        if name not in arrays:
-            raise DataError(
-                path,
-                f"has no array {name!r} (arrays: {', '.join(sorted(arrays)) or 'none'})",
-                column=name,
-                fix="Save it with numpy.savez(path, X=features, y=targets)",
-            )
-    has_test = "X_test" in arrays or "y_test" in arrays
-    if has_test and not ("X_test" in arrays and "y_test" in arrays):
-        raise DataError(path, "has only one of X_test and y_test", fix="Save both, or neither")
-    parts = [("X", "y", "lengths")] + ([("X_test", "y_test", "lengths_test")] if has_test else [])
+def _checked_parts(
+    path: str, arrays: dict[str, np.ndarray], parts: list[tuple[str, str, str]]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The features, targets and (where given) lengths of the training part and the test part,
+    each checked: shapes that fit together, finite features."""
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     lengths: list[np.ndarray] = []
@@ -115,6 +100,40 @@ def npz(path: str, task: Any = "auto") -> Dataset:
         ys.append(y)
         if len_name in arrays:
             lengths.append(_lengths(path, len_name, arrays[len_name], X))
+    return xs, ys, lengths
+
+
+def _groups(path: str, raw: np.ndarray | None, n_train: int, n_rows: int) -> np.ndarray | None:
+    """The ``groups`` array as codes (-1 for the test rows), or None when there is none."""
+    if raw is None:
+        return None
+    if raw.shape != (n_train,):
+        raise DataError(path, f"has shape {raw.shape}; expected ({n_train},)", column="groups")
+    _, codes = np.unique(raw, return_inverse=True)
+    return np.concatenate([codes, np.full(n_rows - n_train, -1)]).astype(np.int64)
+
+
+def npz(path: str, task: Any = "auto") -> Dataset:
+    """Arrays ``X`` and ``y`` (plus optional ``lengths``, ``groups``, ``X_test``, ``y_test``).
+
+    ``task=auto`` infers classification for text labels or integers with few distinct values,
+    regression otherwise, and says so in the run's notes.
+    """
+    task = plain(task)
+    arrays = _load(path)
+    for name in ("X", "y"):
+        if name not in arrays:
+            raise DataError(
+                path,
+                f"has no array {name!r} (arrays: {', '.join(sorted(arrays)) or 'none'})",
+                column=name,
+                fix="Save it with numpy.savez(path, X=features, y=targets)",
+            )
+    has_test = "X_test" in arrays or "y_test" in arrays
+    if has_test and not ("X_test" in arrays and "y_test" in arrays):
+        raise DataError(path, "has only one of X_test and y_test", fix="Save both, or neither")
+    parts = [("X", "y", "lengths")] + ([("X_test", "y_test", "lengths_test")] if has_test else [])
+    xs, ys, lengths = _checked_parts(path, arrays, parts)
     y_all = np.concatenate(ys)
     n_train = len(ys[0])
     notes = [
@@ -146,13 +165,7 @@ def npz(path: str, task: Any = "auto") -> Dataset:
             )
     elif text_labels:
         raise DataError(path, "holds text, not numbers, for a regression target", column="y")
-    groups = None
-    if "groups" in arrays:
-        raw = arrays["groups"]
-        if raw.shape != (n_train,):
-            raise DataError(path, f"has shape {raw.shape}; expected ({n_train},)", column="groups")
-        _, codes = np.unique(raw, return_inverse=True)
-        groups = np.concatenate([codes, np.full(len(y_all) - n_train, -1)]).astype(np.int64)
+    groups = _groups(path, arrays.get("groups"), n_train, len(y_all))
     if lengths and len(lengths) != len(parts):
         raise DataError(path, "has lengths for only one of X and X_test", column="lengths")
     return Dataset(

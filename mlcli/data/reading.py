@@ -143,30 +143,7 @@ def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
             )
     if not records:
         raise DataError(path, "has a header but no data rows", line=header_line, key=key)
-    if quoted:
-        widths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
-    else:  # without quotes, a line's fields are its separators plus one
-        widths = np.fromiter((r.count(sep) + 1 for r in records), np.int64, len(records))
-    wrong = np.flatnonzero(widths != len(columns))
-    if wrong.size:
-        first = int(wrong[0])
-        width = int(widths[first])
-        if width < len(columns):
-            column: str | None = columns[width]
-            detail = f"{width} fields, column {columns[width]!r} onwards missing"
-        else:
-            column = None
-            detail = f"{width} fields, an extra field after the last column {columns[-1]!r}"
-        raise DataError(
-            path,
-            f"{wrong.size} {'row has' if wrong.size == 1 else 'rows have'} a different number of "
-            f"fields than the header's {len(columns)} (first at line {lines[first]}: {detail})",
-            column=column,
-            n_bad=int(wrong.size),
-            line=lines[first],
-            fix=f"Every row needs one value per column; quote values that contain {sep!r}",
-            key=key,
-        )
+    _check_widths(path, key, sep, columns, records, lines, quoted)
     if quoted:
         cells = {
             name: strip_text(np.array(column, dtype=TEXT))
@@ -182,6 +159,43 @@ def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
         np.asarray(lines, dtype=np.int64),
         header_line,
         hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _check_widths(
+    path: str,
+    key: str,
+    sep: str,
+    columns: list[str],
+    records: list[Any],
+    lines: list[int],
+    quoted: bool,
+) -> None:
+    """Every row has one field per column of the header (else: which rows, where, how to fix)."""
+    if quoted:
+        widths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
+    else:  # without quotes, a line's fields are its separators plus one
+        widths = np.fromiter((r.count(sep) + 1 for r in records), np.int64, len(records))
+    wrong = np.flatnonzero(widths != len(columns))
+    if not wrong.size:
+        return
+    first = int(wrong[0])
+    width = int(widths[first])
+    if width < len(columns):
+        column: str | None = columns[width]
+        detail = f"{width} fields, column {columns[width]!r} onwards missing"
+    else:
+        column = None
+        detail = f"{width} fields, an extra field after the last column {columns[-1]!r}"
+    raise DataError(
+        path,
+        f"{wrong.size} {'row has' if wrong.size == 1 else 'rows have'} a different number of "
+        f"fields than the header's {len(columns)} (first at line {lines[first]}: {detail})",
+        column=column,
+        n_bad=int(wrong.size),
+        line=lines[first],
+        fix=f"Every row needs one value per column; quote values that contain {sep!r}",
+        key=key,
     )
 
 

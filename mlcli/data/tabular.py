@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from mlcli.data.base import Dataset
+from mlcli.data.base import Dataset, Task
 from mlcli.data.errors import DataError, bad_rows
 from mlcli.data.labels import TaskGuess, encode_labels, infer_task
 from mlcli.data.reading import Table, as_names, as_text, listing, plain, read_table
@@ -346,6 +346,46 @@ def _select_features(
     return features
 
 
+def _windowed_dataset(
+    path: str,
+    train: Table,
+    test: Table | None,
+    target: str,
+    chosen: list[str],
+    window: int,
+    task: str,
+    na: set[str],
+    notes: list[str],
+) -> Dataset:
+    """The ``dataset.window`` case: the target series as (previous N values → next value) rows."""
+    X, y, kind, class_names, test_index = _windowed(train, test, target, chosen, window, task, na,
+                                                    notes)  # fmt: skip
+    return Dataset(
+        name=Path(path).stem,
+        X=X,
+        y=y,
+        task=cast(Task, kind),
+        class_names=class_names,
+        test_index=test_index,
+        source=path,
+        ordered=True,
+        notes=notes,
+    )
+
+
+def _check_categorical(path: str, categorical: list[str] | None, chosen: list[str]) -> None:
+    """``dataset.categorical`` may name feature columns only."""
+    for name in categorical or []:
+        if name not in chosen:
+            raise DataError(
+                path,
+                f"dataset.categorical names {name!r}, which is not a feature column",
+                column=name,
+                key="dataset.categorical",
+                fix=f"Feature columns: {listing(chosen)}",
+            )
+
+
 def _windowed(
     train: Table,
     test: Table | None,
@@ -469,31 +509,9 @@ def csv(
                 "dataset.window cannot be combined with dataset.group or dataset.categorical",
                 key="dataset.window",
             )
-        X, y, task, class_names, test_index = _windowed(
-            train, test, target, chosen, int(window), task, na, notes
-        )
-        return Dataset(
-            name=Path(path).stem,
-            X=X,
-            y=y,
-            task=task,
-            class_names=class_names,
-            test_index=test_index,
-            source=str(path),
-            ordered=True,
-            notes=notes,
-        )
-
-    if categorical_names is not None:
-        for name in categorical_names:
-            if name not in chosen:
-                raise DataError(
-                    str(path),
-                    f"dataset.categorical names {name!r}, which is not a feature column",
-                    column=name,
-                    key="dataset.categorical",
-                    fix=f"Feature columns: {listing(chosen)}",
-                )
+        return _windowed_dataset(str(path), train, test, target, chosen, int(window), task, na,
+                                 notes)  # fmt: skip
+    _check_categorical(str(path), categorical_names, chosen)
     required = [target, *([group] if group else [])]
     train, dropped = _handle_missing(train, chosen, required, missing, na)
     notes.extend(dropped)

@@ -53,12 +53,7 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
     if state is not None:
         try:
             start_epoch, done_rows = checkpoint.resume(
-                state,
-                model=setup.model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                generator=setup.generator,
-                device=plan.device,
+                state, **_objects(setup, optimizer, scheduler, plan)
             )
             initial = state.get("loss_initial")  # the divergence bound's reference
             bound.initial = float(initial) if isinstance(initial, (int, float)) else None
@@ -76,18 +71,9 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
         done_rows.extend(epoch_rows(epoch, metrics))
         if every and epoch % every == 0 and epoch < int(cfg.epochs):
             # Saved before anything else runs: the random states are those epoch+1 starts from.
-            state = checkpoint.capture(
-                run_key=plan.key,
-                fold=fold,
-                epoch=epoch,
-                rows=done_rows,
-                model=setup.model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                generator=setup.generator,
-                device=plan.device,
-                loss_initial=bound.initial,
-            )
+            objects = _objects(setup, optimizer, scheduler, plan)
+            state = checkpoint.capture(run_key=plan.key, fold=fold, epoch=epoch, rows=done_rows,
+                                       loss_initial=bound.initial, **objects)  # fmt: skip
             checkpoint.save(path, state)
         if on_epoch is not None:
             on_epoch(fold, epoch, metrics)
@@ -125,3 +111,17 @@ def _build(
     )
     scheduler = builders.scheduler(optimizer, total_steps=int(plan.cfg.epochs) * steps_per_epoch)
     return setup, optimizer, scheduler
+
+
+def _objects(
+    setup: FoldSetup, optimizer: torch.optim.Optimizer, scheduler: Any, plan: FoldPlan
+) -> dict[str, Any]:
+    """What a fold's checkpoint captures and restores: its model, optimizer, schedule, batch
+    order, and the device they are on."""
+    return {
+        "model": setup.model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "generator": setup.generator,
+        "device": plan.device,
+    }

@@ -440,6 +440,32 @@ def common_steps_per_epoch(members: list[Member], batch_size: int, batch_norm: b
     return steps.pop()
 
 
+def _ragged_step(
+    stacked: StackedModel,
+    task: Task,
+    tails: list[torch.Tensor],
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, torch.Tensor, torch.Tensor]]]:
+    """A step whose folds' batches differ in size (their last ones): each fold on its own rows
+    ``tails[i]`` (none, or a single row under batch norm: no step for that fold). The losses of
+    the folds that trained (to sum and backpropagate), every fold's loss (0 for the others), and
+    each fold that trained with its rows and output."""
+    losses: list[torch.Tensor] = []
+    trained: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    for i, t in enumerate(tails):
+        if len(t) == 0 or (len(t) == 1 and stacked.batch_norm):
+            continue
+        output = stacked.forward_one(i, x_all[t], training=True)
+        losses.append(task_metrics.loss(task, output, y_all[t]))
+        trained.append((i, t, output))
+    stacked_losses = torch.stack(losses)
+    member_losses = torch.zeros(len(tails), device=x_all.device)
+    for (i, _, _), loss in zip(trained, stacked_losses, strict=True):
+        member_losses[i] = loss.detach()
+    return stacked_losses, member_losses, trained
+
+
 def train_members(
     members: list[Member],
     stacked: StackedModel,
@@ -538,31 +564,12 @@ def train_members(
                 for i in range(k):
                     seen[i] += y.shape[1]
             else:  # the folds' last batches differ in size: each fold on its own rows
-                loss_list: list[torch.Tensor] = []
-                outputs: list[torch.Tensor | None] = []
-                for i, t in enumerate(tails):
-                    if len(t) == 0 or (len(t) == 1 and batch_norm):
-                        outputs.append(None)
-                        continue
-                    tail_out = stacked.forward_one(i, x_all[t], training=True)
-                    loss_list.append(task_metrics.loss(task, tail_out, y_all[t]))
-                    outputs.append(tail_out)
-                losses = torch.stack(loss_list)
-                check_list = torch.zeros(k, device=device)
-                j = 0
-                for i, maybe in enumerate(outputs):
-                    if maybe is None:
-                        continue
-                    check_list[i] = losses[j].detach()
-                    j += 1
-                member_losses = check_list
-                check(check_list, epoch)
-                for i, (t, out) in enumerate(zip(tails, outputs, strict=True)):
-                    if out is None:
-                        continue
+                losses, member_losses, trained = _ragged_step(stacked, task, tails, x_all, y_all)
+                check(member_losses, epoch)
+                for i, t, out in trained:
                     seen[i] += len(t)
                     with torch.no_grad():
-                        loss_sums[i] += check_list[i] * len(t)
+                        loss_sums[i] += member_losses[i] * len(t)
                         sums.add_member(i, out.detach(), y_all[t])
             if step == 0:
                 first_losses = member_losses  # the losses at initialization: the bounds' reference

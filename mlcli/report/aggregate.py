@@ -193,63 +193,10 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     """Group, aggregate, diagnose and rank (see the module docstring for the rules)."""
     notes = list(collected.notes)
     all_runs = collected.runs
-    configs = pd.DataFrame.from_records(all_runs["config"].tolist(), index=all_runs.index)
-    mask = where_mask(all_runs, configs, options.where)
-    runs, configs = all_runs[mask].copy(), configs[mask]
-    configs = configs.dropna(axis=1, how="all")
-    keys = config_keys(configs)
+    runs, configs, keys, columns = _configurations(all_runs, options)
+    table, labels, display_columns = _table(runs, configs, columns)
 
-    if options.by:
-        columns = list(dict.fromkeys(options.by))
-        check_keys("--by", columns, sorted(keys.columns))
-    else:
-        columns = auto_columns(runs, keys)
-    if options.compare:
-        check_keys("--compare", [options.compare], sorted(keys.columns))
-        if keys[options.compare].nunique() < 2:
-            value = configs[options.compare].iloc[0]
-            raise ReportError(
-                f"--compare {options.compare}: every run has {options.compare}={value}; "
-                "nothing to compare (check the paths or --where)"
-            )
-        if options.compare not in columns:
-            columns.insert(0, options.compare)
-
-    # One group id per configuration, numbered in the sorted order of its keys.
-    if columns:
-        runs["group"] = keys[columns].groupby(columns, sort=True).ngroup().astype(int)
-    else:
-        runs["group"] = 0
-    n_groups = int(runs["group"].max()) + 1
-    first = runs.groupby("group").head(1).set_index("group").sort_index()
-    table = pd.DataFrame(index=pd.RangeIndex(n_groups, name="group"))
-    if columns:
-        for column in columns:
-            table[column] = (
-                configs[column].groupby(runs["group"]).first().reindex(table.index).astype(object)
-            )
-            table[column] = [
-                None if isinstance(v, float) and math.isnan(v) else v for v in table[column]
-            ]
-    else:
-        shown = [
-            o for o in first["overrides"].iloc[0] if is_candidate(o.lstrip("+~").split("=")[0])
-        ]
-        table[CONFIGURATION] = " ".join(shown) or "(defaults)"
-    display_columns = columns or [CONFIGURATION]
-    labels = pd.Series(
-        [
-            ", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True) if v is not None)
-            if columns
-            else str(row[0])
-            for row in table[display_columns].itertuples(index=False)
-        ],
-        index=table.index,
-    )
-    table["status"] = runs.groupby("group")["state"].agg(_state_counts)
-    table["n_runs"] = runs.groupby("group").size()
-
-    completed = runs["state"] == "COMPLETED"
+    # The result rows that enter the numbers, and each row's configuration.
     rows, pruned = _included_rows(runs, collected.results)
     group_of_run = np.full(len(all_runs), -1, dtype=np.int64)
     group_of_run[runs.index.to_numpy()] = runs["group"].to_numpy()
@@ -270,32 +217,171 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     curves = _stats(curve_rows, ["group", "split", "metric", "epoch"])
     test_rows = rows[(rows["split"] == "test").to_numpy()]
     test_rows.insert(len(test_rows.columns), "group", group_of_run[test_rows["run"].to_numpy()])
+    names = _metric_names(curves, test_rows)
+    rank_metric = _rank_metric(options.metric, runs, names)
+    ascending = not higher_is_better(rank_metric)
+    best = _best_epochs(curves, rank_metric, ascending)
+    table["best_epoch"] = best.reindex(table.index).astype("Int64")
+    _fold_means(table, curve_rows, test_rows, names, rank_metric, options.at, notes)
+
+    # Diagnosis from the fold-mean curves; configurations without numbers say why.
+    verdicts = _diagnosis(table, runs, configs, curves, options.rules)
+    table["diagnosis"] = verdicts["diagnosis"]
+    table["train_error"] = verdicts["train_error"].astype(float)
+    table["gap"] = verdicts["gap"].astype(float)
+    table["reason"] = verdicts["reason"]
+    diverged = (runs["state"] == "DIVERGED").groupby(runs["group"]).any().reindex(table.index)
+    ranked_value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
+    if (diverged.fillna(False).astype(bool) & ranked_value.notna()).any():
+        notes.append(
+            "a configuration with a DIVERGED run ranks after those without (its numbers are of "
+            "the runs that did not diverge)"
+        )
+    table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged)
+    metric_columns = [f"{n}_{s}" for n in names for s in ("mean", "std", "n")]
+    ordered = [
+        "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "partial",
+        "best_epoch", "diagnosis", "train_error", "gap", *metric_columns, "reason",
+    ]  # fmt: skip
+    table = table[ordered]
+
+    compare = None
+    if options.compare:
+        within = [c for c in ("dataset",) if c in columns and c != options.compare]
+        compare_keys = table[[*within, options.compare]].map(value_key)
+        compare = table[~compare_keys.duplicated()]
+    if not (runs["state"] == "COMPLETED").all():
+        counts = _state_counts(runs["state"])
+        notes.append(f"runs by state: {counts}; only COMPLETED runs enter the means")
+    return Aggregated(
+        table=table,
+        runs=_run_table(runs, configs, columns),
+        curves=curves,
+        group_columns=display_columns,
+        metric_names=names,
+        rank_metric=rank_metric,
+        ascending=ascending,
+        at=options.at,
+        labels=labels,
+        compare=compare,
+        compare_key=options.compare,
+        top=options.top,
+        rules=options.rules,
+        notes=notes,
+    )
+
+
+def _configurations(
+    all_runs: pd.DataFrame, options: ReportOptions
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """The runs ``--where`` keeps (with a ``group`` column: their configuration's id, numbered
+    in the sorted order of its keys), their flattened configs, their config keys, and the
+    columns that define a configuration (``--by``, or those that vary)."""
+    configs = pd.DataFrame.from_records(all_runs["config"].tolist(), index=all_runs.index)
+    mask = where_mask(all_runs, configs, options.where)
+    runs, configs = all_runs[mask].copy(), configs[mask]
+    configs = configs.dropna(axis=1, how="all")
+    keys = config_keys(configs)
+    if options.by:
+        columns = list(dict.fromkeys(options.by))
+        check_keys("--by", columns, sorted(keys.columns))
+    else:
+        columns = auto_columns(runs, keys)
+    if options.compare:
+        check_keys("--compare", [options.compare], sorted(keys.columns))
+        if keys[options.compare].nunique() < 2:
+            value = configs[options.compare].iloc[0]
+            raise ReportError(
+                f"--compare {options.compare}: every run has {options.compare}={value}; "
+                "nothing to compare (check the paths or --where)"
+            )
+        if options.compare not in columns:
+            columns.insert(0, options.compare)
+    if columns:
+        runs["group"] = keys[columns].groupby(columns, sort=True).ngroup().astype(int)
+    else:
+        runs["group"] = 0
+    return runs, configs, keys, columns
+
+
+def _table(
+    runs: pd.DataFrame, configs: pd.DataFrame, columns: list[str]
+) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+    """One row per configuration with its key values (or the one ``configuration`` column when
+    nothing varies), its runs' states and count; its short labels; the columns shown."""
+    n_groups = int(runs["group"].max()) + 1
+    table = pd.DataFrame(index=pd.RangeIndex(n_groups, name="group"))
+    if columns:
+        for column in columns:
+            table[column] = (
+                configs[column].groupby(runs["group"]).first().reindex(table.index).astype(object)
+            )
+            table[column] = [
+                None if isinstance(v, float) and math.isnan(v) else v for v in table[column]
+            ]
+    else:
+        first = runs.groupby("group").head(1).set_index("group").sort_index()
+        shown = [
+            o for o in first["overrides"].iloc[0] if is_candidate(o.lstrip("+~").split("=")[0])
+        ]
+        table[CONFIGURATION] = " ".join(shown) or "(defaults)"
+    display_columns = columns or [CONFIGURATION]
+    labels = pd.Series(
+        [
+            ", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True) if v is not None)
+            if columns
+            else str(row[0])
+            for row in table[display_columns].itertuples(index=False)
+        ],
+        index=table.index,
+    )
+    table["status"] = runs.groupby("group")["state"].agg(_state_counts)
+    table["n_runs"] = runs.groupby("group").size()
+    return table, labels, display_columns
+
+
+def _metric_names(curves: pd.DataFrame, test_rows: pd.DataFrame) -> list[str]:
+    """Every split/metric recorded (but ``train/lr``), val first, then test, then train."""
     recorded = {(str(s), str(m)) for s, m in curves[["split", "metric"]].drop_duplicates().values}
     recorded |= {
         (str(s), str(m)) for s, m in test_rows[["split", "metric"]].drop_duplicates().values
     }
-    names = sorted({f"{s}/{m}" for s, m in recorded} - {"train/lr"}, key=_metric_order)
-    rank_metric = _rank_metric(options.metric, runs, names)
-    ascending = not higher_is_better(rank_metric)
+    return sorted({f"{s}/{m}" for s, m in recorded} - {"train/lr"}, key=_metric_order)
 
+
+def _best_epochs(curves: pd.DataFrame, rank_metric: str, ascending: bool) -> pd.Series:
+    """Per configuration, the epoch whose fold-mean val value of the ranking metric is best
+    (the earliest on ties)."""
     val_name = rank_metric.split("/", 1)[1]
     val_curve = curves[(curves["split"] == "val") & (curves["metric"] == val_name)]
     val_curve = val_curve.dropna(subset=["mean"]).sort_values(["group", "epoch"])
     pick = val_curve.groupby("group")["mean"]
     best_index = pick.idxmin() if ascending else pick.idxmax()  # first occurrence: earliest epoch
     best_epoch = val_curve.loc[best_index.to_numpy(), ["group", "epoch"]].set_index("group")
-    table["best_epoch"] = best_epoch["epoch"].reindex(table.index).astype("Int64")
+    return best_epoch["epoch"]
 
+
+def _fold_means(
+    table: pd.DataFrame,
+    curve_rows: pd.DataFrame,
+    test_rows: pd.DataFrame,
+    names: list[str],
+    rank_metric: str,
+    at: str,
+    notes: list[str],
+) -> None:
+    """Into ``table``: each configuration's folds counted, and each metric's mean, std and n
+    over them, at the final epoch or (``--at best``) at the configuration's best epoch."""
     run_fold = curve_rows["run"].to_numpy(np.int64) * 1_000_000 + curve_rows["fold"].to_numpy()
     last_epoch = curve_rows["epoch"].groupby(run_fold).transform("max")
-    if options.at == "best":
+    if at == "best":
         wanted = table["best_epoch"].reindex(curve_rows["group"]).to_numpy(dtype=np.float64)
         wanted = np.where(np.isnan(wanted), last_epoch.to_numpy(), wanted)
         chosen = curve_rows[curve_rows["epoch"].to_numpy() == wanted]
         notes.append(
-            f"--at best: each configuration at the epoch where its fold-mean val {val_name} is "
-            "best; test metrics are of the final model (the test split is evaluated once, after "
-            "the last epoch)"
+            f"--at best: each configuration at the epoch where its fold-mean val "
+            f"{rank_metric.split('/', 1)[1]} is best; test metrics are of the final model (the "
+            "test split is evaluated once, after the last epoch)"
         )
     else:
         chosen = curve_rows[curve_rows["epoch"].to_numpy() == last_epoch.to_numpy()]
@@ -318,41 +404,30 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     if stats[["mean"]].isna().any().any():
         notes.append("a non-finite value in a COMPLETED run makes its configuration's mean NaN")
 
-    # Diagnosis from the fold-mean curves; configurations without numbers say why.
+
+def _diagnosis(
+    table: pd.DataFrame,
+    runs: pd.DataFrame,
+    configs: pd.DataFrame,
+    curves: pd.DataFrame,
+    rules: Rules,
+) -> pd.DataFrame:
+    """Each configuration's diagnosis from its fold-mean curves (:mod:`mlcli.report.diagnose`,
+    judged against the configurations on the same dataset); those without numbers say why."""
     cohort = None
     if "dataset" in configs.columns:
         datasets = configs["dataset"].astype(str).groupby(runs["group"])
         cohort = datasets.agg(lambda s: s.iloc[0] if s.nunique() == 1 else "mixed")
-    verdicts = diagnose(curves.rename(columns={"group": "config"}), options.rules, cohort)
+    verdicts = diagnose(curves.rename(columns={"group": "config"}), rules, cohort)
     verdicts = verdicts.reindex(table.index)
     for group in table.index[verdicts["diagnosis"].isna()]:
         label, reason = _not_completed_reason(runs[runs["group"] == group])
         verdicts.loc[group, ["diagnosis", "reason"]] = [label, reason]
-    table["diagnosis"] = verdicts["diagnosis"]
-    table["train_error"] = verdicts["train_error"].astype(float)
-    table["gap"] = verdicts["gap"].astype(float)
-    table["reason"] = verdicts["reason"]
+    return verdicts
 
-    diverged = (runs["state"] == "DIVERGED").groupby(runs["group"]).any().reindex(table.index)
-    ranked_value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
-    if (diverged.fillna(False).astype(bool) & ranked_value.notna()).any():
-        notes.append(
-            "a configuration with a DIVERGED run ranks after those without (its numbers are of "
-            "the runs that did not diverge)"
-        )
-    table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged)
-    metric_columns = [f"{n}_{s}" for n in names for s in ("mean", "std", "n")]
-    ordered = [
-        "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "partial",
-        "best_epoch", "diagnosis", "train_error", "gap", *metric_columns, "reason",
-    ]  # fmt: skip
-    table = table[ordered]
 
-    compare = None
-    if options.compare:
-        within = [c for c in ("dataset",) if c in columns and c != options.compare]
-        compare_keys = table[[*within, options.compare]].map(value_key)
-        compare = table[~compare_keys.duplicated()]
+def _run_table(runs: pd.DataFrame, configs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per run: its dir, state, grouping and replicate keys, folds, error, group."""
     run_table = runs[["run_dir", "state"]].copy()
     replicates = [c for c in configs.columns if is_replicate_key(c) and c not in columns]
     for column in [*columns, *replicates]:
@@ -363,25 +438,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     run_table["n_folds"] = runs["n_folds"].astype("Int64")
     run_table["error"] = runs["error"]
     run_table["group"] = runs["group"]
-    if not completed.all():
-        counts = _state_counts(runs["state"])
-        notes.append(f"runs by state: {counts}; only COMPLETED runs enter the means")
-    return Aggregated(
-        table=table,
-        runs=run_table.reset_index(drop=True),
-        curves=curves,
-        group_columns=display_columns,
-        metric_names=names,
-        rank_metric=rank_metric,
-        ascending=ascending,
-        at=options.at,
-        labels=labels,
-        compare=compare,
-        compare_key=options.compare,
-        top=options.top,
-        rules=options.rules,
-        notes=notes,
-    )
+    return run_table.reset_index(drop=True)
 
 
 def _rank_metric(wanted: str | None, runs: pd.DataFrame, names: list[str]) -> str:

@@ -122,13 +122,61 @@ def diagnose(
     if rules.bias_threshold is not None:
         high_bias |= np.isfinite(train_error) & (train_error > rules.bias_threshold)
 
+    labels, reasons = _verdicts(
+        rules,
+        has_val=has_val,
+        high_bias=high_bias,
+        overfit=overfit,
+        best_epoch=epoch_numbers[k],
+        last_epoch=epoch_numbers[last],
+        val_k=val_k,
+        rise=rise,
+        train_k=train_k,
+        train_last=train_last,
+        train_error=train_error,
+        val_error=val_error,
+        measure=measure,
+        best=best,
+    )
+    return pd.DataFrame(
+        {
+            "diagnosis": labels,
+            "reason": reasons,
+            "best_val_loss_epoch": np.where(has_val, epoch_numbers[k], -1),
+            "train_error": train_error,
+            "val_error": val_error,
+            "gap": val_error - train_error,
+        },
+        index=index,
+    )
+
+
+def _verdicts(
+    rules: Rules,
+    *,
+    has_val: np.ndarray,
+    high_bias: np.ndarray,
+    overfit: np.ndarray,
+    best_epoch: np.ndarray,
+    last_epoch: np.ndarray,
+    val_k: np.ndarray,
+    rise: np.ndarray,
+    train_k: np.ndarray,
+    train_last: np.ndarray,
+    train_error: np.ndarray,
+    val_error: np.ndarray,
+    measure: np.ndarray,
+    best: np.ndarray,
+) -> tuple[list[str], list[str]]:
+    """Each configuration's label and its reason in one line, from the rules' numbers (one
+    entry per configuration in each array: see :func:`diagnose`)."""
     labels, reasons = [], []
-    for i in rows:
+    for i in range(len(has_val)):
         if not has_val[i]:
             labels.append(NO_CURVES)
             reasons.append("no finite val loss recorded")
             continue
-        e_k, e_last = int(epoch_numbers[k[i]]), int(epoch_numbers[last[i]])
+        e_k, e_last = int(best_epoch[i]), int(last_epoch[i])
         parts = []
         if high_bias[i]:
             if rules.bias_threshold is not None and train_error[i] > rules.bias_threshold:
@@ -166,15 +214,4 @@ def diagnose(
         )
         labels.append(label or GOOD_FIT)
         reasons.append("; ".join(parts))
-
-    return pd.DataFrame(
-        {
-            "diagnosis": labels,
-            "reason": reasons,
-            "best_val_loss_epoch": np.where(has_val, epoch_numbers[k], -1),
-            "train_error": train_error,
-            "val_error": val_error,
-            "gap": val_error - train_error,
-        },
-        index=index,
-    )
+    return labels, reasons

@@ -186,3 +186,9 @@ def kept_folds(run_dir: Path, run_key: str) -> Kept:
         again = ", ".join(map(str, sorted(folds)))
         return Kept(set(), [], [f"{error}; fold(s) {again} are computed again"])
     return Kept(folds, rows, [])
+
+
+def done_folds(run_dir: Path, run_key: str) -> set[int]:
+    """The finished folds a new attempt of run ``run_key`` in ``run_dir`` keeps (those
+    :func:`kept_folds` keeps): what a stacked grid leaves out of its stack."""
+    return kept_folds(run_dir, run_key).folds

@@ -36,6 +36,7 @@ from mlcli.config import (
 
 if TYPE_CHECKING:
     from mlcli.engine.strategies import Precomputed
+    from mlcli.sweeps.ledger import JobSession
 
 log = logging.getLogger("mlcli")
 __all__ = ["hydra_main", "task"]
@@ -77,7 +78,7 @@ def task(cfg: DictConfig, precomputed: Precomputed | None = None) -> str:
     from mlcli.config import security
     from mlcli.config.identity import run_key
     from mlcli.sweeps import index, locks, procs
-    from mlcli.sweeps.session import JobSession
+    from mlcli.sweeps.ledger import JobSession
 
     hydra_cfg = HydraConfig.get()
     key = run_key(cfg)
@@ -125,12 +126,8 @@ def task(cfg: DictConfig, precomputed: Precomputed | None = None) -> str:
                 session.record({**entry, "state": "FAILED", "error": refused})
                 return "FAILED"
             print(f"continuing {run_dir} ({decision.previous.progress} already done)")
-        options = {
-            "choices": choices,
-            "overrides": overrides,
-            "session": session.id,
-            "precomputed": precomputed,
-        }
+        options = dict(choices=choices, overrides=overrides, session=session.id,
+                       precomputed=precomputed)  # fmt: skip
         try:
             result = procs.call_in_child(lambda: _train(cfg, run_dir, options))
         except KeyboardInterrupt:
@@ -143,6 +140,19 @@ def task(cfg: DictConfig, precomputed: Precomputed | None = None) -> str:
             if (run_dir / "status.json").is_file():
                 rundir.set_state(run_dir, "FAILED", "ProcessDied", result.describe())
 
+    return _ended(cfg, ended, run_dir, overrides, session, entry)
+
+
+def _ended(
+    cfg: DictConfig,
+    ended: dict[str, Any],
+    run_dir: Path,
+    overrides: list[str],
+    session: JobSession,
+    entry: dict[str, Any],
+) -> str:
+    """Record how the job ended (the session's ledger), say so, and with ``on_failure=stop`` a
+    failure asks the session to start no more jobs; the final state."""
     state = str(ended["state"])
     session.record({**entry, "state": state, "error": ended.get("error")})
     if state == "COMPLETED":

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from mlcli.data.base import Task
     from mlcli.engine.stacked import Member, StackedModel
     from mlcli.engine.strategies import Precomputed
-    from mlcli.sweeps.session import JobSession
+    from mlcli.sweeps.ledger import JobSession
 
 log = logging.getLogger("mlcli")
 
@@ -288,9 +288,8 @@ class StackedGroup:
             decision = decide(outputs_root, job.key, job.job_dir, session.rerun)
             if decision.action == "skip":
                 continue
-            done: set[int] = set()  # a continued run keeps its finished folds, as its job will
-            if decision.action == "continue":
-                done = rundir.kept_folds(decision.run_dir, job.key).folds
+            continued = decision.action == "continue"  # keeps its finished folds, as its job will
+            done = rundir.done_folds(decision.run_dir, job.key) if continued else set()
             group.append(GroupJob(job.cfg, job.key, done))
         if len(group) < 2:
             return
