@@ -225,9 +225,8 @@ class OpenRun:
         (folds that finish together, stacked, need only the last of their writes)."""
         self.rows.extend(rows)
         self.done.add(fold)
-        strategy = fold_plan.strategy
-        self.status.fold_training = strategy.name if strategy is not None else None
-        self.status.stacked_grid = strategy.info if strategy is not None else None
+        self.status.fold_training = fold_plan.trained_by
+        self.status.stacked_grid = fold_plan.trained_info
         self.status.folds_completed = sorted(self.done)
         self.writer.submit(
             _save_fold, self.run_dir, list(self.rows), self.status.document(), replaces="fold"

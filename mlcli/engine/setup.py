@@ -82,8 +82,8 @@ class FoldPlan:
     called at every epoch's end of a fold trained in this process; ``settle`` before a fold sets
     up and before worker processes are forked (the run's writes in flight finish: a run killed
     meanwhile keeps every fold before). ``one_at_a_time``: the folds must finish one after
-    another (a pruner judges each as it finishes). ``strategy`` names the strategy that trains
-    the folds, once one is chosen."""
+    another (a pruner judges each as it finishes). ``trained_by`` is the name of the strategy
+    that trains the folds once one is chosen, ``trained_info`` what it adds for the status."""
 
     cfg: DictConfig
     key: str
@@ -95,7 +95,8 @@ class FoldPlan:
     on_epoch: EpochEnd | None = None
     settle: Callable[[], None] = lambda: None
     one_at_a_time: bool = False
-    strategy: Any = None
+    trained_by: str | None = None
+    trained_info: dict[str, Any] | None = None
     _builders: list[Builders] = field(default_factory=list, init=False, repr=False)
 
     @property

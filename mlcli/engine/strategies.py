@@ -145,11 +145,11 @@ def strategies(precomputed: Precomputed | None = None) -> list[FoldStrategy]:
 def fit_folds(
     plan: FoldPlan, precomputed: Precomputed | None = None
 ) -> Iterator[tuple[int, FoldRows]]:
-    """Train ``plan``'s pending folds with the first strategy that can (recorded in
-    ``plan.strategy``); yield ``(fold, rows)`` in fold order. ``precomputed``: the folds the
+    """Train ``plan``'s pending folds with the first strategy that can (its name recorded in
+    ``plan.trained_by``); yield ``(fold, rows)`` in fold order. ``precomputed``: the folds the
     stacked launcher trained for this run."""
     for strategy in strategies(precomputed):
         if strategy.reason_not(plan) is None:
-            plan.strategy = strategy
+            plan.trained_by, plan.trained_info = strategy.name, strategy.info
             yield from strategy.run(plan)
             return

@@ -1,12 +1,11 @@
-"""One ``mlcli train`` command's session, from both sides.
+"""One ``mlcli train`` command's session: it runs Hydra and accounts for every job.
 
-* :class:`Session` (the CLI's side): hands the session's id, ledger dir, ``--rerun`` and what
-  the user admitted to every job through ``hydra.job.env_set``, runs Hydra, and accounts for every
-  job afterwards. Ctrl-C and SIGTERM interrupt the launch; then every process the launch started
-  is stopped (SIGTERM, then SIGKILL) before it returns, and runs left RUNNING are marked
-  INTERRUPTED.
-* its jobs record how they ended in the session's ledger (:mod:`mlcli.sweeps.ledger`), which it
-  reads to print the failed-jobs table.
+:class:`Session` hands the session's id, ledger dir, ``--rerun`` and what the user admitted to
+every job through ``hydra.job.env_set``, runs Hydra's sweeper and launcher, and reads afterwards
+how each job ended from the session's ledger (:mod:`mlcli.sweeps.ledger`, where the jobs record
+it); jobs that never reported (the launcher died) are listed too. Ctrl-C and SIGTERM interrupt
+the launch; then every process the launch started is stopped (SIGTERM, then SIGKILL) before it
+returns, and runs left RUNNING are marked INTERRUPTED.
 """
 
 from __future__ import annotations
@@ -23,9 +22,6 @@ from mlcli.config import env, security
 from mlcli.sweeps import index, locks, manifest
 from mlcli.sweeps.launch import Plan, quote
 from mlcli.sweeps.ledger import read_ledger
-
-# Environment of a `mlcli train` session, set for every job through Hydra's hydra.job.env_set.
-
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
