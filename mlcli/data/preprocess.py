@@ -7,13 +7,15 @@ Tables with categorical columns or missing cells (``dataset=csv``) go through a 
 most-frequent imputation and one-hot encoding (unknown categories -> all zeros) of the
 categorical ones. Variable-length sequences (``dataset.lengths``) are scaled per feature with
 statistics over their valid time steps only, and their padding stays exactly zero; token ids are
-never scaled.
+never scaled. The user's text (``dataset.text``) is tokenized per fold: the vocabulary is fitted
+on the training rows (:func:`mlcli.data.tokenize.tokenize_fold`) and kept in ``FoldData.vocabulary``
+so the run can save it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ import torch
 
 from mlcli.config import enum_name
 from mlcli.data.base import Dataset
+from mlcli.data.tokenize import Vocabulary, tokenize_fold
 
 
 @dataclass
@@ -39,6 +42,8 @@ class FoldData:
     lengths_train: torch.Tensor | None = None
     lengths_val: torch.Tensor | None = None
     lengths_test: torch.Tensor | None = None
+    # The fold's fitted vocabulary (a text dataset), saved with the run.
+    vocabulary: Vocabulary | None = None
 
 
 def valid_steps(lengths: np.ndarray, max_length: int) -> np.ndarray:
@@ -147,7 +152,13 @@ def fold_tensors(
     dataset_cfg: Any,
     device: torch.device,
 ) -> FoldData:
-    """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
+    """Normalize with statistics fitted on ``train_idx`` alone (text: tokenize with a
+    vocabulary fitted on them), then move to ``device``."""
+    vocabulary = None
+    if dataset.text is not None:
+        tokens = tokenize_fold(dataset.text, dataset.X, dataset.y, train_idx)
+        vocabulary = tokens.vocabulary
+        dataset = replace(dataset, X=tokens.X, y=tokens.y, lengths=tokens.lengths, text=None)
     scaler = fold_scaler(dataset, train_idx, dataset_cfg)
     lengths = dataset.lengths
     mean, std = 0.0, 1.0
@@ -183,4 +194,5 @@ def fold_tensors(
         lengths_train=lengths_of(train_idx),
         lengths_val=lengths_of(val_idx),
         lengths_test=lengths_of(test_idx) if len(test_idx) else None,
+        vocabulary=vocabulary,
     )
