@@ -19,7 +19,7 @@ from mlcli.data import pairs, tagged, text
 from mlcli.data.base import EOS, FIRST_RAW, UNK
 from mlcli.data.errors import DataError
 from mlcli.data.preprocess import fold_tensors
-from mlcli.data.textsamples import reviews, write
+from mlcli.data.textsamples import reversed_pairs, reviews, write
 from mlcli.data.tokenize import SPECIALS, Vocabulary, split, tokenize_fold
 
 CPU = torch.device("cpu")
@@ -74,7 +74,8 @@ def test_vocabulary_never_holds_a_token_of_the_val_rows_only(tmp_path, tokenizer
     train, val = np.arange(4), np.arange(4, 6)
     data = fold_tensors(dataset, train, val, train[:0], {"normalize": "none"}, CPU)
     assert data.vocabulary is not None
-    train_units = {u for t in texts[:4] for u in split(t, "char" if tokenizer == "char" else "word", True)}
+    unit = "char" if tokenizer == "char" else "word"
+    train_units = {u for t in texts[:4] for u in split(t, unit, True)}
     train_chars = set("".join(texts[:4]))
     vocabulary = data.vocabulary.state()
     if tokenizer in ("word", "char"):
@@ -195,3 +196,65 @@ def test_misaligned_pair_files_are_refused(tmp_path):
     (tmp_path / "tgt.txt").write_text("b a\nd c\n")
     with pytest.raises(DataError, match=r"tgt.txt: has 2 lines but .*src.txt has 3"):
         pairs(str(tmp_path / "src.txt"), target_path=str(tmp_path / "tgt.txt"))
+
+
+def _fold_mean(outcome, metric: str) -> float:
+    return float(outcome.summary[metric][0])
+
+
+@pytest.mark.slow
+def test_attention_reads_the_negation_a_bag_of_words_misses(compose, tmp_path):
+    # A bag of words gets 0.55 of these reviews right, bigrams 0.76 (the test above).
+    path = _reviews_file(tmp_path, 1000)
+    cfg = compose("dataset=text", f"dataset.path={path}", "dataset.id_column=id",
+                  *SMALL_ATTENTION, "model.n_layers=2", "batch_size=32", "epochs=10",
+                  "cv.n_splits=2", "progress=false")  # fmt: skip
+    outcome = runner.run(cfg, tmp_path / "run")
+    assert outcome.state == "COMPLETED"
+    assert _fold_mean(outcome, "val/acc") >= 0.8
+
+
+@pytest.mark.slow
+def test_attention_tags_a_grammar_whose_words_need_context(compose, tmp_path):
+    write("conll", tmp_path / "train.conll", 400)
+    cfg = compose("dataset=tagged", f"dataset.path={tmp_path / 'train.conll'}", *SMALL_ATTENTION,
+                  "model.head=token", "batch_size=16", "epochs=10", "cv.n_splits=2",
+                  "progress=false")  # fmt: skip
+    outcome = runner.run(cfg, tmp_path / "run")
+    assert outcome.state == "COMPLETED"
+    assert _fold_mean(outcome, "val/acc") >= 0.95
+
+
+@pytest.mark.slow
+def test_transformer_reverses_sentence_pairs(compose, tmp_path):
+    rows = reversed_pairs(1000, seed=0, max_words=5)  # shorter than the docs' pairs: quicker
+    (tmp_path / "pairs.csv").write_text("source,target\n" + "".join(f"{s},{t}\n" for s, t in rows))
+    cfg = compose("dataset=pairs", f"dataset.path={tmp_path / 'pairs.csv'}", "model=transformer",
+                  "model.d_model=32", "model.d_ff=64", "model.n_layers=1", "model.dropout=0",
+                  "optim.lr=3e-3", "batch_size=32", "epochs=25", "cv=holdout",
+                  "progress=false")  # fmt: skip
+    outcome = runner.run(cfg, tmp_path / "run")
+    assert outcome.state == "COMPLETED"
+    assert _fold_mean(outcome, "val/exact_match") >= 0.9
+
+
+def _page_commands() -> list[list[str]]:
+    """The ``mlcli`` commands of docs/guide/text.md's bash blocks."""
+    import shlex
+
+    page = (Path(__file__).parents[1] / "docs" / "guide" / "text.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in page.split("```bash\n")[1:]]
+    return [shlex.split(line)[1:] for b in blocks for line in b.splitlines() if line.strip()]
+
+
+def test_every_command_of_the_text_page_runs(cli, tmp_path):
+    # Each command of guide/text.md on small files of the page's kinds, one epoch, two folds.
+    commands = _page_commands()
+    assert len(commands) >= 5 and all(c[0] == "train" for c in commands)
+    write("reviews", tmp_path / "reviews.csv", 60)
+    write("conll", tmp_path / "train.conll", 40)
+    write("pairs", tmp_path / "pairs.csv", 60)
+    for args in commands:
+        shrunk = [a for a in args if not a.startswith(("epochs=", "cv.n_splits="))]
+        result = cli(*shrunk, "epochs=1", "cv.n_splits=2", "progress=false")
+        assert result.exit_code == 0, (args, result.output[-2000:])

@@ -196,8 +196,10 @@ def _conll_sentences(
     for number, line in enumerate(lines, start=1):
         line = line.removesuffix("\r")
         if not line.strip() or line.startswith("-DOCSTART-"):
-            if tokens[-1]:
-                tokens.append([]), tags.append([]), starts.append(0)
+            if tokens[-1]:  # a new sentence starts at the next token line
+                tokens.append([])
+                tags.append([])
+                starts.append(0)
             continue
         fields = line.split(sep) if sep else line.split()
         if width is None:
@@ -226,7 +228,9 @@ def _conll_sentences(
         tokens[-1].append(fields[token_column])
         tags[-1].append(fields[tag_column])
     if not tokens[-1]:
-        tokens.pop(), tags.pop(), starts.pop()
+        tokens.pop()
+        tags.pop()
+        starts.pop()
     if not tokens:
         raise DataError(path, "has no token lines", fix="Write one 'token TAG' pair a line")
     return tokens, tags, starts
@@ -280,9 +284,7 @@ def tagged(
     for i, sentence in enumerate(tags):
         y[i, : len(tokens[i])] = index[offset : offset + len(tokens[i])]
         offset += len(sentence)
-    text_tokens = _text_tokens(
-        codes, kind, vocab_size, min_freq, lowercase, max_length=max_length
-    )
+    text_tokens = _text_tokens(codes, kind, vocab_size, min_freq, lowercase, max_length=max_length)
     return Dataset(
         name=Path(path).stem,
         X=X,
@@ -316,8 +318,7 @@ def _pair_texts(
     if len(texts[0]) != len(texts[1]):
         raise DataError(
             target_path,
-            f"has {len(texts[1])} lines but {path} has {len(texts[0])}: the files are not "
-            "aligned",
+            f"has {len(texts[1])} lines but {path} has {len(texts[0])}: the files are not aligned",
             line=min(len(texts[0]), len(texts[1])) + 1,
             fix="Write line i's translation on line i of dataset.target_path",
             key="dataset.target_path",

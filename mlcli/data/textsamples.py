@@ -89,15 +89,16 @@ PAIR_WORDS = (
 )  # fmt: skip
 
 
-def reversed_pairs(n_rows: int, seed: int = 0, min_words: int = 3, max_words: int = 7) -> list[
-    tuple[str, str]
-]:
+def reversed_pairs(
+    n_rows: int, seed: int = 0, min_words: int = 3, max_words: int = 7
+) -> list[tuple[str, str]]:
     """``n_rows`` distinct (sentence, its words reversed) pairs of ``PAIR_WORDS``."""
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
-    rows = []
+    rows: list[tuple[str, str]] = []
     while len(rows) < n_rows:
-        words = [str(w) for w in rng.choice(PAIR_WORDS, int(rng.integers(min_words, max_words + 1)))]
+        length = int(rng.integers(min_words, max_words + 1))
+        words = [str(w) for w in rng.choice(PAIR_WORDS, length)]
         source = " ".join(words)
         if source in seen:
             continue
