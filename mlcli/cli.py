@@ -390,6 +390,16 @@ def report(
             min=0.0, help="Overfitting: val loss up by more than this fraction of its minimum."
         ),
     ] = 0.05,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", help="Table: every column at full width (lines longer than the terminal)."
+        ),
+    ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="Table: each configuration's diagnosis with its reason."),
+    ] = False,
 ) -> None:
     """Summarize runs: one row per configuration, fold mean ± std, ranked and diagnosed."""
     from mlcli.report.command import ReportError, run_report
@@ -409,6 +419,8 @@ def report(
             bias_margin=bias_margin,
             bias_threshold=bias_threshold,
             overfit_tolerance=overfit_tolerance,
+            wide=wide,
+            explain=explain,
         )
     except ReportError as error:
         from rich.panel import Panel

@@ -47,6 +47,9 @@ SPLIT_ORDER = ("val", "test", "train")
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err")
 CONFIGURATION = "configuration"
 """The one descriptive column used when nothing varies between the runs."""
+DATASET_KEYS = ("dataset", "dataset.path", "dataset.test_path", "dataset.target", "dataset.task")
+"""Config keys that make runs of different data: a configuration never pools them, and each
+dataset is ranked (and shown) on its own."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,11 @@ class Aggregated:
     at: str
     labels: pd.Series
     """Group id → a short label such as ``optim=adam, optim.lr=0.01``."""
+    sections: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
+    """Group id → its dataset (``dataset=wine``; ``""`` when the runs are of one dataset):
+    each is ranked on its own and shown as a table of its own."""
+    tasks: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
+    """Group id → the task its runs recorded (classification, regression ...; ``""``)."""
     compare: pd.DataFrame | None = None
     compare_key: str | None = None
     top: int | None = None
@@ -90,7 +98,13 @@ class Aggregated:
         """The rows to display: the comparison when asked for, else the top-N configurations."""
         if self.compare is not None:
             return self.compare
-        return self.table.head(self.top) if self.top else self.table
+        if not self.top:
+            return self.table
+        if self.sections.empty:
+            return self.table.head(self.top)
+        return self.table.groupby(self.sections.reindex(self.table.index), sort=False).head(
+            self.top
+        )  # the N best of each dataset
 
 
 def higher_is_better(metric: str) -> bool:
@@ -205,11 +219,23 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     configs = configs.dropna(axis=1, how="all")
     keys = config_keys(configs)
 
+    complete = runs["config_complete"].to_numpy(dtype=bool)
+    data_columns = _data_columns(keys[complete] if complete.any() else keys)
     if options.by:
         columns = list(dict.fromkeys(options.by))
         check_keys("--by", columns, sorted(keys.columns))
+        added = [c for c in data_columns if c not in columns]
+        if added:
+            columns = added + columns
+            values = sorted({str(v) for v in configs[added[0]].dropna()})
+            notes.append(
+                f"--by {','.join(options.by)}: the runs are of {len(values)} datasets "
+                f"({', '.join(values[:6])}{', ...' if len(values) > 6 else ''}); grouped by "
+                f"{', '.join(added)} too, since a configuration never pools datasets"
+            )
     else:
         columns = auto_columns(runs, keys)
+        columns = [c for c in data_columns if c not in columns] + columns
     if options.compare:
         check_keys("--compare", [options.compare], sorted(keys.columns))
         if keys[options.compare].nunique() < 2:
@@ -252,6 +278,21 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
         ],
         index=table.index,
     )
+    data_shown = [c for c in data_columns if c in columns]
+    sections = pd.Series(
+        [
+            ", ".join(f"{c}={v}" for c, v in zip(data_shown, row, strict=True) if v is not None)
+            for row in table[data_shown].itertuples(index=False)
+        ]
+        if data_shown
+        else "",
+        index=table.index,
+        dtype=object,
+    )
+    tasks = runs.groupby("group")["task"].agg(
+        lambda s: ", ".join(sorted({str(t) for t in s.dropna() if t}))
+    )
+    tasks = tasks.reindex(table.index).fillna("")
     table["status"] = runs.groupby("group")["state"].agg(_state_counts)
     table["n_runs"] = runs.groupby("group").size()
 
@@ -325,10 +366,8 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
         notes.append("a non-finite value in a COMPLETED run makes its configuration's mean NaN")
 
     # Diagnosis from the fold-mean curves; configurations without numbers say why.
-    cohort = None
-    if "dataset" in configs.columns:
-        datasets = configs["dataset"].astype(str).groupby(runs["group"])
-        cohort = datasets.agg(lambda s: s.iloc[0] if s.nunique() == 1 else "mixed")
+    # The training errors compared by the high-bias rule are those of the same dataset.
+    cohort = sections if data_shown else None
     verdicts = diagnose(curves.rename(columns={"group": "config"}), options.rules, cohort)
     verdicts = verdicts.reindex(table.index)
     for group in table.index[verdicts["diagnosis"].isna()]:
@@ -346,7 +385,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
             "a configuration with a DIVERGED run ranks after those without (its numbers are of "
             "the runs that did not diverge)"
         )
-    table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged)
+    table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged, sections)
     metric_columns = [f"{n}_{s}" for n in names for s in ("mean", "std", "n")]
     ordered = [
         "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "partial",
@@ -356,7 +395,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
 
     compare = None
     if options.compare:
-        within = [c for c in ("dataset",) if c in columns and c != options.compare]
+        within = [c for c in data_shown if c != options.compare]
         compare_keys = table[[*within, options.compare]].map(value_key)
         compare = table[~compare_keys.duplicated()]
     run_table = runs[["run_dir", "state"]].copy()
@@ -382,12 +421,28 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
         ascending=ascending,
         at=options.at,
         labels=labels,
+        sections=sections,
+        tasks=tasks,
         compare=compare,
         compare_key=options.compare,
         top=options.top,
         rules=options.rules,
         notes=notes,
     )
+
+
+def _data_columns(keys: pd.DataFrame) -> list[str]:
+    """The fewest of :data:`DATASET_KEYS` that tell the runs' datasets apart (``dataset.path``
+    only where it varies within a ``dataset`` option, e.g. two CSV files). Judged on the runs
+    whose config is complete, as :func:`~mlcli.report.configs.auto_columns` does."""
+    chosen: list[str] = []
+    for column in DATASET_KEYS:
+        if column not in keys.columns or keys[column].nunique() <= 1:
+            continue
+        if chosen and keys.groupby(chosen)[column].nunique().max() <= 1:
+            continue  # the keys chosen already determine it
+        chosen.append(column)
+    return chosen
 
 
 def _rank_metric(wanted: str | None, runs: pd.DataFrame, names: list[str]) -> str:
@@ -415,9 +470,10 @@ def _rank(
     rank_metric: str,
     ascending: bool,
     diverged: pd.Series,
+    sections: pd.Series,
 ) -> pd.DataFrame:
     """Sort best first (complete, then partial, then with a DIVERGED run, then without numbers);
-    ties by config keys."""
+    ties by config keys. Each dataset (``sections``) is ranked on its own, in their sorted order."""
     value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
     has_value = value.notna().to_numpy()
     partial = table["partial"].to_numpy(dtype=bool)
@@ -426,13 +482,15 @@ def _rank(
         [has_value & ~partial & ~some_diverged, has_value & ~some_diverged, has_value], [0, 1, 2], 3
     )
     helper = pd.DataFrame(
-        {"_tier": tier, "_value": value if ascending else -value}, index=table.index
+        {"_section": sections, "_tier": tier, "_value": value if ascending else -value},
+        index=table.index,
     )
     for i, column in enumerate(columns):
         helper[f"_key{i}"] = keys[column].groupby(runs["group"]).first().reindex(table.index)
     order = helper.sort_values(list(helper.columns), kind="mergesort").index
     ranked = table.loc[order]
-    ranks = pd.array(np.arange(1, len(ranked) + 1), dtype="Int64")
+    in_section = sections.loc[order].groupby(sections.loc[order], sort=False).cumcount()
+    ranks = pd.array(in_section.to_numpy() + 1, dtype="Int64")
     ranks[tier[order.to_numpy()] == 3] = pd.NA
     ranked.insert(0, "rank", pd.Series(ranks, index=ranked.index))
     return ranked
