@@ -227,10 +227,10 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
         added = [c for c in data_columns if c not in columns]
         if added:
             columns = added + columns
-            values = sorted({str(v) for v in configs[added[0]].dropna()})
+            found = sorted({str(v) for v in configs[added[0]].dropna()})
             notes.append(
-                f"--by {','.join(options.by)}: the runs are of {len(values)} datasets "
-                f"({', '.join(values[:6])}{', ...' if len(values) > 6 else ''}); grouped by "
+                f"--by {','.join(options.by)}: the runs are of {len(found)} datasets "
+                f"({', '.join(found[:6])}{', ...' if len(found) > 6 else ''}); grouped by "
                 f"{', '.join(added)} too, since a configuration never pools datasets"
             )
     else:
