@@ -756,6 +756,8 @@ def fold_results(
         return
     stack = should_stack(cfg, dataset, len(pending))
     if stack:
+        if reporter is not None:
+            reporter.stacked(len(pending))  # the display says "5 folds stacked"
         try:
             outcome = train_stacked(
                 cfg,
@@ -771,6 +773,8 @@ def fold_results(
             if enum_name(cfg.get("stack_folds", "auto")) == "on":
                 raise
             outcome = None
+            if reporter is not None:
+                reporter.stacked(0)  # one fold after another after all
         if outcome is not None:
             status["fold_training"] = "stacked"
             for fold in pending:
