@@ -6,11 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: train test check lint typecheck pytest bench clean
+.PHONY: train test check lint typecheck pytest docs docs-reference docs-images bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,optuna]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,optuna,docs]'
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -18,7 +18,7 @@ train: $(STAMP)
 
 test: check
 
-check: lint typecheck pytest
+check: lint typecheck docs pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlcli hydra_plugins tests bench
@@ -30,8 +30,20 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The documentation site, built as CI builds it: any broken link or reference fails it.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir .site
+
+# Regenerate docs/reference/*.md from conf/, the schemas and `--help` (a test checks them).
+docs-reference: $(STAMP)
+	$(BIN)/python docs/gen_reference.py
+
+# Regenerate the pictures of a report in docs/img/ from the shipped tests/data/runs sweep.
+docs-images: $(STAMP)
+	$(BIN)/python docs/gen_images.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .site
