@@ -32,7 +32,7 @@ pytest: $(STAMP)
 
 # The documentation site, built as CI builds it: any broken link or reference fails it.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir .site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
 
 # Regenerate docs/reference/*.md from conf/, the schemas and `--help` (a test checks them).
 docs-reference: $(STAMP)

@@ -135,12 +135,64 @@ def _type_text(annotation: Any) -> str:
 
 
 _BOUND_SIGNS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}
+_FIELD_LINE = re.compile(r"^\s+(?P<name>\w+): [^#]*?(?:#\s*(?P<comment>.*))?$")
+
+
+def source_comments(cls: type) -> dict[str, str]:
+    """The comment next to (or just above) each field in a dataclass's source, or the
+    docstring just below it."""
+    import inspect
+
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    comments: dict[str, str] = {}
+    above: list[str] = []
+    field_name = ""  # the field a docstring below would describe
+    docstring: list[str] | None = None
+    for line in lines[1:]:
+        stripped = line.strip()
+        if docstring is not None:  # inside a multi-line docstring
+            docstring.append(stripped.removesuffix('"""'))
+            if stripped.endswith('"""'):
+                comments[field_name] = " ".join(docstring).strip()
+                docstring, field_name = None, ""
+            continue
+        if stripped.startswith('"""') and field_name:
+            text = stripped[3:]
+            if text.endswith('"""') and len(stripped) > 3:
+                comments[field_name] = text[:-3].strip()
+                field_name = ""
+            else:
+                docstring = [text]
+            continue
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        match = _FIELD_LINE.match(line)
+        field_name = ""
+        if match:
+            text = match["comment"] or ""
+            if text.startswith("noqa"):
+                text = ""
+            text = text or " ".join(above)
+            if text:
+                comments[match["name"]] = text
+            else:
+                field_name = match["name"]
+        above = []
+    return comments
 
 
 def schema_keys(schema: type, prefix: str = "") -> dict[str, Key]:
     """Every leaf key of a schema dataclass (nested ones dotted): type, bounds, choices."""
     keys: dict[str, Key] = {}
     hints = typing.get_type_hints(schema)
+    comments: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):  # a subclass's comment wins
+        if dataclasses.is_dataclass(cls):
+            comments.update(source_comments(cls))
     for f in dataclasses.fields(schema):
         if f.name.startswith("_"):
             continue
@@ -165,7 +217,7 @@ def schema_keys(schema: type, prefix: str = "") -> dict[str, Key]:
             choices = ("true", "false")
         bounds = ", ".join(f"{_BOUND_SIGNS[b]} {v:g}" for b, v in f.metadata.items())
         kind = "enum" if choices and inner is not bool else _type_text(annotation)
-        keys[name] = Key(name, default, kind, bounds, choices)
+        keys[name] = Key(name, default, kind, bounds, choices, comments.get(f.name, ""))
     return keys
 
 
@@ -200,7 +252,8 @@ def read_option(group: str, path: Path) -> Option:
     for name in names:
         known = typed.get(name, Key(name, None))
         default = values.get(name, known.default)
-        keys.append(dataclasses.replace(known, default=default, comment=comments.get(name, "")))
+        comment = comments.get(name) or known.comment
+        keys.append(dataclasses.replace(known, default=default, comment=comment))
     return Option(group, path.stem, path, _header(text), keys, schema)
 
 
@@ -253,7 +306,7 @@ def run_settings() -> list[Key]:
             continue
         known = typed[f.name]
         default = data.get(f.name, known.default)
-        comment = comments.get(f.name, "")
+        comment = comments.get(f.name) or known.comment
         settings.append(dataclasses.replace(known, default=default, comment=comment))
     return settings
 

@@ -271,6 +271,8 @@ def _print_incomplete(console: Console, agg: Aggregated, width: int, wide: bool)
         return
     priorities = {"run_dir": 0, "state": 0, "error": 1, "folds": 2}
     config = set(agg.group_columns)
+    if not wide:  # the table above shows each configuration; here: where and why
+        incomplete = incomplete[[c for c in incomplete.columns if c not in config]]
     columns = [
         Column(
             str(name),
