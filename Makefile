@@ -21,8 +21,8 @@ test: check
 check: lint typecheck docs pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check mlcli hydra_plugins tests bench
-	$(BIN)/ruff format --check mlcli hydra_plugins tests bench
+	$(BIN)/ruff check mlcli hydra_plugins tests bench docs
+	$(BIN)/ruff format --check mlcli hydra_plugins tests bench docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
