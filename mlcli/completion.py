@@ -287,9 +287,3 @@ def install(shell: str, home: Path | None = None) -> tuple[Path, Path | None]:
         with rc.open("a", encoding="utf-8") as handle:
             handle.write(("" if not text or text.endswith("\n") else "\n") + line + "\n")
     return script, rc
-
-
-def detect_shell(environ: Any = os.environ) -> str | None:
-    """The user's shell from ``$SHELL`` (bash, zsh or fish), else ``None``."""
-    name = Path(str(environ.get("SHELL", ""))).name
-    return name if name in SHELLS else None
