@@ -2,7 +2,8 @@
 
 Each page's ``bash`` blocks run in order in a fresh directory (a sweep, then its report), with the
 files they name made first (tests/docs.py). Training is shrunk where only "it works" matters: one
-epoch, two folds, two Optuna trials, small generated sequence sets, no live display. A command
+epoch, two folds, at most two values of each swept key, two Optuna trials, small generated
+sequence sets, no live display. A command
 must exit 0, or the code its comment names (``# exit code 2: ...``). A block marked
 ``<!-- not run: why -->`` is not run; the markers are counted, and may only hide what cannot run
 here (a cluster, a web server, installing packages, the set-up commands, long benchmarks).
@@ -33,6 +34,15 @@ SMALL_DATA = {
 }
 FOLDED_CV = ("kfold", "stratified", "group", "timeseries", "repeated")
 PLACEHOLDER = re.compile(r"<[^<>]+>")
+# Pages each of whose examples a test of its own runs, with more to check about each run.
+COVERED = {
+    "docs/guide/models.md": "tests/test_toolbox_docs.py",
+    "docs/guide/datasets.md": "tests/test_datasets.py",
+    "docs/guide/data.md": "tests/test_data_files.py",
+    "docs/guide/cross-validation.md": "tests/test_data_files.py",
+    "docs/guide/report.md": "tests/test_report.py",
+}
+RUN_HERE = [p for p in docs.PAGES if str(p.relative_to(docs.ROOT)) not in COVERED]
 
 
 def _set(args: list[str], key: str, value: str) -> None:
@@ -54,6 +64,11 @@ def shrink(args: list[str]) -> list[str]:
     if args[:1] != ["train"] or {"--help", "--resume"} & set(args):
         return args  # --resume re-runs the command its sweep dir recorded (already shrunk)
     args = list(args)
+    if {"-m", "--multirun"} & set(args):  # a sweep stays a sweep over each key, of 2 values
+        for i, arg in enumerate(args):
+            key, sep, value = arg.partition("=")
+            if sep and "," in value and not set("([{") & set(value):
+                args[i] = f"{key}={','.join(value.split(',')[:2])}"
     _set(args, "epochs", "1")
     _set(args, "progress", "false")
     if _value(args, "cv", "kfold") in FOLDED_CV:
@@ -83,7 +98,7 @@ def _placeholders(text: str, directory: Path) -> str:
     return PLACEHOLDER.sub(lambda _: Path(_latest_sweep(directory)).name, text)
 
 
-@pytest.mark.parametrize("path", docs.PAGES, ids=lambda p: str(p.relative_to(docs.ROOT)))
+@pytest.mark.parametrize("path", RUN_HERE, ids=lambda p: str(p.relative_to(docs.ROOT)))
 def test_every_example_of_the_page_runs(path, cli, tmp_path, monkeypatch):
     examples = [c for c in docs.commands(path) if c.not_run is None]
     if not examples:  # nothing to run on this page: it must then have no bash example at all
@@ -127,6 +142,14 @@ def test_only_what_cannot_run_here_is_marked_not_run():
     assert len(marked) <= 24 and len(run) >= 85, (len(marked), len(run))
 
 
+@pytest.mark.parametrize(("page", "test_file"), COVERED.items())
+def test_a_covered_page_is_run_by_its_own_test(page, test_file):
+    commands = docs.commands(docs.ROOT / page)
+    assert commands and all(c.not_run is None for c in commands)
+    assert all(c.args[:2] in (["mlcli", "train"], ["mlcli", "report"]) for c in commands)
+    assert page.removeprefix("docs/") in (docs.ROOT / test_file).read_text(encoding="utf-8")
+
+
 def test_shrink_keeps_the_kind_of_run():
     assert shrink(["train", "cv=holdout", "epochs=200"]) == [
         "train", "cv=holdout", "epochs=1", "progress=false"
@@ -134,6 +157,9 @@ def test_shrink_keeps_the_kind_of_run():
     assert shrink(["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=20"]) == [
         "train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "epochs=1",
         "progress=false", "cv.n_splits=2",
+    ]  # fmt: skip
+    assert shrink(["train", "-m", "seed=0,1,2", "optim=choice(sgd,adam)", "a=[1,2,3]"])[:5] == [
+        "train", "-m", "seed=0,1", "optim=choice(sgd,adam)", "a=[1,2,3]"
     ]  # fmt: skip
     resume = ["train", "--resume", "outputs/sweeps/x"]
     assert shrink(resume) == resume
