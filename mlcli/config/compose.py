@@ -141,8 +141,8 @@ def translate_error(
                 key,
                 f"mlcli reads this key, but {where} replaces mlcli's own config.yaml and does not "
                 f"set it. Rename that file (groups and options in your conf folder still add to "
-                f"mlcli's), or make it start from mlcli's: `mlcli train --cfg job` prints the "
-                f"config mlcli composes",
+                f"mlcli's), or start it with the defaults list of "
+                f"{packaged_conf_dir() / 'config.yaml'}",
             )
         return ConfigProblem(
             key,
