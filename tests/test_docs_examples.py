@@ -41,6 +41,7 @@ COVERED = {
     "docs/guide/data.md": "tests/test_data_files.py",
     "docs/guide/cross-validation.md": "tests/test_data_files.py",
     "docs/guide/report.md": "tests/test_report.py",
+    "docs/guide/text.md": "tests/test_text.py",
 }
 RUN_HERE = [p for p in docs.PAGES if str(p.relative_to(docs.ROOT)) not in COVERED]
 
