@@ -108,6 +108,19 @@ def _subword_model(kind: str, vocab_size: int, min_freq: int) -> tuple[Any, Any]
     return tokenizer, trainer
 
 
+def _canonical(model: Any) -> Any:
+    """The trained subword model with its ids in a fixed order: the special tokens, then the
+    others sorted. tokenizers learns the same pieces (and merges) from the same words every
+    time, but numbers some in hash order, which differs from one training to the next."""
+    from tokenizers import Tokenizer
+
+    state = json.loads(model.to_str())
+    pieces = state["model"]["vocab"]
+    order = [*SPECIALS, *sorted(set(pieces) - set(SPECIALS))]
+    state["model"]["vocab"] = {piece: i for i, piece in enumerate(order)}
+    return Tokenizer.from_str(json.dumps(state))
+
+
 @dataclass
 class Vocabulary:
     """One fold's fitted tokenization: the settings, the tokens by id (``word``/``char``) or the
@@ -213,7 +226,7 @@ def fit_vocabulary(text: TextTokens, codes: np.ndarray) -> Vocabulary:
         words = np.array(text.tokens, dtype=object)
         lines = (" ".join(words[row - FIRST_RAW]) for row in _row_codes(codes))
         model.train_from_iterator(lines, trainer=trainer)
-        return Vocabulary(*settings, vocab_size=text.vocab_size, model=model)
+        return Vocabulary(*settings, vocab_size=text.vocab_size, model=_canonical(model))
     counts = np.bincount(codes.ravel(), minlength=FIRST_RAW + len(text.tokens))[FIRST_RAW:]
     seen = np.flatnonzero(counts >= max(text.min_freq, 1))
     # The most frequent first; among equals, the first seen in the file (a stable sort).
