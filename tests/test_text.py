@@ -157,6 +157,10 @@ def test_tagged_file_reads_tokens_and_tags_by_column(tmp_path):
     assert dataset.text.tokens == ("the", "dog", "runs", ".")
     assert dataset.X.tolist() == [[4, 5], [6, 7]]
     assert dataset.y.tolist() == [[0, 1], [3, 2]] and dataset.meta["lines"] == [3, 7]
+    fold = tokenize_fold(dataset.text, dataset.X, dataset.y, np.array([0]))
+    saved = Vocabulary.from_state(fold.vocabulary.state())
+    ids, lengths = saved.encode_tokens([["The", "dog"], ["runs", "."]])
+    assert ids.tolist() == fold.X.tolist() == [[4, 5], [UNK, UNK]] and lengths.tolist() == [2, 2]
 
 
 def test_pairs_from_two_aligned_files_share_one_vocabulary(tmp_path):
@@ -179,6 +183,7 @@ BAD_FILES = [
     ("text", "text,label\ngood,pos\n,neg\n", ["dataset.tokenizer=bpe"], ["dataset.vocab_size"]),
     ("tagged", "the DET\ndog NOUN\n\nruns VERB extra\n", [], ["line 4 has 3 fields", "line 1"]),
     ("tagged", "the DET\ndog DET\n", [], ["one class", "line 1"]),
+    ("tagged", "\nthe\ndog\n", [], ["line 2 has one field", "no tag"]),
     ("pairs", "source,target\na b,b a\nc d,\n", [], ["an empty text", "line 3", "'target'"]),
 ]
 

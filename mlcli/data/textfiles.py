@@ -204,6 +204,13 @@ def _conll_sentences(
         fields = line.split(sep) if sep else line.split()
         if width is None:
             width = (len(fields), number)
+            if len(fields) < 2:
+                raise DataError(
+                    path,
+                    f"line {number} has one field ({line!r}): no tag",
+                    line=number,
+                    fix="Write a token and its tag on each line (token TAG), or set dataset.sep",
+                )
             for name, column in (("token", token_column), ("tag", tag_column)):
                 if not -len(fields) <= column < len(fields):
                     raise DataError(

@@ -165,6 +165,15 @@ class Vocabulary:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         return pack(rows, end=end), lengths
 
+    def encode_tokens(self, rows: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows already split into tokens (a tagged file's sentences) as ``(ids, lengths)``,
+        lowercased as in training; one id a token (``tokenizer=word``)."""
+        ids = [
+            self.encode_row([t.lower() for t in row] if self.lowercase else list(row))
+            for row in rows
+        ]
+        return pack(ids), np.array([len(r) for r in ids], dtype=np.int64)
+
     def decode(self, ids: Sequence[int]) -> str:
         """Ids back to text up to the first EOS (special ids left out)."""
         kept: list[int] = []
