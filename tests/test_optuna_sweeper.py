@@ -1,5 +1,5 @@
-"""``hydra/sweeper=optuna``: search spaces, checks before a study, pruning across folds, kill and
-resume, failures, results.
+"""``hydra/sweeper=mlcli_optuna``: search spaces, checks before a study, pruning across folds,
+kill and resume, failures, results.
 
 Studies run on wine with a linear model (milliseconds a fold) through the real Hydra sweeper
 plug-in and launchers; the kill test pauses a trial at a known fold (``./PAUSE`` armed).
@@ -127,14 +127,14 @@ def test_validation_jobs_compose_every_corner_once():
     ],
 )
 def test_bad_studies_fail_before_anything_runs(cli, tmp_path, args, named):
-    result = cli("train", "-m", "hydra/sweeper=optuna", *FAST, *args)
+    result = cli("train", "-m", "hydra/sweeper=mlcli_optuna", *FAST, *args)
     assert result.exit_code == 2, result.output
     assert named in result.output and "Traceback" not in result.output
     assert not (tmp_path / "outputs").exists()
 
 
 def test_dry_run_shows_the_search_space(cli, tmp_path):
-    result = cli("train", "-m", "hydra/sweeper=optuna", *FAST, LR, "optim=choice(sgd,adam)",
+    result = cli("train", "-m", "hydra/sweeper=mlcli_optuna", *FAST, LR, "optim=choice(sgd,adam)",
                  "--dry-run")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "float in [0.001, 0.1] (log)" in result.output and "one of sgd, adam" in result.output
@@ -147,7 +147,7 @@ def test_dry_run_shows_the_search_space(cli, tmp_path):
 
 
 def test_study_runs_trials_as_jobs_and_writes_its_results(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", *FAST, LR, "hydra.sweeper.n_trials=3",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST, LR, "hydra.sweeper.n_trials=3",
             "hydra.sweeper.seed=0"]  # fmt: skip
     result = cli("train", *args)
     assert result.exit_code == 0, result.output
@@ -182,7 +182,7 @@ def test_study_runs_trials_as_jobs_and_writes_its_results(cli, tmp_path):
 
 
 def test_sqlite_storage_and_params_from_hydra_sweeper_params(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", *FAST,
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST,
             "+hydra.sweeper.params.optim.lr='choice(0.01,0.1)'",
             "hydra.sweeper.storage=sqlite:///study.db", "hydra.sweeper.n_trials=2",
             "hydra.sweeper.sampler=grid"]  # fmt: skip
@@ -196,7 +196,7 @@ def test_sqlite_storage_and_params_from_hydra_sweeper_params(cli, tmp_path):
 
 def test_loss_metric_is_minimized_and_failed_trials_do_not_stop_the_study(cli, tmp_path):
     # lr 50 diverges (FAIL with its reason), the other grid points complete
-    args = ["-m", "hydra/sweeper=optuna", "dataset=diabetes", "model=linear", "cv=holdout",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "dataset=diabetes", "model=linear", "cv=holdout",
             "epochs=3", "progress=false", "metric=val/loss", "optim=sgd",
             "optim.lr=choice(50,0.01,0.05)", "hydra.sweeper.sampler=grid",
             "hydra.sweeper.seed=0"]  # fmt: skip
@@ -212,7 +212,7 @@ def test_loss_metric_is_minimized_and_failed_trials_do_not_stop_the_study(cli, t
 
 
 def test_max_failures_stops_the_study(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", "dataset=diabetes", "model=linear", "cv=holdout",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "dataset=diabetes", "model=linear", "cv=holdout",
             "epochs=3", "progress=false", "optim=sgd", "optim.lr=choice(50,100)",
             "hydra.sweeper.n_trials=5", "hydra.sweeper.max_failures=1", "hydra.sweeper.seed=0",
             "hydra.sweeper.sampler=random"]  # fmt: skip
@@ -226,7 +226,7 @@ def test_max_failures_stops_the_study(cli, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "gp", "cmaes"])
 def test_every_sampler_runs_a_study(cli, tmp_path, sampler):
-    args = ["-m", "hydra/sweeper=optuna", *FAST, LR,
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST, LR,
             "optim.weight_decay=interval(0.0,0.01)", f"hydra.sweeper.sampler={sampler}",
             "hydra.sweeper.n_trials=3", "hydra.sweeper.n_startup_trials=2",
             "hydra.sweeper.seed=0"]  # fmt: skip
@@ -245,7 +245,7 @@ def test_every_sampler_runs_a_study(cli, tmp_path, sampler):
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
 def test_pruner_stops_hopeless_trials_after_their_first_folds(cli, tmp_path, pruner):
     # most of the log-interval is far too small a learning rate for 10 epochs of Adam
-    args = ["-m", "hydra/sweeper=optuna", "dataset=wine", "model=linear", "epochs=10",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "dataset=wine", "model=linear", "epochs=10",
             "progress=false", "cv.n_splits=4", "optim.lr=tag(log,interval(1e-6,1.0))",
             "hydra.sweeper.n_trials=8", "hydra.sweeper.seed=1", f"hydra.sweeper.pruner={pruner}",
             "hydra.sweeper.pruner_startup_trials=2"]  # fmt: skip
@@ -272,7 +272,7 @@ def test_pruner_stops_hopeless_trials_after_their_first_folds(cli, tmp_path, pru
 
 @pytest.mark.slow
 def test_parallel_trials_through_the_joblib_launcher(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", "hydra/launcher=joblib", *FAST, "cv.n_splits=4",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "hydra/launcher=joblib", *FAST, "cv.n_splits=4",
             "optim.lr=tag(log,interval(1e-7,1e-1))", "hydra.sweeper.n_trials=4",
             "hydra.sweeper.n_jobs=2", "hydra.sweeper.seed=1", "hydra.sweeper.pruner=median",
             "hydra.sweeper.pruner_startup_trials=1"]  # fmt: skip
@@ -317,7 +317,7 @@ def test_killed_study_resumes_to_exactly_n_trials(cli, tmp_path, monkeypatch):
         "_target_: study_models.pausing\npause_after: 4\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = ["-m", "hydra/sweeper=optuna", *FAST, "model=pausing", "stack_folds=off",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST, "model=pausing", "stack_folds=off",
             "allow_targets=[study_models]", LR, "hydra.sweeper.n_trials=6",
             "hydra.sweeper.seed=0"]  # fmt: skip
     (tmp_path / "PAUSE").touch()
