@@ -211,16 +211,27 @@ def test_loss_metric_is_minimized_and_failed_trials_do_not_stop_the_study(cli, t
     assert "trial(s) failed; the study went on" in result.output
 
 
-def test_max_failures_stops_the_study(cli, tmp_path):
+@pytest.mark.parametrize(("max_failures", "n_jobs", "stops_after"), [(None, 1, 4), (3, 2, 3)])
+def test_a_study_whose_trials_all_fail_stops_after_exactly_max_failures(
+    cli, tmp_path, max_failures, n_jobs, stops_after
+):
+    # every lr diverges; default max_failures = n_trials; n_jobs=2 asks 2, then only 1 more
     args = ["-m", "hydra/sweeper=mlcli_optuna", "dataset=diabetes", "model=linear", "cv=holdout",
             "epochs=3", "progress=false", "optim=sgd", "optim.lr=choice(50,100)",
-            "hydra.sweeper.n_trials=5", "hydra.sweeper.max_failures=1", "hydra.sweeper.seed=0",
+            "hydra.sweeper.n_trials=4", f"hydra.sweeper.n_jobs={n_jobs}", "hydra.sweeper.seed=0",
             "hydra.sweeper.sampler=random"]  # fmt: skip
+    if max_failures is not None:
+        args.append(f"hydra.sweeper.max_failures={max_failures}")
     result = cli("train", *args)
     assert result.exit_code == 1, result.output
-    assert "max_failures=1" in result.output
     found = _results_yaml(tmp_path / "outputs")
-    assert found["n_trials"] == {"FAIL": 2} and found["best_params"] is None
+    assert found["n_trials"] == {"FAIL": stops_after} and found["best_params"] is None
+    assert len(list((tmp_path / "outputs" / "sweeps").glob("*/[0-9]*"))) == stops_after
+    output = " ".join(result.output.split())  # the panel wraps lines
+    limit = max_failures or 4
+    assert output.count("the study stopped") == 1
+    assert f"the study stopped: {stops_after} trial(s) failed (max_failures={limit})" in output
+    assert "went on" not in output
 
 
 @pytest.mark.slow
