@@ -124,6 +124,10 @@ def test_validation_jobs_compose_every_corner_once():
         (["hydra.sweeper.n_trials=0", LR], "hydra.sweeper.n_trials"),
         (["epochs=3"], "hydra.sweeper.params"),  # nothing to search
         (["metric=val/acc2", LR], "Did you mean 'val/acc'"),  # the objective's metric
+        (["hydra.sweeper.max_failures=0", LR], "hydra.sweeper.max_failures"),
+        (["hydra.sweeper.direction=[maximize,minimize]", LR], "hydra.sweeper.direction"),
+        (["hydra.sweeper.direction=upward", LR], "hydra.sweeper.direction"),
+        (["hydra.sweeper.metrics=[val/acc,val/loss]", "hydra.sweeper.pruner=median"], "pruner"),
     ],
 )
 def test_bad_studies_fail_before_anything_runs(cli, tmp_path, args, named):
@@ -179,6 +183,30 @@ def test_study_runs_trials_as_jobs_and_writes_its_results(cli, tmp_path):
     assert more.exit_code == 0, more.output
     assert _results_yaml(tmp_path / "outputs")["n_trials"] == {"COMPLETE": 4}
     assert len(list((tmp_path / "outputs" / "sweeps").iterdir())) == 1
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def test_a_multi_objective_study_of_runs_writes_its_pareto_front(cli, tmp_path):
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST, LR, "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.seed=0", "hydra.sweeper.metrics=[val/acc,val/loss]"]  # fmt: skip
+    result = cli("train", *args)
+    assert result.exit_code == 0, result.output
+    found = _results_yaml(tmp_path / "outputs")
+    assert found["direction"] == ["maximize", "minimize"]  # auto, per metric
+    assert found["metrics"] == ["val/acc", "val/loss"] and found["n_trials"] == {"COMPLETE": 4}
+    for trial in found["trials"]:  # each value: the run's fold mean at the final epoch
+        rows = pd.read_parquet(Path(trial["run_dir"]) / "results.parquet")
+        final = rows[(rows.split == "val") & (rows.epoch == rows.epoch.max())]
+        means = [final[final.metric == m]["value"].mean() for m in ("acc", "loss")]
+        assert trial["values"] == pytest.approx(means, rel=1e-6)
+    # the front: every trial that no other dominates (acc up, loss down)
+    signed = {t["number"]: [-t["values"][0], t["values"][1]] for t in found["trials"]}
+    front = {n for n, v in signed.items() if not any(_dominates(w, v) for w in signed.values())}
+    assert {t["number"] for t in found["best_trials"]} == front
+    assert f"Pareto front (val/acc, val/loss): {len(front)} trial(s)" in result.output
 
 
 def test_sqlite_storage_and_params_from_hydra_sweeper_params(cli, tmp_path):
