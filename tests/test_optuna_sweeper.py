@@ -127,7 +127,7 @@ def test_validation_jobs_compose_every_corner_once():
         (["hydra.sweeper.max_failures=0", LR], "hydra.sweeper.max_failures"),
         (["hydra.sweeper.direction=[maximize,minimize]", LR], "hydra.sweeper.direction"),
         (["hydra.sweeper.direction=upward", LR], "hydra.sweeper.direction"),
-        (["hydra.sweeper.metrics=[val/acc,val/loss]", "hydra.sweeper.pruner=median"], "pruner"),
+        (["hydra.sweeper.metrics=[val/acc,val/loss]", "hydra.sweeper.pruner=median", LR], "prunes"),
     ],
 )
 def test_bad_studies_fail_before_anything_runs(cli, tmp_path, args, named):
