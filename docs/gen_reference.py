@@ -16,8 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mlcli import catalog
-from mlcli.config import GROUPS
+from mlcli.config import GROUPS, catalog
 
 DOCS = Path(__file__).resolve().parent
 PAGES = {"config": DOCS / "reference" / "config.md", "cli": DOCS / "reference" / "cli.md"}

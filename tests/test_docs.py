@@ -27,8 +27,7 @@ def test_the_reference_pages_are_what_conf_the_schemas_and_help_say():
 
 
 def test_the_configuration_reference_lists_every_option_and_key():
-    from mlcli import catalog
-    from mlcli.config import GROUPS
+    from mlcli.config import GROUPS, catalog
 
     text = docs.page("reference/config.md")
     for setting in catalog.run_settings():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from mlcli import catalog
+from mlcli.config import catalog
 
 
 def test_version(cli):

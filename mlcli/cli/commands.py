@@ -413,22 +413,11 @@ def report(
 
     try:
         run_report(
-            paths or [Path("outputs")],
-            metric=metric,
-            by=by,
-            where=where or [],
-            at=at.value,
-            top=top,
-            compare=compare,
-            plots=plots,
-            fmt=format.value,
-            out=out,
-            bias_margin=bias_margin,
-            bias_threshold=bias_threshold,
-            overfit_tolerance=overfit_tolerance,
-            wide=wide,
-            explain=explain,
-        )
+            paths or [Path("outputs")], metric=metric, by=by, where=where or [], at=at.value,
+            top=top, compare=compare, plots=plots, fmt=format.value, out=out,
+            bias_margin=bias_margin, bias_threshold=bias_threshold,
+            overfit_tolerance=overfit_tolerance, wide=wide, explain=explain,
+        )  # fmt: skip
     except ReportError as error:
         from rich.panel import Panel
 

@@ -209,8 +209,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     all_runs = collected.runs
     runs, configs, keys, columns, data_columns = _configurations(all_runs, options, notes)
     table, labels, display_columns = _table(runs, configs, columns)
-    data_shown = [c for c in data_columns if c in columns]
-    sections, tasks = _sections(table, runs, data_shown)
+    data_shown, sections, tasks = _sections(table, runs, data_columns, columns)
 
     # The result rows that enter the numbers, and each row's configuration.
     rows, pruned = _included_rows(runs, collected.results)
@@ -242,11 +241,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
 
     # Diagnosis from the fold-mean curves; configurations without numbers say why.
     # The training errors compared by the high-bias rule are those of the same dataset.
-    verdicts = _diagnosis(table, runs, curves, options.rules, sections if data_shown else None)
-    table["diagnosis"] = verdicts["diagnosis"]
-    table["train_error"] = verdicts["train_error"].astype(float)
-    table["gap"] = verdicts["gap"].astype(float)
-    table["reason"] = verdicts["reason"]
+    _diagnosis(table, runs, curves, options.rules, sections if data_shown else None)
     diverged = (runs["state"] == "DIVERGED").groupby(runs["group"]).any().reindex(table.index)
     ranked_value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
     if (diverged.fillna(False).astype(bool) & ranked_value.notna()).any():
@@ -351,10 +346,11 @@ def _data_columns(keys: pd.DataFrame) -> list[str]:
 
 
 def _sections(
-    table: pd.DataFrame, runs: pd.DataFrame, data_shown: list[str]
-) -> tuple[pd.Series, pd.Series]:
-    """Per configuration: its dataset (``dataset=wine``; ``""`` for runs of one dataset), and
-    the task its runs recorded."""
+    table: pd.DataFrame, runs: pd.DataFrame, data_columns: list[str], columns: list[str]
+) -> tuple[list[str], pd.Series, pd.Series]:
+    """The dataset columns shown and, per configuration, its dataset (``dataset=wine``; ``""``
+    for runs of one dataset) and the task its runs recorded."""
+    data_shown = [c for c in data_columns if c in columns]
     sections = pd.Series(
         [
             ", ".join(f"{c}={v}" for c, v in zip(data_shown, row, strict=True) if v is not None)
@@ -368,7 +364,7 @@ def _sections(
     tasks = runs.groupby("group")["task"].agg(
         lambda s: ", ".join(sorted({str(t) for t in s.dropna() if t}))
     )
-    return sections, tasks.reindex(table.index).fillna("")
+    return data_shown, sections, tasks.reindex(table.index).fillna("")
 
 
 def _table(
@@ -478,16 +474,19 @@ def _diagnosis(
     curves: pd.DataFrame,
     rules: Rules,
     cohort: pd.Series | None,
-) -> pd.DataFrame:
-    """Each configuration's diagnosis from its fold-mean curves (:mod:`mlcli.report.diagnose`,
-    judged against the configurations of the same ``cohort``: dataset); those without numbers
-    say why."""
+) -> None:
+    """Into ``table``: each configuration's diagnosis, train error, gap and reason from its
+    fold-mean curves (:mod:`mlcli.report.diagnose`, judged against the configurations of the
+    same ``cohort``: dataset); those without numbers say why."""
     verdicts = diagnose(curves.rename(columns={"group": "config"}), rules, cohort)
     verdicts = verdicts.reindex(table.index)
     for group in table.index[verdicts["diagnosis"].isna()]:
         label, reason = _not_completed_reason(runs[runs["group"] == group])
         verdicts.loc[group, ["diagnosis", "reason"]] = [label, reason]
-    return verdicts
+    table["diagnosis"] = verdicts["diagnosis"]
+    table["train_error"] = verdicts["train_error"].astype(float)
+    table["gap"] = verdicts["gap"].astype(float)
+    table["reason"] = verdicts["reason"]
 
 
 def _run_table(runs: pd.DataFrame, configs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
