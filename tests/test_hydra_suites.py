@@ -8,6 +8,8 @@ foreign Hydra apps, which the stacked launcher must launch exactly as Hydra's ba
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import (
@@ -15,9 +17,21 @@ from hydra.test_utils.launcher_common_tests import (
     IntegrationTestSuite,
     LauncherTestSuite,
 )
-from pytest import mark
+from hydra.version import VersionBase, __compat_version__
+from pytest import fixture, mark
 
 from hydra_plugins.mlcli_plugins.stacked_launcher import StackedLauncher
+
+
+@fixture(autouse=True)
+def _the_suites_version_base() -> Iterator[None]:
+    """The suites' apps give no ``version_base``: Hydra's 1.1 defaults (a job runs in its dir),
+    as in the fresh process Hydra runs them in. An mlcli command run earlier in this process set
+    1.3 (``@hydra.main(version_base="1.3")``); the suites get the default, the rest gets it back."""
+    previous = VersionBase.instance().getbase()
+    VersionBase.instance().setbase(__compat_version__)
+    yield
+    VersionBase.instance().version_base = previous
 
 
 def test_discovery() -> None:
