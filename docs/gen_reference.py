@@ -136,7 +136,7 @@ def hydra_section() -> list[str]:
         "",
         *key_table(slurm.keys, "hydra.launcher."),
         "",
-        "### `hydra/sweeper=optuna`",
+        "### `hydra/sweeper=mlcli_optuna`",
         "",
         *key_table(
             [k for k in catalog.schema_keys(OptunaSweeperConf).values() if k.name != "params"],

@@ -153,11 +153,13 @@ def write_example_files(directory: Path) -> None:
 
 
 def write_example_config(directory: Path) -> None:
-    """The ``yaml`` blocks of the docs that name their file (``# ./conf/model/tiny.yaml``), as
-    written, and the module ``mypkg`` the model option names."""
+    """The ``yaml`` blocks of the docs that name their file (``# ./conf/model/tiny.yaml``) and the
+    Hydra app of the Optuna page (``# ./my_app.py``), as written, and the module ``mypkg`` the
+    model option names."""
     for path in PAGES:
         for block in blocks(path.read_text(encoding="utf-8")):
-            if block.lang == "yaml" and block.lines and block.lines[0].startswith("# ./conf/"):
+            named = block.lines and block.lines[0].startswith(("# ./conf/", "# ./my_app.py"))
+            if block.lang in ("yaml", "python") and named:
                 target = directory / block.lines[0][2:].strip()
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text("\n".join(block.lines) + "\n", encoding="utf-8")

@@ -277,3 +277,31 @@ def test_a_stacked_grid_diverges_where_each_run_alone_diverges(compose, tmp_path
         assert [r["value"] for r in mine] == pytest.approx([r["value"] for r in rows], rel=1e-4)
     assert states == ["COMPLETED", "DIVERGED"]
     assert [runner.run_key(c) for c in configs] == list(stacked["results"])
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_foreign_app_is_launched_as_the_basic_launcher_does(tmp_path):
+    """Someone else's app with mlcli-looking keys (optim._target_, outputs_root): the stacked
+    launcher leaves exactly the files Hydra's basic launcher leaves, none of mlcli's."""
+    import subprocess
+    import sys
+
+    app = Path(__file__).parent / "hydra_apps" / "lookalike" / "app.py"
+    trees = {}
+    for launcher in ("basic", "stacked"):
+        cwd = tmp_path / launcher
+        cwd.mkdir()
+        ended = subprocess.run(
+            [sys.executable, str(app), "-m", f"hydra/launcher={launcher}",
+             "optim.lr=0.1,0.2", "seed=0,1", "hydra.sweep.dir=multirun"],
+            cwd=cwd, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert ended.returncode == 0, ended.stderr
+        trees[launcher] = _files(cwd)
+        lrs = sorted((cwd / "multirun" / str(n) / "lr.txt").read_text() for n in range(4))
+        assert lrs == ["0.1", "0.1", "0.2", "0.2"]
+    assert trees["stacked"] == trees["basic"]
+    assert not [f for f in trees["stacked"] if "lock" in f or f.endswith("status.json")]

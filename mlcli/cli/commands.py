@@ -286,10 +286,17 @@ def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -
     if session_plan.continuing:
         err_console.print(f"continuing the sweep in {session_plan.sweep_dir}")
     outcome = Session(session_plan, rerun).launch(args, extra)
-    # An Optuna study goes on past failed trials (up to max_failures): they are results.
+    # An Optuna study goes on past failed trials (up to max_failures): they are results. One that
+    # stopped on max_failures has said so, with the count: its table only lists them.
     study = session_plan.sweeper == "optuna"
     if outcome.failures:
-        _print_failures(outcome.failures, "trial(s) failed; the study went on" if study else "")
+        if not study:
+            title = f"{len(outcome.failures)} job(s) did not complete"
+        elif outcome.hydra_exit:
+            title = "the failed trials"
+        else:
+            title = f"{len(outcome.failures)} trial(s) failed; the study went on"
+        _print_failures(outcome.failures, title)
     if outcome.interrupted:
         err_console.print(
             f"interrupted by {outcome.interrupted}: unfinished runs are marked INTERRUPTED; "
@@ -306,11 +313,10 @@ def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -
         raise typer.Exit(1)
 
 
-def _print_failures(failures: list[dict[str, str]], title: str = "") -> None:
+def _print_failures(failures: list[dict[str, str]], title: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    title = f"{len(failures)} {title or 'job(s) did not complete'}"
     table = Table(title=title, title_style="bold red")
     for column in ("overrides", "state", "error", "run dir"):
         table.add_column(column, overflow="fold")
