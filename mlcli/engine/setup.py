@@ -25,6 +25,7 @@ from mlcli.data.preprocess import FoldData, fold_tensors
 from mlcli.engine.loop import EpochEnd
 from mlcli.engine.optim import optimizer_factory
 from mlcli.models import model_factory
+from mlcli.tasks import selection_metric
 
 ModelBuilder = Callable[[tuple[int, ...] | None], torch.nn.Module]
 
@@ -108,6 +109,11 @@ class FoldPlan:
     def test_idx(self) -> np.ndarray:
         """The held-out test rows (evaluated once per fold, after its last epoch)."""
         return self.split.test
+
+    @property
+    def metric(self) -> str:
+        """The run's selection metric (``metric=auto`` resolved for the task)."""
+        return selection_metric(str(self.cfg.metric), self.dataset.task)
 
     @property
     def pending(self) -> list[int]:

@@ -56,6 +56,15 @@ class Missing(enum.Enum):
     mean = "mean"
 
 
+class FinalModel(enum.Enum):
+    """The run's final model, tested once: ``ensemble`` averages the fold models' predictions,
+    ``refit`` retrains one model on every non-test row; ``none``: the fold models alone."""
+
+    none = "none"
+    ensemble = "ensemble"
+    refit = "refit"
+
+
 class StackFolds(enum.Enum):
     """Train a run's folds as one stacked model: ``auto`` when the model is overhead-bound."""
 
