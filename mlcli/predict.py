@@ -74,7 +74,7 @@ def read_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> 
     """A CSV file with the training columns (the target may be absent; extra columns are
     ignored, with a note)."""
     from mlcli.data.reading import listing, read_table
-    from mlcli.data.tabular import feature_rows
+    from mlcli.data.tabular import feature_rows, renamed_notes
 
     features = list(schema.get("features") or [])
     if not features:
@@ -87,8 +87,7 @@ def read_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> 
         table.column(str(feature["name"]), "feature ", key="--data")
     names = {str(f["name"]) for f in features}
     notes = []
-    if table.renamed:
-        notes.append(f"the header repeats names: read as {listing(table.renamed)}")
+    notes.extend(renamed_notes(table))
     ids, id_name, said = _ids(table.cells, len(table.lines), id_column, schema, str(path))
     target = str(schema.get("target"))
     extra = [c for c in table.columns if c not in names and c not in (id_name, target)]

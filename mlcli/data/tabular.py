@@ -493,15 +493,8 @@ def csv(
     if test is not None:
         for name in [target, *chosen]:
             test.column(name, "")
-    notes = [
-        f"read {path}: {len(train.lines)} rows, {len(train.columns)} columns "
-        f"(sha256 {train.sha256[:16]})"
-    ]
-    if train.renamed:
-        notes.append(
-            f"the header of {path} repeats column names: read as {listing(train.renamed)} "
-            "(pandas' convention: the second 'cli' is 'cli.1'); name them so in dataset settings"
-        )
+    notes = [f"read {path}: {len(train.lines)} rows, {len(train.columns)} columns "
+             f"(sha256 {train.sha256[:16]})", *renamed_notes(train)]  # fmt: skip
     if test is not None:
         notes.append(
             f"test split: {test_path} ({len(test.lines)} rows, sha256 {test.sha256[:16]}); "
@@ -543,14 +536,35 @@ def csv(
         source=str(path),
         categorical=positions,
         notes=notes,
-        meta={
-            "target_base": base_name(target, train.renamed),
-            "dropped_columns": [c for c in drop_names if c in train.columns],
-            "categories": {
-                chosen[j]: _categories(train, test, chosen[j], na).tolist() for j in positions
-            },
-        },
+        meta=_meta(train, test, target, drop_names, [chosen[j] for j in positions], na),
     )
+
+
+def _meta(
+    train: Table,
+    test: Table | None,
+    target: str,
+    drop: list[str],
+    categorical: list[str],
+    na: set[str],
+) -> dict[str, Any]:
+    """What predicting needs to know of the file (``models/schema.json``): the target's base
+    name, the columns left out (ids), and each categorical column's categories in code order."""
+    return {
+        "target_base": base_name(target, train.renamed),
+        "dropped_columns": [c for c in drop if c in train.columns],
+        "categories": {c: _categories(train, test, c, na).tolist() for c in categorical},
+    }
+
+
+def renamed_notes(table: Table) -> list[str]:
+    """How a header's repeated names were read (none when it repeats none)."""
+    if not table.renamed:
+        return []
+    return [
+        f"the header of {table.where} repeats column names: read as {listing(table.renamed)} "
+        "(pandas' convention: the second 'cli' is 'cli.1'); name them so in dataset settings"
+    ]
 
 
 def base_name(column: str, renamed: Sequence[str]) -> str:
