@@ -364,12 +364,13 @@ def _best_epochs(curves: pd.DataFrame, rank_metric: str, ascending: bool) -> pd.
 
 
 def _stopped_best(runs: pd.DataFrame, rank_metric: str) -> pd.Series:
-    """Per configuration whose runs stopped early by the ranking metric: the mean of their
+    """Per configuration whose runs stopped early by the ranking metric (their monitor): the
+    mean of their
     folds' recorded best epochs, rounded (the epochs ``final=refit`` trains for), instead of
     the best of the fold-mean curve (which averages fewer folds after each fold stops)."""
     if "best_epochs" not in runs:
         return pd.Series(dtype="float64")
-    chosen = runs[runs["best_epochs"].map(bool) & (runs["metric"] == rank_metric)]
+    chosen = runs[runs["best_epochs"].map(bool) & (runs["best_by"] == rank_metric)]
     epochs = chosen.groupby("group")["best_epochs"].agg(lambda s: [e for run in s for e in run])
     return epochs.map(lambda e: float(max(1, round(float(np.mean(e)))))).astype("float64")
 
