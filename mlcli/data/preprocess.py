@@ -185,17 +185,18 @@ def apply_preprocess(state: dict[str, Any], x: np.ndarray) -> np.ndarray:
     numeric = np.asarray(state["numeric"], dtype=np.int64)
     if len(numeric):
         block = x[:, numeric].astype(np.float32)
-        fill = np.asarray(state["numeric_fill"])
         missing = np.isnan(block)
         if missing.any():
-            block[missing] = np.take(fill, np.nonzero(missing)[1]).astype(np.float32)
-        # sklearn's own in-place updates (float32 cells, float64 statistics)
+            fill = np.asarray(state["numeric_fill"])
+            block[missing] = np.take(fill, np.nonzero(missing)[1])
+        # sklearn's own in-place updates on float32 cells (StandardScaler casts its statistics
+        # to float32 first; MinMaxScaler does not)
         if state["scaling"] == "standard":
-            block -= state["mean"]
-            block /= state["scale"]
+            block -= np.asarray(state["mean"]).astype(np.float32)
+            block /= np.asarray(state["scale"]).astype(np.float32)
         elif state["scaling"] == "minmax":
-            block *= state["scale"]
-            block += state["min"]
+            block *= np.asarray(state["scale"])
+            block += np.asarray(state["min"])
         blocks.append(block)
     categorical = np.asarray(state["categorical"], dtype=np.int64)
     for j, column in enumerate(categorical.tolist()):

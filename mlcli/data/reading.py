@@ -157,17 +157,19 @@ def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
 
 
 def dedupe_names(names: list[str]) -> tuple[list[str], list[str]]:
-    """Repeated column names made distinct as pandas makes them (``cli, cli`` -> ``cli,
-    cli.1``; a file that repeats a day's columns), and the new names given."""
+    """Repeated column names made distinct as ``pandas.read_csv`` makes them (``cli, cli`` ->
+    ``cli, cli.1``, skipping a name the header has already: a file that repeats a day's
+    columns), and the new names given."""
+    header = set(names)
     counts: dict[str, int] = {}
     out: list[str] = []
     renamed: list[str] = []
-    for name in names:
-        original, count = name, counts.get(name, 0)
-        while count > 0:  # pandas' rule: the next free ``name.k``
-            counts[name] = count + 1
+    for original in names:
+        name, count = original, counts.get(original, 0)
+        while count > 0:  # pandas' rule: the next ``name.k`` that is not taken
+            counts[original] = count + 1
             name = f"{original}.{count}"
-            count = counts.get(name, 0)
+            count = count + 1 if name in header else counts.get(name, 0)
         counts[name] = count + 1
         if name != original:
             renamed.append(name)
