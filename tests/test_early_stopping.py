@@ -151,3 +151,15 @@ def test_a_fold_resumed_from_its_checkpoint_stops_where_an_uninterrupted_one_doe
         a, b = (load_model(d, f"fold-{fold}")[0] for d in (tmp_path / "straight", run_dir))
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.parametrize(
+    ("monitor", "says"),
+    [("val/los", "Did you mean 'val/loss'"), ("train/loss", "watches a val metric")],
+)
+def test_a_monitor_that_is_no_val_metric_exits_2_before_training(cli, tmp_path, monitor, says):
+    result = cli("train", "dataset=wine", "epochs=1", "early_stopping.patience=2",
+                 f"early_stopping.monitor={monitor}", "progress=false")  # fmt: skip
+    assert result.exit_code == 2
+    assert "early_stopping.monitor" in result.output and says in " ".join(result.output.split())
+    assert not (tmp_path / "outputs").exists()

@@ -42,7 +42,8 @@ class EarlyStopping:
         patience = node.get("patience")
         if patience is None:
             return None
-        monitor = str(node.get("monitor") or metric)
+        monitor = str(node.get("monitor") or "auto")
+        monitor = metric if monitor == "auto" else monitor
         return cls(
             int(patience),
             monitor,
