@@ -246,3 +246,26 @@ def test_best_picks_the_top_configuration_of_a_sweep(cli, tmp_path):
     result = cli("predict", "sweep", "--best", "--data", "iris.csv", "--out", "best.csv")
     assert result.exit_code == 0, result.output
     assert "optim.lr=0.01" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("damage", ["garbage-weights", "foreign-target", "pickle-in-npz"])
+def test_a_damaged_or_hostile_run_dir_exits_2_and_runs_nothing(cli, tmp_path, damage):
+    """Run dirs come from other people too: a schema naming a callable outside the allowlist,
+    weights that are no safetensors file, an npz holding pickled objects: refused, exit 2."""
+    import json
+
+    _labelled_csv(tmp_path / "iris.csv")
+    assert cli("train", *IRIS_CSV, "epochs=1").exit_code == 0
+    models = _run_dir(tmp_path / "outputs") / "models"
+    if damage == "garbage-weights":
+        (models / "fold-1.safetensors").write_bytes(b"\x00garbage" * 10)
+    elif damage == "foreign-target":
+        schema = json.loads((models / "schema.json").read_text())
+        schema["model"]["_target_"] = "os.system"
+        (models / "schema.json").write_text(json.dumps(schema))
+    else:
+        np.savez(models / "fold-0.preprocess.npz", shift=np.array([object()], dtype=object))
+    result = cli("predict", str(models.parent), "--data", "iris.csv")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "predictions.csv").exists()

@@ -102,8 +102,8 @@ def load_predictor(run_dir: Path) -> Predictor:
             models.append((rebuild(schema, weights, preprocess), preprocess))
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
             raise ModelFilesError(
-                f"{run_dir}/models/{name}: the saved weights do not fit the model the run's "
-                f"config builds ({type(error).__name__}: {error})"
+                f"{run_dir}/models/{name}: the model cannot be rebuilt from the run's saved "
+                f"config and weights ({type(error).__name__}: {error})"
             ) from None
     return Predictor(str(schema["task"]), models)
 
