@@ -276,3 +276,25 @@ def test_a_stacked_grid_diverges_where_each_run_alone_diverges(compose, tmp_path
         assert [r["value"] for r in mine] == pytest.approx([r["value"] for r in rows], rel=1e-4)
     assert states == ["COMPLETED", "DIVERGED"]
     assert [runner.run_key(c) for c in configs] == list(stacked["results"])
+
+
+@pytest.mark.slow
+def test_a_stacked_grid_stops_each_fold_where_the_basic_launcher_does(cli, tmp_path):
+    """Early stopping per member of a stacked grid: the same stop and best epochs, the same
+    rows and saved models as each job trained alone (patience swept: each job its own rule)."""
+    grid = [
+        "-m", "optim.lr=0.05,0.02", "early_stopping.patience=2,4", "dataset=wine", "model=mlp",
+        "model.hidden=[16]", "epochs=40", "cv.n_splits=2", "progress=false",
+    ]  # fmt: skip
+    assert cli("train", *grid, "outputs_root=basic").exit_code == 0
+    stacked = cli("train", *grid, "outputs_root=stacked", "hydra/launcher=stacked")
+    assert stacked.exit_code == 0, stacked.output
+    one, two = _jobs(tmp_path / "basic"), _jobs(tmp_path / "stacked")
+    stops = set()
+    for number in one:
+        a, b = one[number], two[number]
+        assert b["status"]["fold_training"] == "stacked grid"
+        assert a["status"]["fold_epochs"] == b["status"]["fold_epochs"]
+        stops |= {e["last"] for e in b["status"]["fold_epochs"].values()}
+        _assert_same_results(a["results"], b["results"])
+    assert len(stops) > 1 and max(stops) < 40  # stopped early, at different epochs
