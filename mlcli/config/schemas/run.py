@@ -49,7 +49,7 @@ class RunSchema:
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     save_models: bool = True
     final: FinalModel = FinalModel.none
-    allow_targets: list[str] = field(default_factory=list)
+    allow_targets: list[str] = field(default_factory=list)  # modules admitted: command line only
 
 
 SCHEMAS: dict[str, type] = {"run": RunSchema}
