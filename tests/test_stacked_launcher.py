@@ -305,3 +305,25 @@ def test_a_foreign_app_is_launched_as_the_basic_launcher_does(tmp_path):
         assert lrs == ["0.1", "0.1", "0.2", "0.2"]
     assert trees["stacked"] == trees["basic"]
     assert not [f for f in trees["stacked"] if "lock" in f or f.endswith("status.json")]
+
+
+@pytest.mark.slow
+def test_a_stacked_grid_stops_each_fold_where_the_basic_launcher_does(cli, tmp_path):
+    """Early stopping per member of a stacked grid: the same stop and best epochs, the same
+    rows and saved models as each job trained alone (patience swept: each job its own rule)."""
+    grid = [
+        "-m", "optim.lr=0.05,0.02", "early_stopping.patience=2,4", "dataset=wine", "model=mlp",
+        "model.hidden=[16]", "epochs=40", "cv.n_splits=2", "progress=false",
+    ]  # fmt: skip
+    assert cli("train", *grid, "outputs_root=basic").exit_code == 0
+    stacked = cli("train", *grid, "outputs_root=stacked", "hydra/launcher=stacked")
+    assert stacked.exit_code == 0, stacked.output
+    one, two = _jobs(tmp_path / "basic"), _jobs(tmp_path / "stacked")
+    stops = set()
+    for number in one:
+        a, b = one[number], two[number]
+        assert b["status"]["fold_training"] == "stacked grid"
+        assert a["status"]["fold_epochs"] == b["status"]["fold_epochs"]
+        stops |= {e["last"] for e in b["status"]["fold_epochs"].values()}
+        _assert_same_results(a["results"], b["results"])
+    assert len(stops) > 1 and max(stops) < 40  # stopped early, at different epochs

@@ -26,6 +26,7 @@ from mlcli.engine.loop import EpochEnd
 from mlcli.engine.optim import optimizer_factory
 from mlcli.models import model_factory
 from mlcli.rundir.files import write_json
+from mlcli.tasks import selection_metric
 
 VOCABULARY_FILE = "models/fold-{fold}.vocab.json"
 """Where a fold's fitted vocabulary (a text dataset) is saved in its run dir, as JSON."""
@@ -114,6 +115,11 @@ class FoldPlan:
     def test_idx(self) -> np.ndarray:
         """The held-out test rows (evaluated once per fold, after its last epoch)."""
         return self.split.test
+
+    @property
+    def metric(self) -> str:
+        """The run's selection metric (``metric=auto`` resolved for the task)."""
+        return selection_metric(str(self.cfg.metric), self.dataset.task)
 
     @property
     def pending(self) -> list[int]:

@@ -294,10 +294,16 @@ def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
     metrics: set[str] = set()
 
     def check_metric(cfg: Any, task: str | None) -> None:
-        message = metric_problem(str(cfg.metric), task, cfg.get("analysis"))
-        if message is not None and message not in metrics:
-            metrics.add(message)
-            problems.append(ConfigProblem("metric", message))
+        monitor = (cfg.get("early_stopping") or {}).get("monitor")
+        for key, name in (("metric", str(cfg.metric)), ("early_stopping.monitor", monitor)):
+            if name is None:
+                continue
+            message = metric_problem(str(name), task, cfg.get("analysis"))
+            if message is None and key != "metric" and not str(name).startswith("val/"):
+                message = f"{name!r}: early stopping watches a val metric (val/...)"
+            if message is not None and message not in metrics:
+                metrics.add(message)
+                problems.append(ConfigProblem(key, message))
 
     for cfg in cfgs:
         if not is_own(cfg.dataset, "mlcli.data."):

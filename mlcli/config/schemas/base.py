@@ -66,6 +66,15 @@ class Tokenizer(enum.Enum):
     wordpiece = "wordpiece"
 
 
+class FinalModel(enum.Enum):
+    """The run's final model, tested once: ``ensemble`` averages the fold models' predictions,
+    ``refit`` retrains one model on every non-test row; ``none``: the fold models alone."""
+
+    none = "none"
+    ensemble = "ensemble"
+    refit = "refit"
+
+
 class StackFolds(enum.Enum):
     """Train a run's folds as one stacked model: ``auto`` when the model is overhead-bound."""
 
