@@ -123,8 +123,6 @@ def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> P
     for job in jobs:  # the job continues in that run dir: mlcli writes into it again
         if job.previous is not None and job.previous.state not in DONE_STATES:
             _check_reuse(job.previous.run_dir)
-    hydra_cfg = _hydra_config(command).hydra
-
     from mlcli.config.compose import sweeper_kind
 
     if not command.multirun:
@@ -134,6 +132,7 @@ def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> P
             _check_reuse(previous.run_dir)
             result.overrides.append(f"hydra.run.dir={quote(str(previous.run_dir))}")
         return result
+    hydra_cfg = _hydra_config(command).hydra  # composed for a sweep only: a run needs none of it
     result.sweeper = sweeper_kind(hydra_cfg)
     n_jobs = len(jobs)
     if result.sweeper == "basic":

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +77,7 @@ class Session:
         before = {p.pid for p in procs.descendants()}
         outcome = Outcome([], [])
         try:
-            with procs.interrupt_on_signals() as signals:
+            with procs.interrupt_on_signals() as signals, composed_once():
                 try:
                     hydra_main()
                 except SystemExit as exit_:
@@ -125,6 +126,34 @@ class Session:
                         }
                     )
         return failures
+
+
+@contextlib.contextmanager
+def composed_once() -> Iterator[None]:
+    """Within the block, Hydra's basic sweeper launches each batch without composing its jobs
+    first.
+
+    The sweeper composes every job of a batch once to find one that does not compose before any
+    runs, and the launcher then composes each again to run it. A session starts after the
+    preflight (:func:`mlcli.sweeps.preflight.check`) composed and validated every job of its
+    command, so the sweeper's composition finds nothing new: skipping it saves one composition
+    of the two Hydra makes per job (and the preflight's).
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    own = vars(BasicSweeper).get("validate_batch_is_legal")
+    BasicSweeper.validate_batch_is_legal = _checked_by_the_preflight  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if own is None:
+            del BasicSweeper.validate_batch_is_legal
+        else:
+            BasicSweeper.validate_batch_is_legal = own  # type: ignore[method-assign]
+
+
+def _checked_by_the_preflight(self: Any, batch: Any) -> None:
+    """The preflight composed every job of the batch already."""
 
 
 def shutdown_joblib_workers(kill: bool = False) -> None:
