@@ -88,7 +88,7 @@ class Stacked:
 
     def run(self, plan: FoldPlan) -> Iterator[tuple[int, FoldRows]]:
         """Train the stack, then yield its folds."""
-        yield from in_fold_order(train_stacked(plan, plan.on_epoch), plan.pending)
+        yield from in_fold_order(train_stacked(plan, plan.on_epoch, plan.on_lr), plan.pending)
 
 
 class Parallel:
@@ -110,7 +110,8 @@ class Parallel:
 
         plan.settle()
         workers = int(plan.cfg.parallel_folds)
-        # A live display belongs to the parent's terminal: the workers report no progress.
+        # A live display belongs to the parent's terminal: the workers report no progress (and
+        # the parent logs each fold from its rows as it arrives: no logger state crosses a fork).
         yield from parallel_fold_results(workers, plan.pending, lambda f: fit_fold(plan, f))
 
 
@@ -129,7 +130,7 @@ class Sequential:
         them all)."""
         for fold in plan.pending:
             plan.settle()
-            yield fold, fit_fold(plan, fold, plan.on_epoch)
+            yield fold, fit_fold(plan, fold, plan.on_epoch, plan.on_lr)
 
 
 def strategies(precomputed: Precomputed | None = None) -> list[FoldStrategy]:

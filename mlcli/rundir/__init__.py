@@ -40,6 +40,7 @@ from mlcli.rundir.links import linked_run_dir, read_link, write_link
 from mlcli.rundir.results import (
     RESULT_COLUMNS,
     RESULT_READ_COLUMNS,
+    STEP_SPLIT,
     Kept,
     done_folds,
     kept_folds,
@@ -71,6 +72,7 @@ __all__ = [
     "RUN_FILES",
     "STATES",
     "STATUS_FILE",
+    "STEP_SPLIT",
     "UNKNOWN_STATE",
     "Kept",
     "OrderedWriter",

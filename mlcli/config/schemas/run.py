@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlcli.config.schemas.analysis import AnalysisSchema
-from mlcli.config.schemas.base import Device, OnFailure, StackFolds, bound
+from mlcli.config.schemas.base import Device, Logger, OnFailure, StackFolds, bound
 
 
 @dataclass
@@ -35,6 +35,8 @@ class RunSchema:
     parallel_folds: int = bound(1, ge=1)
     on_failure: OnFailure = OnFailure["continue"]
     checkpoint_every: int = bound(0, ge=0)
+    # TensorBoard event files and/or MLflow runs, as the run trains (mlcli.loggers).
+    logger: list[Logger] = field(default_factory=list)
     allow_targets: list[str] = field(default_factory=list)
 
 
