@@ -1,7 +1,7 @@
 """Loggers (``logger=[tensorboard]``, ``logger=[mlflow]``) and the per-step lr rows.
 
-Event files are read back with TensorBoard's own reader, MLflow runs with MLflow's own client; both are compared
-with the run's ``results.parquet``.
+Event files are read back with TensorBoard's own reader, MLflow runs with MLflow's own client;
+both are compared with the run's ``results.parquet``.
 """
 
 from __future__ import annotations
@@ -234,14 +234,18 @@ def test_mlflow_one_parent_run_per_job_with_its_folds_nested(compose, tmp_path, 
                 zip(expected["epoch"], expected["value"], strict=True)
             )
             lr = client.get_metric_history(child.info.run_id, "train_step/lr")
-            assert sorted(m.step for m in lr) == rows[rows["split"] == "train_step"]["epoch"].tolist()
+            assert (
+                sorted(m.step for m in lr) == rows[rows["split"] == "train_step"]["epoch"].tolist()
+            )
         mean = client.get_metric_history(parent.info.run_id, "val/acc")
         val = results[(results["split"] == "val") & (results["metric"] == "acc")]
         np.testing.assert_allclose(
             [m.value for m in sorted(mean, key=lambda m: m.step)],
             val.groupby("epoch")["value"].mean(),
         )
-    assert all(r.info.artifact_uri.startswith((outputs / "mlflow-artifacts").as_uri()) for r in runs)
+    assert all(
+        r.info.artifact_uri.startswith((outputs / "mlflow-artifacts").as_uri()) for r in runs
+    )
 
 
 def test_mlflow_a_continued_job_logs_into_its_own_parent_run(compose, tmp_path, monkeypatch):

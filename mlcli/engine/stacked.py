@@ -349,6 +349,9 @@ class SharedStepper:
         k: int,
     ) -> None:
         self.optimizer, self.scheduler, self.k = optimizer, scheduler, k
+        # A constant schedule never changes the lr: the loop need not read it at every step.
+        factors = getattr(scheduler, "lr_lambdas", [0])
+        self.lr_fixed = all(getattr(f, "is_constant", False) for f in factors)
 
     def lrs(self) -> list[float]:
         return [float(self.optimizer.param_groups[0]["lr"])] * self.k
@@ -522,6 +525,7 @@ def train_members(
         )
 
     watch = DivergenceWatch(k, device) if defers_divergence_check(device) else None
+    lr_fixed = bool(getattr(stepper, "lr_fixed", False))
 
     def check(losses: torch.Tensor, epoch: int) -> None:
         if watch is not None:  # on an accelerator: recorded on the device, read once an epoch
@@ -584,7 +588,7 @@ def train_members(
             stacked.gather_grads()
             if clip is not None:
                 _clip_per_fold(stacked.flat, float(clip))
-            if s > 0:  # the lr each member's step uses, recorded where it changed
+            if s > 0 and not lr_fixed:  # the lr each member's step uses, recorded where it changed
                 lr_used = stepper.lrs()
                 for i, lr in enumerate(lr_used):
                     if lr != lr_steps[i][-1][1]:

@@ -23,57 +23,17 @@ from __future__ import annotations
 import enum
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from mlcli.config import enum_name
 from mlcli.config.paths import NON_RESULT_KEYS
+from mlcli.loggers.base import Logger, Metrics, RunInfo
 from mlcli.rundir.results import STEP_SPLIT
 
 log = logging.getLogger("mlcli")
 
-Metrics = dict[str, float]
-"""``split/metric`` → value (``val/acc``), as the engine's epoch-end hook passes them."""
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a logger knows of the run it logs."""
-
-    run_dir: Path
-    run_key: str
-    outputs_root: Path
-    hparams: dict[str, str | int | float | bool]
-    """The chosen options: group choices and the command's overrides (TensorBoard's hparams)."""
-    params: dict[str, str] = field(default_factory=dict)
-    """The resolved config, flattened to ``key.sub: value`` (MLflow's params)."""
-
-
-class Logger(Protocol):
-    """Where a run logs as it trains. Calls come in this order per fold: ``fold_start``, then
-    per epoch ``step_lr`` and ``epoch``, then ``fold_end``; ``end_run`` once, last."""
-
-    def fold_start(self, fold: int, fresh: bool) -> None:
-        """A fold starts logging (``fresh``: from its first epoch, not from a checkpoint)."""
-        ...
-
-    def epoch(self, fold: int, epoch: int, metrics: Metrics) -> None:
-        """An epoch's ``split/metric`` values (a fold's test metrics come at its last epoch)."""
-        ...
-
-    def step_lr(self, fold: int, steps: list[tuple[int, float]]) -> None:
-        """``(optimizer step, lr)`` pairs: an epoch's first step and every change of lr."""
-        ...
-
-    def fold_end(self, fold: int, final: Metrics) -> None:
-        """A fold finished; ``final``: its values at its last epoch (test included)."""
-        ...
-
-    def end_run(self, state: str, means: dict[int, Metrics], final: Metrics) -> None:
-        """The run ended as ``state``; ``means``: per epoch, the fold mean of each metric over
-        the finished folds; ``final``: the fold means at the last epoch (test included)."""
-        ...
+__all__ = ["Logger", "Metrics", "RunInfo", "RunLogs"]
 
 
 def _open(name: str, info: RunInfo) -> Logger:

@@ -23,11 +23,12 @@ the job's own process). Needs the ``mlflow`` package (``pip install 'mlcli[mlflo
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from typing import Any
 
-from mlcli.loggers import Metrics, RunInfo
+from mlcli.loggers.base import Metrics, RunInfo
 
 EXPERIMENT = "mlcli"
 DB_FILE = "mlflow.db"
@@ -51,14 +52,18 @@ class MLflowLogger:
 
         self.info = info
         info.outputs_root.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=tracking_uri(info))
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        if experiment is not None:
-            self.experiment_id = experiment.experiment_id
-        else:
-            location = (info.outputs_root / ARTIFACTS_DIR).as_uri()
-            self.experiment_id = self.client.create_experiment(EXPERIMENT, location)
-        self.parent = self._find_parent() or self._new_parent()
+        # Jobs of a parallel sweep start together: one at a time creates the store's tables and
+        # the experiment (two at once on a fresh SQLite file would both create them).
+        with open(info.outputs_root / f"{DB_FILE}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.client = MlflowClient(tracking_uri=tracking_uri(info))
+            experiment = self.client.get_experiment_by_name(EXPERIMENT)
+            if experiment is not None:
+                self.experiment_id = experiment.experiment_id
+            else:
+                location = (info.outputs_root / ARTIFACTS_DIR).as_uri()
+                self.experiment_id = self.client.create_experiment(EXPERIMENT, location)
+            self.parent = self._find_parent() or self._new_parent()
         self.children: dict[int, str] = {}
 
     def _search(self, filters: str) -> list[Any]:
