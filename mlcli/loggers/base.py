@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+WRITE_SECONDS = 10
+"""How often a logger hands what it was given to its files or store while a fold trains (and
+at every fold's end)."""
+
 Metrics = dict[str, float]
 """``split/metric`` → value (``val/acc``), as the engine's epoch-end hook passes them."""
 

@@ -28,7 +28,7 @@ import os
 import time
 from typing import Any
 
-from mlcli.loggers.base import Metrics, RunInfo
+from mlcli.loggers.base import WRITE_SECONDS, Metrics, RunInfo
 
 EXPERIMENT = "mlcli"
 DB_FILE = "mlflow.db"
@@ -65,6 +65,8 @@ class MLflowLogger:
                 self.experiment_id = self.client.create_experiment(EXPERIMENT, location)
             self.parent = self._find_parent() or self._new_parent()
         self.children: dict[int, str] = {}
+        self.pending: dict[str, list[tuple[str, float, int]]] = {}  # run id -> metrics to log
+        self.written = time.monotonic()
 
     def _search(self, filters: str) -> list[Any]:
         return list(self.client.search_runs([self.experiment_id], filter_string=filters))
@@ -127,21 +129,36 @@ class MLflowLogger:
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
+    def _add(self, fold: int, values: list[tuple[str, float, int]]) -> None:
+        """Kept, and logged every :data:`WRITE_SECONDS` and at the fold's end (a store write
+        per epoch and fold would cost more than the epoch)."""
+        self.pending.setdefault(self._child(fold), []).extend(values)
+        if time.monotonic() - self.written > WRITE_SECONDS:
+            self._write()
+
+    def _write(self) -> None:
+        for run_id, values in self.pending.items():
+            self._metrics(run_id, values)
+        self.pending.clear()
+        self.written = time.monotonic()
+
     def epoch(self, fold: int, epoch: int, metrics: Metrics) -> None:
         """The epoch's metrics in the fold's child run, step = epoch."""
-        self._metrics(self._child(fold), [(k, v, epoch) for k, v in metrics.items()])
+        self._add(fold, [(k, v, epoch) for k, v in metrics.items()])
 
     def step_lr(self, fold: int, steps: list[tuple[int, float]]) -> None:
         """``train_step/lr`` in the fold's child run, step = optimizer step."""
-        self._metrics(self._child(fold), [("train_step/lr", lr, step) for step, lr in steps])
+        self._add(fold, [("train_step/lr", lr, step) for step, lr in steps])
 
     def fold_end(self, fold: int, final: Metrics) -> None:
-        """The fold's child run ends (FINISHED)."""
+        """The fold's metrics logged, its child run ended (FINISHED)."""
+        self._write()
         self.client.set_terminated(self._child(fold), "FINISHED")
 
     def end_run(self, state: str, means: dict[int, Metrics], final: Metrics) -> None:
         """The fold means per epoch and the final ones in the parent run; unfinished child runs
         and the parent end with the run's state."""
+        self._write()  # a fold that did not finish (diverged, interrupted)
         values = [(k, v, epoch) for epoch, ms in sorted(means.items()) for k, v in ms.items()]
         last = max(means, default=0)
         values += [(k, v, last) for k, v in final.items() if k.startswith("test/")]

@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlcli.loggers.base import Metrics, RunInfo
+from mlcli.loggers.base import WRITE_SECONDS, Metrics, RunInfo
 
 TB_DIR = "tb"
 MEAN_RUN = "mean"
 EVENTS_GLOB = "events.out.tfevents.*"
-WRITE_SECONDS = 10
-"""How often scalars reach the event files while a fold trains (and at its end)."""
 
 
 def tag(name: str) -> str:
