@@ -97,8 +97,9 @@ def run(
 
     ``session`` names the ``mlcli train`` command that runs it (recorded in status.json).
     ``reporter`` (optional) gets ``start(n_folds, epochs, done_folds, metric)``, ``epoch(fold,
-    epoch, metrics)`` and ``fold_done(fold)`` calls for a live display. ``fold_hook`` (an Optuna
-    sweep's trial) is called after every fold and may stop the run (state PRUNED).
+    epoch, metrics)``, ``fold_done(fold)`` and, if it has one, ``stacked(n_folds)`` calls for a
+    live display. ``fold_hook`` (an Optuna sweep's trial) is called after every fold and may
+    stop the run (state PRUNED).
     ``precomputed``: this run's folds, trained already by the stacked launcher.
     """
     opened = OpenRun.open(cfg, Path(run_dir), choices, overrides, session, fold_hook)
@@ -108,6 +109,7 @@ def run(
         opened.planned(fold_plan)
         if reporter is not None:
             reporter.start(len(fold_plan.folds), int(cfg.epochs), opened.done, opened.metric)
+            fold_plan.on_stacked = getattr(reporter, "stacked", None)
         fold_plan.on_epoch = _both(reporter.epoch if reporter is not None else None, opened.logs)
         fold_plan.on_lr = opened.logs.lr if opened.logs is not None else None
         fold_plan.settle = opened.writer.drain  # no write in flight while a fold sets up or forks

@@ -80,10 +80,11 @@ class FoldPlan:
 
     ``done`` are the folds finished in an earlier attempt (not trained again); ``on_epoch`` is
     called at every epoch's end of a fold trained in this process, after ``on_lr`` with the
-    epoch's per-step lr rows (:data:`~mlcli.engine.loop.LrSteps`); ``settle`` before a fold sets
-    up and before worker processes are forked (the run's writes in flight finish: a run killed
-    meanwhile keeps every fold before). ``one_at_a_time``: the folds must finish one after
-    another (a pruner judges each as it finishes). ``trained_by`` is the name of the strategy
+    epoch's per-step lr rows (:data:`~mlcli.engine.loop.LrSteps`); ``on_stacked(n)`` when ``n``
+    folds start to train together as one stacked model (a display says so); ``settle`` before a
+    fold sets up and before worker processes are forked (the run's writes in flight finish: a
+    run killed meanwhile keeps every fold before). ``one_at_a_time``: the folds must finish one
+    after another (a pruner judges each as it finishes). ``trained_by`` is the name of the strategy
     that trains the folds once one is chosen, ``trained_info`` what it adds for the status."""
 
     cfg: DictConfig
@@ -95,6 +96,7 @@ class FoldPlan:
     done: set[int] = field(default_factory=set)
     on_epoch: EpochEnd | None = None
     on_lr: LrSteps | None = None
+    on_stacked: Callable[[int], None] | None = None
     settle: Callable[[], None] = lambda: None
     one_at_a_time: bool = False
     trained_by: str | None = None

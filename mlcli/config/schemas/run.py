@@ -37,7 +37,7 @@ class RunSchema:
     checkpoint_every: int = bound(0, ge=0)
     # TensorBoard event files and/or MLflow runs, as the run trains (mlcli.loggers).
     logger: list[Logger] = field(default_factory=list)
-    allow_targets: list[str] = field(default_factory=list)
+    allow_targets: list[str] = field(default_factory=list)  # modules admitted: command line only
 
 
 SCHEMAS: dict[str, type] = {"run": RunSchema}
