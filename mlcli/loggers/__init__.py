@@ -52,7 +52,6 @@ class RunLogs:
     def __init__(self, loggers: dict[str, Logger]) -> None:
         self.loggers = loggers
         self.live: set[int] = set()  # folds logged as they trained, in this process
-        self.ended: set[int] = set()
 
     @classmethod
     def open(
@@ -117,7 +116,6 @@ class RunLogs:
         if test:
             self._each("epoch", fold, last, test)
         self._each("fold_end", fold, {**epochs.get(last, {}), **test})
-        self.ended.add(fold)
 
     def finish(self, state: str, rows: list[dict[str, Any]]) -> None:
         """The run ended as ``state``: fold means over its finished folds' ``rows`` (those of
