@@ -16,6 +16,7 @@ a logger, interleaved (plain, logged, plain, logged ...), several repeats; media
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,34 +25,41 @@ import time
 from pathlib import Path
 
 
-def run_process(root: Path, overrides: list[str]) -> float:
-    """Seconds of one whole `mlcli train` process writing into ``root``."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_process(root: Path, overrides: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, its child processes included) of one whole
+    `mlcli train` process writing into ``root``."""
     command = [sys.executable, "-m", "mlcli", "train", "progress=false",
                f"outputs_root={root}", *overrides]  # fmt: skip
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)}: exit {done.returncode}\n{done.stdout[-2000:]}")
-    return elapsed
+    return elapsed, _children_cpu() - cpu
 
 
-def run_inprocess(root: Path, overrides: list[str]) -> float:
-    """Seconds of one `runner.run` call in this process, into ``root``."""
+def run_inprocess(root: Path, overrides: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (every thread of this process) of one `runner.run` call."""
     from mlcli import runner
     from mlcli.config.compose import compose_job
 
     cfg = compose_job(["progress=false", f"outputs_root={root}", *overrides], None, "config")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     outcome = runner.run(cfg, root / "run")
     elapsed = time.perf_counter() - started
     if outcome.state != "COMPLETED":
         raise SystemExit(f"{overrides}: {outcome.state} {outcome.error}")
-    return elapsed
+    return elapsed, time.process_time() - cpu
 
 
 def main() -> None:
-    """Print the medians of each case and the logged/plain ratio."""
+    """Print the medians of each case and the logged/plain ratios (wall time and CPU time: on
+    a loaded machine the wall time of a whole process waits on others, its CPU time does not)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mode", choices=["process", "inprocess"], default="process")
     parser.add_argument("--repeats", type=int, default=5)
@@ -60,25 +68,27 @@ def main() -> None:
     args = parser.parse_args()
     run = run_process if args.mode == "process" else run_inprocess
     cases = {"plain": [], f"logger=[{args.logger}]": [f"logger=[{args.logger}]"]}
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats + 1):  # the first round warms caches up, and is not counted
             for name, extra in cases.items():
                 root = Path(tmp) / f"{name.split('=')[0]}{i}"
-                elapsed = run(root, [*args.overrides, *extra])
+                measured = run(root, [*args.overrides, *extra])
                 if i:
-                    times[name].append(elapsed)
-    plain, logged = (statistics.median(t) for t in times.values())
+                    times[name].append(measured)
     print(f"mode {args.mode}, {args.repeats} interleaved repeats, overrides {args.overrides}")
-    print("| case | median s | min s | max s |")
-    print("|---|---|---|---|")
+    print("| case | median wall s | min wall s | max wall s | median CPU s |")
+    print("|---|---|---|---|---|")
+    medians = {}
     for name, values in times.items():
-        print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | "
-              f"{max(values):.3f} |")  # fmt: skip
-    verdict = "ok" if logged / plain <= 1.05 else "OVER 5%"
-    print(
-        f"\nlogged / plain = {logged / plain:.3f} ({(logged / plain - 1) * 100:+.1f}%, {verdict})"
-    )
+        wall, cpu = [v[0] for v in values], [v[1] for v in values]
+        medians[name] = (statistics.median(wall), statistics.median(cpu))
+        print(f"| {name} | {medians[name][0]:.3f} | {min(wall):.3f} | {max(wall):.3f} | "
+              f"{medians[name][1]:.3f} |")  # fmt: skip
+    (plain_wall, plain_cpu), (wall, cpu) = medians.values()
+    for what, ratio in (("wall", wall / plain_wall), ("CPU", cpu / plain_cpu)):
+        verdict = "ok" if ratio <= 1.05 else "OVER 5%"
+        print(f"logged / plain, {what}: {ratio:.3f} ({(ratio - 1) * 100:+.1f}%, {verdict})")
 
 
 if __name__ == "__main__":
