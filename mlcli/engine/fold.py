@@ -80,11 +80,6 @@ def fit_fold(
             stopper = EarlyStopping.of(cfg, plan.metric)
     previous = list(done_rows)  # the rows of the epochs before start_epoch (its checkpoint's)
 
-    def lr_steps(fold: int, steps: list[tuple[int, float]]) -> None:
-        done_rows.extend(lr_step_rows(steps))
-        if on_lr is not None:
-            on_lr(fold, steps)
-
     def epoch_end(fold: int, epoch: int, metrics: dict[str, float]) -> None:
         done_rows.extend(epoch_rows(epoch, metrics))
         if every and epoch % every == 0 and epoch < int(cfg.epochs):
@@ -110,20 +105,27 @@ def fit_fold(
         clip_grad_norm=cfg.get("clip_grad_norm"),
         fold=fold,
         on_epoch=epoch_end,
-        on_lr=lr_steps,
+        on_lr=_keeping(done_rows, on_lr),
         start_epoch=start_epoch,
         analyzer=analyzer if analyzer.active else None,
         bound=bound,
         stopper=stopper,
     )
     # Rows of the epochs before a checkpoint resume came from the checkpoint.
-    return long_rows(
-        plan.key,
-        fold,
-        [*previous, *rows],
-        model=setup.model.state_dict(),
-        preprocess=setup.data.preprocess,
-    )
+    model, preprocess = setup.model.state_dict(), setup.data.preprocess
+    return long_rows(plan.key, fold, [*previous, *rows], model=model, preprocess=preprocess)
+
+
+def _keeping(rows: list[MetricRow], on_lr: LrSteps | None) -> LrSteps:
+    """A fold's per-step lr hook: the epoch's ``train_step/lr`` rows kept with its other rows
+    (its checkpoints hold them), then ``on_lr``."""
+
+    def lr_steps(fold: int, steps: list[tuple[int, float]]) -> None:
+        rows.extend(lr_step_rows(steps))
+        if on_lr is not None:
+            on_lr(fold, steps)
+
+    return lr_steps
 
 
 def _build(
