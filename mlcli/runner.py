@@ -32,6 +32,7 @@ from mlcli.cv import plan
 from mlcli.data.loading import build_dataset, split_config
 from mlcli.engine import (
     DivergedError,
+    EpochEnd,
     FoldPlan,
     FoldRows,
     Precomputed,
@@ -43,6 +44,7 @@ from mlcli.engine import (
 from mlcli.engine.fold import fit_refit
 from mlcli.engine.saved import load_predictor, schema_of, score
 from mlcli.engine.stopping import EarlyStopping, stop_and_best
+from mlcli.loggers import RunLogs
 from mlcli.rundir.models import FINAL, model_name, save_model, write_schema
 from mlcli.tasks import selection_metric, summarize
 
@@ -106,16 +108,20 @@ def run(
     """
     opened = OpenRun.open(cfg, Path(run_dir), choices, overrides, session, fold_hook)
     try:
+        opened.logs = RunLogs.open(cfg, opened.run_dir, opened.key, choices, overrides)
         fold_plan = plan_folds(cfg, opened.key, opened.done, opened.run_dir)
         opened.planned(fold_plan)
         if reporter is not None:
             reporter.start(len(fold_plan.folds), int(cfg.epochs), opened.done, opened.metric)
-            fold_plan.on_epoch = reporter.epoch
             fold_plan.on_stacked = getattr(reporter, "stacked", None)
+        fold_plan.on_epoch = _both(reporter.epoch if reporter is not None else None, opened.logs)
+        fold_plan.on_lr = opened.logs.lr if opened.logs is not None else None
         fold_plan.settle = opened.writer.drain  # no write in flight while a fold sets up or forks
         fold_plan.one_at_a_time = fold_hook is not None and fold_hook.prunes
         for fold, rows in fit_folds(fold_plan, precomputed):
             opened.write_fold(fold, rows, fold_plan)
+            if opened.logs is not None:
+                opened.logs.fold_done(fold, rows)
             if reporter is not None:
                 reporter.fold_done(fold)
             if fold_hook is not None:
@@ -132,6 +138,20 @@ def run(
         opened.finish("FAILED", error)
         raise
     return opened.finish("COMPLETED")
+
+
+def _both(display: EpochEnd | None, logs: RunLogs | None) -> EpochEnd | None:
+    """The epoch-end hook of a run: the live display's and the loggers' (either, both, none)."""
+    if logs is None:
+        return display
+    if display is None:
+        return logs.epoch
+
+    def epoch_end(fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        display(fold, epoch, metrics)
+        logs.epoch(fold, epoch, metrics)
+
+    return epoch_end
 
 
 def plan_folds(
@@ -159,6 +179,7 @@ class OpenRun:
         self.done: set[int] = set(kept.folds)
         self.writer = rundir.OrderedWriter()
         self.started = time.perf_counter()
+        self.logs: RunLogs | None = None  # the run's loggers (logger=[...]), if any
 
     @classmethod
     def open(
@@ -313,6 +334,8 @@ class OpenRun:
                 diverged.step if diverged is not None else None,
             )
         rundir.write_status(self.run_dir, status)
+        if self.logs is not None:
+            self.logs.finish(state, self.rows)
         summary = summarize(self.rows) if state == "COMPLETED" else {}
         message = str(error) if error is not None and state in ("PRUNED", "DIVERGED") else None
         return RunOutcome(state, self.key, self.run_dir, summary=summary, error=message)

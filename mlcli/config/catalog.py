@@ -129,6 +129,9 @@ def _type_text(annotation: Any) -> str:
         text = str(annotation).replace("typing.", "")
     if typing.get_origin(annotation) is list:
         text = str(annotation)
+        (item,) = typing.get_args(annotation) or (None,)
+        if isinstance(item, type) and issubclass(item, enum.Enum):  # logger=[tensorboard,mlflow]
+            text = f"list of {' | '.join(item.__members__)}"
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         text = " | ".join(_type_text(a) for a in typing.get_args(annotation))
     return {"NoneType": "null"}.get(text, text)

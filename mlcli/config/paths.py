@@ -22,6 +22,7 @@ NON_RESULT_KEYS: tuple[str, ...] = (
     "parallel_folds",
     "on_failure",
     "checkpoint_every",
+    "logger",  # what is logged where never changes what is computed
     "save_models",  # model files are kept or not; the rows are the same
 )
 """Top-level keys that never change what a run computes: not in the run key, not report columns."""

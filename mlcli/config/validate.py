@@ -87,6 +87,27 @@ def validate(cfg: Any) -> list[ConfigProblem]:
                     full_key = f"{prefix}.{f.name}" if prefix else f.name
                     problems.append(ConfigProblem(full_key, f"got {value!r}, must be {rule}"))
                     break
+    problems.extend(logger_problems(cfg))
+    return problems
+
+
+def logger_problems(cfg: Any) -> list[ConfigProblem]:
+    """A logger whose package is not installed (looked up, not imported: no start-up cost)."""
+    import importlib.util
+
+    from mlcli.config.paths import enum_name
+
+    problems = []
+    for logger in (cfg.get("logger") or []) if hasattr(cfg, "get") else []:
+        name = enum_name(logger)
+        if importlib.util.find_spec(name) is None:
+            problems.append(
+                ConfigProblem(
+                    "logger",
+                    f"logger={name} needs the {name} package, which is not installed: "
+                    f"pip install 'mlcli[{name}]' (or leave {name} out of logger=[...])",
+                )
+            )
     return problems
 
 

@@ -20,12 +20,14 @@ from mlcli.engine.divergence import LossBound
 from mlcli.engine.loop import (
     EpochEnd,
     FoldRows,
+    LrSteps,
     MetricRow,
     batches_per_epoch,
     epoch_rows,
     fit,
     has_batch_norm,
     long_rows,
+    lr_step_rows,
 )
 from mlcli.engine.setup import Builders, FoldPlan, FoldSetup, set_up_fold
 from mlcli.engine.stopping import EarlyStopping
@@ -33,10 +35,13 @@ from mlcli.engine.stopping import EarlyStopping
 log = logging.getLogger("mlcli")
 
 
-def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> FoldRows:
+def fit_fold(
+    plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None, on_lr: LrSteps | None = None
+) -> FoldRows:
     """Fresh model, optimizer and scheduler for fold ``fold`` of ``plan``; fit; its rows.
 
-    ``on_epoch(fold, epoch, metrics)`` is called at every epoch's end (the progress display).
+    ``on_epoch(fold, epoch, metrics)`` is called at every epoch's end (the progress display,
+    loggers), after ``on_lr(fold, steps)`` (:data:`~mlcli.engine.loop.LrSteps`).
     """
     cfg, builders, run_dir = plan.cfg, plan.builders(), plan.run_dir
     assert run_dir is not None, "a fold trained on its own writes into its run's dir"
@@ -73,6 +78,7 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
             start_epoch, done_rows = 1, []
             bound.initial = None
             stopper = EarlyStopping.of(cfg, plan.metric)
+    previous = list(done_rows)  # the rows of the epochs before start_epoch (its checkpoint's)
 
     def epoch_end(fold: int, epoch: int, metrics: dict[str, float]) -> None:
         done_rows.extend(epoch_rows(epoch, metrics))
@@ -99,20 +105,27 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
         clip_grad_norm=cfg.get("clip_grad_norm"),
         fold=fold,
         on_epoch=epoch_end,
+        on_lr=_keeping(done_rows, on_lr),
         start_epoch=start_epoch,
         analyzer=analyzer if analyzer.active else None,
         bound=bound,
         stopper=stopper,
     )
     # Rows of the epochs before a checkpoint resume came from the checkpoint.
-    previous: list[MetricRow] = [r for r in done_rows if r[0] < start_epoch]
-    return long_rows(
-        plan.key,
-        fold,
-        [*previous, *rows],
-        model=setup.model.state_dict(),
-        preprocess=setup.data.preprocess,
-    )
+    model, preprocess = setup.model.state_dict(), setup.data.preprocess
+    return long_rows(plan.key, fold, [*previous, *rows], model=model, preprocess=preprocess)
+
+
+def _keeping(rows: list[MetricRow], on_lr: LrSteps | None) -> LrSteps:
+    """A fold's per-step lr hook: the epoch's ``train_step/lr`` rows kept with its other rows
+    (its checkpoints hold them), then ``on_lr``."""
+
+    def lr_steps(fold: int, steps: list[tuple[int, float]]) -> None:
+        rows.extend(lr_step_rows(steps))
+        if on_lr is not None:
+            on_lr(fold, steps)
+
+    return lr_steps
 
 
 def _build(

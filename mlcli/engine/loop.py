@@ -5,6 +5,9 @@ Metrics per epoch:
 * ``train``: averaged over the epoch's mini-batches as they were trained on (train mode, so with
   dropout active), accumulated on the device without a host sync per step; plus ``lr``, the
   learning rate the epoch's last optimizer step used.
+* ``train_step``: ``lr`` per optimizer step, at each epoch's first step and at every step whose
+  lr differs from the step before (a warmup or a per-step decay): here the ``epoch`` column
+  holds the optimizer step (counted from 1 over the fold), not the epoch.
 * ``val`` (and ``test`` once, after the last epoch): the whole split in eval mode.
 
 Classification records ``loss`` (cross-entropy) and ``acc``; regression records ``loss`` (MSE on
@@ -41,6 +44,7 @@ from mlcli.engine.divergence import (
     epoch_divergence,
 )
 from mlcli.engine.stopping import EarlyStopping
+from mlcli.rundir.results import STEP_SPLIT
 from mlcli.tasks import metrics as task_metrics
 
 if TYPE_CHECKING:
@@ -62,7 +66,10 @@ class FoldRows(list[dict[str, Any]]):
 
 EpochEnd = Callable[[int, int, dict[str, float]], None]
 """Called as ``on_epoch(fold, epoch, metrics)`` once an epoch's ``split/metric`` values are final
-(both loops call it: the progress display, checkpoints)."""
+(both loops call it: the progress display, checkpoints, loggers)."""
+LrSteps = Callable[[int, list[tuple[int, float]]], None]
+"""Called as ``on_lr(fold, steps)`` at an epoch's end, just before ``on_epoch``: the epoch's
+``(step, lr)`` pairs of its ``train_step/lr`` rows (both loops call it: checkpoints, loggers)."""
 
 EVAL_CHUNK = 8192
 
@@ -182,6 +189,7 @@ def fit(
     clip_grad_norm: float | None = None,
     fold: int = 0,
     on_epoch: EpochEnd | None = None,
+    on_lr: LrSteps | None = None,
     analyzer: Analyzer | None = None,
     start_epoch: int = 1,
     bound: LossBound | None = None,
@@ -190,7 +198,8 @@ def fit(
     """Train ``model`` for ``epochs`` epochs on the fold's training rows; return metric rows.
 
     ``start_epoch`` > 1 continues a fold restored from a checkpoint (rows from that epoch on).
-    ``on_epoch(fold, epoch, metrics)`` is called at the end of every epoch. ``stopper`` (early
+    ``on_epoch(fold, epoch, metrics)`` is called at the end of every epoch, after
+    ``on_lr(fold, steps)`` with the epoch's per-step lr rows. ``stopper`` (early
     stopping) ends training after the epoch it says, and with ``restore_best`` puts the best
     epoch's weights back before the test rows are evaluated.
 
@@ -227,6 +236,7 @@ def fit(
         sums = task_metrics.train_sums(task, device, mean, std)  # the task's train metrics
         seen = 0
         lr_used = optimizer.param_groups[0]["lr"]
+        lr_steps: list[tuple[int, float]] = []  # (step, lr): the epoch's first step, each change
         permutation = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch_size):
             batch = min(batch_size, n - start)
@@ -255,6 +265,8 @@ def fit(
                 nn.utils.clip_grad_norm_(params, clip_grad_norm)
             if not lr_fixed:
                 lr_used = optimizer.param_groups[0]["lr"]
+            if not lr_steps or (not lr_fixed and lr_used != lr_steps[-1][1]):
+                lr_steps.append((step + 1, float(lr_used)))  # a Python float: no device sync
             optimizer.step()
             if not lr_fixed:
                 scheduler.step()
@@ -278,11 +290,14 @@ def fit(
         if (judged := epoch_divergence(epoch, step - 1, epoch_metrics, bound.limit)) is not None:
             raise judged
         epoch_metrics["train/lr"] = float(lr_used)
+        rows.extend(lr_step_rows(lr_steps))
         rows.extend(epoch_rows(epoch, epoch_metrics))
         if analyzer is not None:  # critical points / saddle escape / landscape (mlcli.analysis)
             rows.extend(
                 analyzer.after_epoch(model, data.x_train, data.y_train, epoch, epoch == epochs)
             )
+        if on_lr is not None:
+            on_lr(fold, lr_steps)
         if stopper is not None and stopper.update(epoch, epoch_metrics):
             stopper.keep(model.state_dict())
         if on_epoch is not None:
@@ -309,6 +324,11 @@ def epoch_rows(epoch: int, metrics: dict[str, float]) -> list[MetricRow]:
         split, metric = name.split("/", 1)
         rows.append((epoch, split, metric, value))
     return rows
+
+
+def lr_step_rows(steps: list[tuple[int, float]]) -> list[MetricRow]:
+    """``(step, lr)`` pairs as ``train_step/lr`` metric rows (the step in the epoch column)."""
+    return [(step, STEP_SPLIT, "lr", lr) for step, lr in steps]
 
 
 def long_rows(

@@ -22,7 +22,7 @@ from mlcli.config.targets import factory
 from mlcli.cv import Plan as Split
 from mlcli.data.base import Dataset
 from mlcli.data.preprocess import FoldData, fold_tensors
-from mlcli.engine.loop import EpochEnd
+from mlcli.engine.loop import EpochEnd, LrSteps
 from mlcli.engine.optim import optimizer_factory
 from mlcli.models import model_factory
 from mlcli.rundir.files import write_json
@@ -93,7 +93,8 @@ class FoldPlan:
     """A run's folds, planned: what every fold strategy reads (:mod:`mlcli.engine.strategies`).
 
     ``done`` are the folds finished in an earlier attempt (not trained again); ``on_epoch`` is
-    called at every epoch's end of a fold trained in this process; ``on_stacked(n)`` when ``n``
+    called at every epoch's end of a fold trained in this process, after ``on_lr`` with the
+    epoch's per-step lr rows (:data:`~mlcli.engine.loop.LrSteps`); ``on_stacked(n)`` when ``n``
     folds start to train together as one stacked model (a display says so); ``settle`` before a
     fold sets up and before worker processes are forked (the run's writes in flight finish: a
     run killed meanwhile keeps every fold before). ``one_at_a_time``: the folds must finish one
@@ -108,6 +109,7 @@ class FoldPlan:
     run_dir: Path | None = None
     done: set[int] = field(default_factory=set)
     on_epoch: EpochEnd | None = None
+    on_lr: LrSteps | None = None
     on_stacked: Callable[[int], None] | None = None
     settle: Callable[[], None] = lambda: None
     one_at_a_time: bool = False

@@ -60,10 +60,12 @@ from mlcli.engine.loop import (
     EVAL_CHUNK,
     EpochEnd,
     FoldRows,
+    LrSteps,
     batches_per_epoch,
     check_batch_size,
     epoch_rows,
     long_rows,
+    lr_step_rows,
 )
 from mlcli.engine.optim import build_fused_optimizer
 from mlcli.engine.setup import FoldPlan, FoldSetup, set_up_fold
@@ -374,6 +376,9 @@ class SharedStepper:
         k: int,
     ) -> None:
         self.optimizer, self.scheduler, self.k = optimizer, scheduler, k
+        # A constant schedule never changes the lr: the loop need not read it at every step.
+        factors = getattr(scheduler, "lr_lambdas", [0])
+        self.lr_fixed = all(getattr(f, "is_constant", False) for f in factors)
 
     def lrs(self) -> list[float]:
         return [float(self.optimizer.param_groups[0]["lr"])] * self.k
@@ -426,7 +431,7 @@ def _model_reason(plan: FoldPlan, auto: bool) -> str | None:
 
 
 def train_stacked(
-    plan: FoldPlan, on_epoch: EpochEnd | None = None
+    plan: FoldPlan, on_epoch: EpochEnd | None = None, on_lr: LrSteps | None = None
 ) -> dict[int, FoldRows | DivergedError]:
     """Train ``plan``'s pending folds as one stacked model; each fold's rows (or its divergence).
 
@@ -453,6 +458,7 @@ def train_stacked(
         clip=cfg.get("clip_grad_norm"),
         device=plan.device,
         on_epoch=on_epoch,
+        on_lr=on_lr,
         diverge_factor=cfg.get("diverge_factor"),
         stoppers=[EarlyStopping.of(cfg, plan.metric) for _ in members],
     )
@@ -505,6 +511,7 @@ def train_members(
     clip: float | None,
     device: torch.device,
     on_epoch: EpochEnd | None = None,
+    on_lr: LrSteps | None = None,
     diverge_factor: float | None = None,
     stoppers: list[EarlyStopping | None] | None = None,
 ) -> list[FoldRows | DivergedError]:
@@ -561,6 +568,7 @@ def train_members(
         return counts(i) and i not in frozen
 
     watch = DivergenceWatch(k, device) if defers_divergence_check(device) else None
+    lr_fixed = bool(getattr(stepper, "lr_fixed", False))
 
     def check(losses: torch.Tensor, epoch: int) -> None:
         if watch is not None:  # on an accelerator: recorded on the device, read once an epoch
@@ -582,6 +590,8 @@ def train_members(
         sums = task_metrics.train_sums(task, device, means[:, None], stds[:, None], members=k)
         seen = [0] * k
         lr_used = stepper.lrs()
+        # Per member, (step, lr) at the epoch's first step and where it changes (train_step/lr).
+        lr_steps: list[list[tuple[int, float]]] = [[(step + 1, lr)] for lr in lr_used]
         perms = [
             torch.randperm(n, generator=g).to(device)
             for n, g in zip(sizes, generators, strict=True)
@@ -621,8 +631,11 @@ def train_members(
             stacked.gather_grads()
             if clip is not None:
                 _clip_per_fold(stacked.flat, float(clip))
-            if s == steps_per_epoch - 1:  # the lr the epoch's last step uses (a row per epoch)
+            if s > 0 and not lr_fixed:  # the lr each member's step uses, recorded where it changed
                 lr_used = stepper.lrs()
+                for i, lr in enumerate(lr_used):
+                    if lr != lr_steps[i][-1][1]:
+                        lr_steps[i].append((step + 1, lr))
             stepper.step()
             step += 1
             stacked.steps += 1
@@ -661,7 +674,10 @@ def train_members(
                 diverged[i] = judged
                 continue
             metrics["train/lr"] = float(lr_used[i])
+            results[i].extend(lr_step_rows(lr_steps[i]))
             results[i].extend(epoch_rows(epoch, metrics))
+            if on_lr is not None:
+                on_lr(members[i].fold, lr_steps[i])
             rule = rules[i]
             if rule is not None:
                 if rule.update(epoch, metrics) and rule.restore_best:

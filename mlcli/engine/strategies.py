@@ -90,7 +90,7 @@ class Stacked:
         """Train the stack, then yield its folds."""
         if plan.on_stacked is not None:
             plan.on_stacked(len(plan.pending))
-        yield from in_fold_order(train_stacked(plan, plan.on_epoch), plan.pending)
+        yield from in_fold_order(train_stacked(plan, plan.on_epoch, plan.on_lr), plan.pending)
 
 
 class Parallel:
@@ -112,7 +112,8 @@ class Parallel:
 
         plan.settle()
         workers = int(plan.cfg.parallel_folds)
-        # A live display belongs to the parent's terminal: the workers report no progress.
+        # A live display belongs to the parent's terminal: the workers report no progress (and
+        # the parent logs each fold from its rows as it arrives: no logger state crosses a fork).
         yield from parallel_fold_results(workers, plan.pending, lambda f: fit_fold(plan, f))
 
 
@@ -131,7 +132,7 @@ class Sequential:
         them all)."""
         for fold in plan.pending:
             plan.settle()
-            yield fold, fit_fold(plan, fold, plan.on_epoch)
+            yield fold, fit_fold(plan, fold, plan.on_epoch, plan.on_lr)
 
 
 def strategies(precomputed: Precomputed | None = None) -> list[FoldStrategy]:

@@ -214,7 +214,18 @@ def _read_results(path: Path, folds_completed: list[int]) -> Any:
         return error.reason
     if table is None and folds_completed:
         return f"missing, although {STATUS_FILE} lists completed folds"
-    return table
+    return table if table is None else per_epoch(table)
+
+
+def per_epoch(table: Any) -> Any:
+    """A results table without its per-step rows (split ``train_step``, whose epoch column
+    counts optimizer steps): the report's curves and numbers are per epoch."""
+    import pyarrow.compute as pc
+
+    split = table.column("split")
+    if not any(rundir.STEP_SPLIT in chunk.dictionary.to_pylist() for chunk in split.chunks):
+        return table
+    return table.filter(pc.not_equal(split.cast("string"), rundir.STEP_SPLIT))
 
 
 def collect(roots: list[Path], threads: int = 8) -> Collected:

@@ -42,6 +42,7 @@ from mlcli.rundir.models import MODELS_DIR, ModelFilesError
 from mlcli.rundir.results import (
     RESULT_COLUMNS,
     RESULT_READ_COLUMNS,
+    STEP_SPLIT,
     Kept,
     done_folds,
     kept_folds,
@@ -74,6 +75,7 @@ __all__ = [
     "RUN_FILES",
     "STATES",
     "STATUS_FILE",
+    "STEP_SPLIT",
     "UNKNOWN_STATE",
     "Kept",
     "ModelFilesError",

@@ -1,5 +1,6 @@
 """``results.parquet``: a run's results in long form, one row per (run_key, fold, epoch, split,
-metric) with its ``value``; written whole after every fold, read back typed.
+metric) with its ``value``; written whole after every fold, read back typed. The split
+:data:`STEP_SPLIT` counts optimizer steps in its ``epoch`` column.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from mlcli.rundir.files import RESULTS_FILE, Unreadable, atomic_write_bytes, rea
 from mlcli.rundir.status import read_status
 
 RESULT_COLUMNS = ("run_key", "fold", "epoch", "split", "metric", "value")
+STEP_SPLIT = "train_step"
+"""The split of per-optimizer-step rows (``train_step/lr``: the learning rate at each epoch's
+first step and wherever it changes): their ``epoch`` column holds the step, counted from 1 over
+the fold. Every other split's rows are per epoch."""
 
 
 def write_results(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -108,8 +108,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     ``rows`` (a fold's last epoch: each fold may have trained for a different number of epochs)."""
     import numpy as np
 
+    from mlcli.rundir.results import STEP_SPLIT
+
     final: dict[tuple[int, str, str], tuple[int, float]] = {}
     for r in rows:
+        if r["split"] == STEP_SPLIT:
+            continue  # per-step rows (their epoch column counts steps)
         k = (r["fold"], r["split"], r["metric"])
         if k not in final or r["epoch"] >= final[k][0]:
             final[k] = (r["epoch"], r["value"])

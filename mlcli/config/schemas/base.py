@@ -83,6 +83,13 @@ class StackFolds(enum.Enum):
     off = "off"
 
 
+class Logger(enum.Enum):
+    """Where a run logs besides its results (``logger=[tensorboard,mlflow]``: any of them)."""
+
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
 # `continue` is a keyword, hence the functional form; OmegaConf matches members by name.
 OnFailure = enum.Enum("OnFailure", [("continue", "continue"), ("stop", "stop")])
 """What a sweep does after a job fails: run the other jobs (``continue``) or start no more."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlcli.config.schemas.analysis import AnalysisSchema
-from mlcli.config.schemas.base import Device, FinalModel, OnFailure, StackFolds, bound
+from mlcli.config.schemas.base import Device, FinalModel, Logger, OnFailure, StackFolds, bound
 
 
 @dataclass
@@ -49,6 +49,8 @@ class RunSchema:
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     save_models: bool = True
     final: FinalModel = FinalModel.none
+    # TensorBoard event files and/or MLflow runs, as the run trains (mlcli.loggers).
+    logger: list[Logger] = field(default_factory=list)
     allow_targets: list[str] = field(default_factory=list)  # modules admitted: command line only
 
 
