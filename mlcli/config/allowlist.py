@@ -52,7 +52,7 @@ BUILDERS: dict[str, tuple[str, ...]] = {
         "attention", "cnn", "cnn1d", "linear", "mlp", "relu_sum", "sigmoid_sum", "transformer",
     ),
     "mlcli.data": (
-        "breast_cancer", "csv", "curve", "diabetes", "digits", "hmm_tagging", "iris",
+        "breast_cancer", "csv", "curve", "diabetes", "digits", "hmm_tagging", "images", "iris",
         "japanese_vowels", "mnist1d", "npz", "seq_reverse", "sunspots", "wine",
     ),
     "mlcli.cv": ("group", "holdout", "kfold", "repeated", "stratified", "timeseries"),

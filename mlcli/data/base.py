@@ -43,6 +43,10 @@ class Dataset:
     missing cells for per-fold imputation (``missing=mean``). ``ordered`` says the rows are in time
     order, so the test split is the last rows. ``notes`` state what a builder inferred or did
     (task, dropped rows...): the runner logs them and writes them to status.json.
+
+    ``pictures`` (a :class:`mlcli.data.images.PictureFiles`) says the examples stay on disk and
+    are read per batch (``dataset=images`` with ``cache=none``): ``X`` then has no columns and
+    ``in_shape`` is the decoded picture's.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Dataset:
     categorical: tuple[int, ...] = ()
     ordered: bool = False
     notes: list[str] = field(default_factory=list)
+    pictures: Any = None
 
     def __post_init__(self) -> None:
         if len(self.X) != len(self.y):
@@ -82,6 +87,8 @@ class Dataset:
     @property
     def in_shape(self) -> tuple[int, ...]:
         """Shape of one example."""
+        if self.pictures is not None:
+            return (int(self.pictures.channels), *(int(d) for d in self.pictures.size))
         return tuple(int(d) for d in self.X.shape[1:])
 
     @property

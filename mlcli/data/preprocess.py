@@ -59,6 +59,9 @@ class Normalizer:
         if kind == "standard":
             self.shift = x_train.mean(axis=0)
             scale = x_train.std(axis=0)
+        elif kind == "channel":  # pictures (N, C, H, W): one statistic per colour channel
+            self.shift = x_train.mean(axis=(0, 2, 3), keepdims=True)[0]
+            scale = x_train.std(axis=(0, 2, 3), keepdims=True)[0]
         elif kind == "minmax":
             self.shift = x_train.min(axis=0)
             scale = x_train.max(axis=0) - self.shift
