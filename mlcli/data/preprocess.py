@@ -39,6 +39,23 @@ class FoldData:
     lengths_train: torch.Tensor | None = None
     lengths_val: torch.Tensor | None = None
     lengths_test: torch.Tensor | None = None
+    # Applied to every training batch (augmentation, then the fold's normalization): the
+    # training tensors are then kept unnormalized. Never applied to val/test.
+    train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Pictures read from disk per batch (mlcli.data.stream): the x_* tensors are then empty.
+    stream: Any = None
+
+    @property
+    def n_train(self) -> int:
+        """Training rows."""
+        return self.stream.n("train") if self.stream is not None else len(self.x_train)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """One example's shape, as the model reads it."""
+        if self.stream is not None:
+            return tuple(self.stream.in_shape)
+        return tuple(self.x_train.shape[1:])
 
 
 def valid_steps(lengths: np.ndarray, max_length: int) -> np.ndarray:
@@ -149,8 +166,21 @@ def fold_tensors(
     test_idx: np.ndarray,
     dataset_cfg: Any,
     device: torch.device,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
 ) -> FoldData:
-    """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
+    """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``.
+
+    With ``augment``, the training tensors stay unnormalized and every training batch is
+    augmented, then normalized (:attr:`FoldData.train_transform`). Pictures on disk
+    (``dataset.pictures``) get a :class:`~mlcli.data.stream.FoldStream` instead of tensors
+    (``batch_size``, ``seed``: its loaders').
+    """
+    if dataset.pictures is not None:
+        return _streamed(
+            dataset, train_idx, val_idx, test_idx, dataset_cfg, device, augment, batch_size, seed
+        )
     scaler = fold_scaler(dataset, train_idx, dataset_cfg)
     lengths = dataset.lengths
     mean, std = 0.0, 1.0
@@ -160,18 +190,28 @@ def fold_tensors(
         std = float(y[train_idx].std()) or 1.0
         y = ((y - mean) / std).astype(np.float32)
 
-    def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (
-            scaler(dataset.X[index])
-            if lengths is None
-            else scaler(dataset.X[index], lengths[index])
-        )
+    def tensors(
+        index: np.ndarray, scale: Callable[..., np.ndarray] = scaler
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = scale(dataset.X[index]) if lengths is None else scale(dataset.X[index], lengths[index])
         return torch.from_numpy(x).to(device), torch.from_numpy(y[index]).to(device)
 
     def lengths_of(index: np.ndarray) -> torch.Tensor | None:
         return None if lengths is None else torch.from_numpy(lengths[index]).to(device)
 
-    x_train, y_train = tensors(train_idx)
+    transform = None
+    if augment is None:
+        x_train, y_train = tensors(train_idx)
+    else:  # raw training pictures: each batch is augmented, then normalized
+        if not isinstance(scaler, Normalizer):
+            raise ValueError(f"augmentation transforms pictures; dataset {dataset.name} has none")
+        shift = torch.from_numpy(scaler.shift).to(device)
+        scale = torch.from_numpy(scaler.scale).to(device)
+        x_train, y_train = tensors(train_idx, _unscaled)
+
+        def transform(x: torch.Tensor) -> torch.Tensor:
+            return (augment(x) - shift) / scale
+
     x_val, y_val = tensors(val_idx)
     x_test, y_test = tensors(test_idx) if len(test_idx) else (None, None)
     return FoldData(
@@ -186,4 +226,35 @@ def fold_tensors(
         lengths_train=lengths_of(train_idx),
         lengths_val=lengths_of(val_idx),
         lengths_test=lengths_of(test_idx) if len(test_idx) else None,
+        train_transform=transform,
+    )
+
+
+def _streamed(
+    dataset: Dataset,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray,
+    dataset_cfg: Any,
+    device: torch.device,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None,
+    batch_size: int,
+    seed: int,
+) -> FoldData:
+    """A fold of pictures read per batch: loaders and normalization fitted on its training
+    pictures (one pass)."""
+    from mlcli.data.stream import FoldStream
+
+    rows = {"train": train_idx, "val": val_idx, "test": test_idx}
+    stream = FoldStream(dataset.pictures, dataset.y, rows, batch_size, device, seed)
+    stream.fit_normalizer(enum_name(dataset_cfg.get("normalize", "channel")))
+    transform = None
+    if augment is not None:
+
+        def transform(x: torch.Tensor) -> torch.Tensor:
+            return stream.normalize(augment(x))
+
+    empty = torch.zeros((0,), device=device)
+    return FoldData(
+        empty, empty, empty, empty, train_transform=transform, stream=stream
     )

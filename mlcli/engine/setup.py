@@ -61,6 +61,7 @@ class Builders:
     optimizer: Callable[[Any], torch.optim.Optimizer]
     scheduler: Callable[..., Any]
     analyzer: Callable[..., Any]
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def for_run(cls, cfg: DictConfig, dataset: Dataset) -> Builders:
@@ -71,7 +72,17 @@ class Builders:
             optimizer=optimizer_factory(cfg.optim, allow),
             scheduler=factory(cfg.scheduler, "scheduler", allow),
             analyzer=factory(cfg.analysis, "analysis", allow),
+            augment=augmentation(cfg, allow),
         )
+
+
+def augmentation(cfg: DictConfig, allow: list[Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The run's augmentation of training batches (``augment``), None for ``augment=none``."""
+    node = cfg.get("augment")
+    if node is None or node.get("_target_") is None:
+        return None
+    built: Callable[[torch.Tensor], torch.Tensor] = factory(node, "augment", allow)()
+    return built
 
 
 @dataclass
@@ -143,10 +154,18 @@ def set_up_fold(
     if data is None:
         train_idx, val_idx = plan.folds[fold]
         data = fold_tensors(
-            plan.dataset, train_idx, val_idx, plan.test_idx, cfg.dataset, plan.device
+            plan.dataset,
+            train_idx,
+            val_idx,
+            plan.test_idx,
+            cfg.dataset,
+            plan.device,
+            augment=plan.builders().augment,
+            batch_size=int(cfg.batch_size),
+            seed=derived_seed(int(cfg.seed), fold, 2),
         )
     seed = derived_seed(int(cfg.seed), fold)
     seed_everything(seed)
-    model = build_model(tuple(data.x_train.shape[1:])).to(plan.device)
+    model = build_model(data.in_shape).to(plan.device)
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
     return FoldSetup(fold, data, seed, model, generator)

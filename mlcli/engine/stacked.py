@@ -100,6 +100,11 @@ def config_reason(cfg: DictConfig, dataset: Dataset) -> str | None:
         return "amsgrad/fused optimizer options"
     if cfg.analysis.get("hessian") is not None or cfg.analysis.get("landscape") is not None:
         return "an analysis is configured (it inspects one model at a time)"
+    if dataset.pictures is not None:
+        return "the pictures are read from disk per batch (dataset.cache=none)"
+    augment = cfg.get("augment")
+    if augment is not None and augment.get("_target_") is not None:
+        return "augmentation transforms each fold's batches on their own"
     if dataset.categorical or (dataset.X.dtype.kind == "f" and np.isnan(dataset.X).any()):
         return "per-fold one-hot encoding/imputation can give the folds different input widths"
     return None
