@@ -56,7 +56,7 @@ BUILDERS: dict[str, tuple[str, ...]] = {
         "breast_cancer", "csv", "curve", "diabetes", "digits", "hmm_tagging", "images", "iris",
         "japanese_vowels", "mnist1d", "npz", "seq_reverse", "sunspots", "wine",
     ),
-    "mlcli.data.augment": ("flip_crop", "randaugment", "standard"),
+    "mlcli.data.augment": ("flip_crop", "none", "randaugment", "standard"),
     "mlcli.cv": ("group", "holdout", "kfold", "repeated", "stratified", "timeseries"),
     "mlcli.schedules": ("constant", "cosine", "exponential", "inverse_sqrt", "linear", "step"),
     "mlcli.analysis": ("Analyzer",),

@@ -51,6 +51,20 @@ def torchvision() -> ModuleType:
     return module
 
 
+NONE = "mlcli.data.augment.none"
+"""The target of ``augment=none``."""
+
+
+def none() -> None:
+    """No augmentation (``augment=none``): the loop's fast path, nothing built."""
+    return None
+
+
+def augments(node: Any) -> bool:
+    """Whether an ``augment`` config node augments anything (not absent, not ``none``)."""
+    return node is not None and node.get("_target_") not in (None, NONE)
+
+
 class Augment:
     """A per-picture transform applied to each picture of a training batch."""
 

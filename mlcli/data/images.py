@@ -198,7 +198,7 @@ def images(
 
     ``test_path``: a second folder, labelled the same way, held out as the test split (an
     unlabelled folder is for ``mlcli predict``). The class names and counts, the layout read and
-    any skipped files are in the dataset's notes.
+    any skipped files are in the dataset's notes; ``meta["files"]`` lists each row's file.
     """
     labels, cache = enum_name(labels), enum_name(cache)
     if channels not in MODES:
@@ -269,6 +269,7 @@ def images(
         class_names=class_names,
         test_index=np.arange(n_train_kept, len(kept)) if test_path else None,
         source=str(root),
+        meta={"files": [str(f) for f in kept]},
         notes=notes,
         pictures=source,
     )

@@ -117,7 +117,7 @@ class FoldStream:
         if kind == "none":
             return
         total = count = squares = low = high = None
-        for x, _ in self.batches("train", self.rows["train"], normalize=False):
+        for x, _ in self.batches("train", range(self.n("train")), normalize=False):
             x64 = x.double()
             dims = (0, 2, 3) if kind == "channel" else (0,)
             part, sq = x64.sum(dims), (x64 * x64).sum(dims)
@@ -144,11 +144,13 @@ class FoldStream:
     def batches(
         self, split: str, order: Sequence[int] | None = None, normalize: bool = True
     ) -> Iterator[Batch]:
-        """``split``'s batches on the device (``order``: the training rows' order this epoch)."""
+        """``split``'s batches on the device; ``order``: this epoch's order of the training rows,
+        as positions among them (the permutation the in-memory path indexes its tensors with)."""
         if split not in self.loaders:
             return
         if order is not None and split == "train":
-            self.order.rows = [int(r) for r in order]
+            train = self.rows["train"]
+            self.order.rows = [int(train[position]) for position in order]
         for x, y in self.loaders[split]:
             x = x.to(self.device, non_blocking=self.pin)
             y = y.to(self.device, non_blocking=self.pin)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from mlcli.config.targets import factory
 from mlcli.cv import Plan as Split
+from mlcli.data.augment import augments
 from mlcli.data.base import Dataset
 from mlcli.data.preprocess import FoldData, fold_tensors
 from mlcli.engine.loop import EpochEnd
@@ -79,7 +80,7 @@ class Builders:
 def augmentation(cfg: DictConfig, allow: list[Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The run's augmentation of training batches (``augment``), None for ``augment=none``."""
     node = cfg.get("augment")
-    if node is None or node.get("_target_") is None:
+    if not augments(node):
         return None
     built: Callable[[torch.Tensor], torch.Tensor] = factory(node, "augment", allow)()
     return built

@@ -11,6 +11,8 @@ from mlcli.config.schemas.base import bound
 class NoAugmentSchema:
     """No augmentation (the default): nothing is built."""
 
+    _target_: str = "mlcli.data.augment.none"
+
 
 @dataclass
 class FlipCropSchema:
