@@ -33,12 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.shapes import make_folder  # noqa: E402
-from mlcli.data.augment import torchvision  # noqa: E402
-from mlcli.data.images import images  # noqa: E402
-from mlcli.data.preprocess import fold_tensors  # noqa: E402
-from mlcli.engine.loop import fit  # noqa: E402
-from mlcli.models import cnn  # noqa: E402
+from bench.shapes import make_folder
+from mlcli.data.augment import torchvision
+from mlcli.data.images import images
+from mlcli.data.preprocess import fold_tensors
+from mlcli.engine.loop import fit
+from mlcli.models import cnn
 
 TARGETS = {"mlcli, streaming": 0.9, "mlcli, in memory": 2.0}
 
@@ -128,7 +128,7 @@ def main() -> None:
             "mlcli, in memory": mlcli_epoch(root, args, "memory"),
         }
         times: dict[str, list[float]] = {name: [] for name in cases}
-        for name, epoch in cases.items():
+        for epoch in cases.values():
             epoch()  # warm-up: workers started, first-call costs paid
         for _ in range(args.repeats):
             for name, epoch in cases.items():

@@ -46,7 +46,7 @@ def torchvision() -> ModuleType:
         _DEFINITIONS.append(library)
         import torchvision as module
     import torchvision.models
-    import torchvision.transforms.v2  # noqa: F401  (not imported by the package itself)
+    import torchvision.transforms.v2
 
     return module
 

@@ -255,6 +255,4 @@ def _streamed(
             return stream.normalize(augment(x))
 
     empty = torch.zeros((0,), device=device)
-    return FoldData(
-        empty, empty, empty, empty, train_transform=transform, stream=stream
-    )
+    return FoldData(empty, empty, empty, empty, train_transform=transform, stream=stream)

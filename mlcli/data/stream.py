@@ -48,8 +48,8 @@ class Pictures(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
 class Order(Sampler[int]):
     """The rows of one epoch, in the order set before the epoch starts."""
 
-    def __init__(self, rows: Sequence[int]) -> None:
-        self.rows: list[int] = list(rows)
+    def __init__(self, rows: Sequence[int] | np.ndarray) -> None:
+        self.rows: list[int] = [int(r) for r in rows]
 
     def __iter__(self) -> Iterator[int]:
         return iter(list(self.rows))

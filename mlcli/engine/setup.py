@@ -77,7 +77,9 @@ class Builders:
         )
 
 
-def augmentation(cfg: DictConfig, allow: list[Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def augmentation(
+    cfg: DictConfig, allow: list[Any]
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The run's augmentation of training batches (``augment``), None for ``augment=none``."""
     node = cfg.get("augment")
     if not augments(node):
