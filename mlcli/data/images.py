@@ -60,8 +60,12 @@ class PictureFiles:
     pin_memory: bool = True
 
 
-def picture_size(size: int | Sequence[int]) -> tuple[int, int]:
-    """``size`` as ``(height, width)``: one number is a square."""
+def picture_size(size: int | Sequence[int], channels: int = 3) -> tuple[int, int]:
+    """``size`` as ``(height, width)``: one number is a square (``channels`` checked too)."""
+    if channels not in MODES:
+        raise DataError(
+            "dataset.channels", f"channels must be 1 or 3, got {channels}", key="dataset.channels"
+        )
     if isinstance(size, int):
         return (size, size)
     values = [int(v) for v in size]
@@ -182,6 +186,23 @@ def _check_files(
     return bad
 
 
+def _class_indices(
+    names: list[str], n_train: int, test_path: str | None
+) -> tuple[list[str], np.ndarray]:
+    """The classes (of the first ``n_train`` rows: the training pictures) and each row's index;
+    a test picture of a class the training pictures lack is an error."""
+    class_names = _sorted_names(set(names[:n_train]))
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(names[n_train:]) - set(index))
+    if unknown:
+        raise DataError(
+            str(test_path),
+            f"classes {unknown} are not among the training classes {class_names}",
+            key="dataset.test_path",
+        )
+    return class_names, np.array([index[n] for n in names], dtype=np.int64)
+
+
 def images(
     path: str,
     labels: str = "auto",
@@ -201,11 +222,7 @@ def images(
     any skipped files are in the dataset's notes; ``meta["files"]`` lists each row's file.
     """
     labels, cache = enum_name(labels), enum_name(cache)
-    if channels not in MODES:
-        raise DataError(
-            "dataset.channels", f"channels must be 1 or 3, got {channels}", key="dataset.channels"
-        )
-    hw = picture_size(size)
+    hw = picture_size(size, channels)
     root = Path(path).expanduser()
     files, names, layout = list_labelled(root, labels, "dataset.path")
     n_train = len(files)
@@ -230,16 +247,7 @@ def images(
     kept = [f for f, k in zip(files, keep, strict=True) if k]
     kept_names = [n for n, k in zip(names, keep, strict=True) if k]
     n_train_kept = int(keep[:n_train].sum())
-    class_names = _sorted_names(set(kept_names[:n_train_kept]))
-    index = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted(set(kept_names[n_train_kept:]) - set(index))
-    if unknown:
-        raise DataError(
-            str(test_path),
-            f"classes {unknown} are not among the training classes {class_names}",
-            key="dataset.test_path",
-        )
-    y = np.array([index[n] for n in kept_names], dtype=np.int64)
+    class_names, y = _class_indices(kept_names, n_train_kept, test_path)
     counts = Counter(kept_names[:n_train_kept])
     notes = [
         f"pictures: {n_train_kept} in {len(class_names)} classes (labels by {layout}), "
