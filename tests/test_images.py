@@ -204,3 +204,16 @@ def test_a_run_writes_class_names_and_counts_in_its_status(compose, folder):
     outcome = runner.run(cfg, Path("run"))
     status = json.loads((outcome.run_dir / "status.json").read_text())
     assert "classes: 0 (8), 1 (8), 2 (8), 3 (8)" in json.dumps(status)
+
+
+def test_the_run_key_changes_when_a_picture_is_added_or_edited(compose, folder):
+    from mlcli.config.identity import run_key
+
+    cfg = compose("dataset=images", f"dataset.path={folder}")
+    before = run_key(cfg)
+    assert run_key(cfg) == before
+    (folder / "3_99.png").write_bytes((folder / "3_0.png").read_bytes())
+    added = run_key(cfg)
+    assert added != before
+    (folder / "3_99.png").write_bytes((folder / "2_0.png").read_bytes() + b"\0" * 7)
+    assert run_key(cfg) not in (before, added)

@@ -19,6 +19,7 @@ torch, no pandas (the CLI's ``--dry-run`` uses it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -77,7 +78,32 @@ def data_files(node: Any) -> dict[str, str]:
         digest = file_sha256(path)
         if digest is not None:
             digests[path] = digest
+    for path in _strings(node):
+        if path and path not in digests and _folder(path):
+            digests[path] = folder_digest(path)
     return digests
+
+
+def _folder(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def folder_digest(path: str) -> str:
+    """A SHA-256 of a folder's listing (``dataset=images``): every file's relative name, size
+    and modification time, so adding, removing or editing a picture makes another experiment.
+    Listing only: the pictures themselves are not read."""
+    listing = []
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            with contextlib.suppress(OSError):
+                info = os.stat(os.path.join(root, name))
+                listing.append([os.path.relpath(os.path.join(root, name), path), info.st_size,
+                                info.st_mtime_ns])  # fmt: skip
+    return "listing:" + hashlib.sha256(json.dumps(listing).encode("utf-8")).hexdigest()
 
 
 def file_sha256(path: str) -> str | None:
