@@ -128,7 +128,8 @@ def write_example_files(directory: Path) -> None:
     """The files the docs' examples name, shaped as their commands expect: the course's
     homework CSV as train.csv/test.csv, small CSVs with categories, groups and a time series, an
     npz of pictures, a folder of drawn-shape pictures, a ``./conf`` model of one's own with its
-    module, and copies of the shipped sweep (``tests/data/runs``, and in ``outputs/`` as a sweep and two runs)."""
+    module, and copies of the shipped sweep (``tests/data/runs``, and in ``outputs/`` as a sweep
+    and two runs)."""
     homework = (DATA / "homework.csv").read_text().splitlines(keepends=True)
     (directory / "train.csv").write_text("".join(homework[:121]))
     (directory / "test.csv").write_text("".join(homework[:1] + homework[121:]))
