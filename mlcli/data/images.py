@@ -281,14 +281,3 @@ def images(
         notes=notes,
         pictures=source,
     )
-
-
-def unlabelled(folder: str) -> list[Path]:
-    """The pictures of a folder to predict, in a stable order (labels, if any, are ignored)."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise DataError(str(root), "is not a folder", fix="pass a folder of pictures", key="--data")
-    files = _pictures(root)
-    if not files:
-        raise DataError(str(root), "holds no pictures", key="--data")
-    return files
