@@ -218,7 +218,7 @@ def images(
     """A folder of pictures as a classification dataset (see the module docstring).
 
     ``test_path``: a second folder, labelled the same way, held out as the test split (an
-    unlabelled folder is for ``mlcli predict``). The class names and counts, the layout read and
+    unlabelled folder cannot be one). The class names and counts, the layout read and
     any skipped files are in the dataset's notes; ``meta["files"]`` lists each row's file.
     """
     labels, cache = enum_name(labels), enum_name(cache)
