@@ -9,7 +9,8 @@ says nothing of what is in it: without its content an edited file would look lik
 experiment, and the re-run would be skipped. :func:`data_files` gives, for every string of the
 dataset node that names a regular file (``path``, ``test_path``, a user builder's own file
 arguments), the SHA-256 of its bytes; :func:`run_key` folds them into the key and
-``status.json`` records them (``data_files``).
+``status.json`` records them (``data_files``). The folders of ``dataset=images`` count by their
+listing (each file's name, size and modification time: :func:`folder_digest`).
 
 Each file is hashed once per process: the digest is cached by the file's ``(device, inode,
 size, mtime_ns, ctime_ns)``, so the preflight, the sweep plan and every job forked from the
@@ -27,6 +28,9 @@ import stat
 from typing import Any
 
 from mlcli.config.paths import NON_RESULT_KEYS
+
+FOLDER_DATASET = "mlcli.data.images"
+"""The builder whose ``path``/``test_path`` are folders, hashed by their listing."""
 
 DATA_FILES_KEY = "data_files"
 """Where the run key (and status.json) hold the data files' content hashes."""
@@ -78,9 +82,11 @@ def data_files(node: Any) -> dict[str, str]:
         digest = file_sha256(path)
         if digest is not None:
             digests[path] = digest
-    for path in _strings(node):
-        if path and path not in digests and _folder(path):
-            digests[path] = folder_digest(path)
+    if isinstance(node, dict) and node.get("_target_") == FOLDER_DATASET:
+        for key in ("path", "test_path"):
+            path = node.get(key)
+            if isinstance(path, str) and path and _folder(path):
+                digests[path] = folder_digest(path)
     return digests
 
 
