@@ -84,9 +84,9 @@ def data_files(node: Any) -> dict[str, str]:
             digests[path] = digest
     if isinstance(node, dict) and node.get("_target_") == FOLDER_DATASET:
         for key in ("path", "test_path"):
-            path = node.get(key)
-            if isinstance(path, str) and path and _folder(path):
-                digests[path] = folder_digest(path)
+            folder = node.get(key)
+            if isinstance(folder, str) and folder and _folder(folder):
+                digests[folder] = folder_digest(folder)
     return digests
 
 
