@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests.homework import write_homework
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 DATA = Path(__file__).resolve().parent / "data"
@@ -126,7 +128,8 @@ def commands(path: Path) -> list[Command]:
 
 def write_example_files(directory: Path) -> None:
     """The files the docs' examples name, shaped as their commands expect: the course's
-    homework CSV as train.csv/test.csv, small CSVs with categories, groups and a time series, an
+    homework CSV as train.csv/test.csv, the first homework's layout as covid.train.csv/
+    covid.test.csv, small CSVs with categories, groups and a time series, an
     npz of pictures, a folder of drawn-shape pictures, a ``./conf`` model of one's own with its
     module, and copies of the shipped sweep (``tests/data/runs``, and in ``outputs/`` as a sweep
     and two runs)."""
@@ -154,14 +157,23 @@ def write_example_files(directory: Path) -> None:
     from bench.shapes import make_folder
 
     make_folder(directory / "pictures", per_class=6, size=32)  # dataset.path=pictures
+    # The first homework's layout (repeated per-day header names, no target in the test file).
+    hw1 = directory / "hw1"
+    hw1.mkdir()
+    train, test, _ = write_homework(hw1, n_train=200, n_test=50)
+    train.rename(directory / "covid.train.csv")
+    test.rename(directory / "covid.test.csv")
+    hw1.rmdir()
 
 
 def write_example_config(directory: Path) -> None:
-    """The ``yaml`` blocks of the docs that name their file (``# ./conf/model/tiny.yaml``), as
-    written, and the module ``mypkg`` the model option names."""
+    """The ``yaml`` blocks of the docs that name their file (``# ./conf/model/tiny.yaml``) and the
+    Hydra app of the Optuna page (``# ./my_app.py``), as written, and the module ``mypkg`` the
+    model option names."""
     for path in PAGES:
         for block in blocks(path.read_text(encoding="utf-8")):
-            if block.lang == "yaml" and block.lines and block.lines[0].startswith("# ./conf/"):
+            named = block.lines and block.lines[0].startswith(("# ./conf/", "# ./my_app.py"))
+            if block.lang in ("yaml", "python") and named:
                 target = directory / block.lines[0][2:].strip()
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text("\n".join(block.lines) + "\n", encoding="utf-8")
