@@ -263,13 +263,9 @@ def fold_tensors(
     seed: int = 0,
 ) -> FoldData:
     """Normalize with statistics fitted on ``train_idx`` alone (text: tokenize with a
-    vocabulary fitted on them), then move to ``device``.
-
-    With ``augment``, the training tensors stay unnormalized and every training batch is
-    augmented, then normalized (:attr:`FoldData.train_transform`). Pictures on disk
-    (``dataset.pictures``) get a :class:`~mlcli.data.stream.FoldStream` instead of tensors
-    (``batch_size``, ``seed``: its loaders').
-    """
+    vocabulary fitted on them), then move to ``device``. With ``augment``, the training tensors
+    stay unnormalized and each training batch is augmented, then normalized (``train_transform``);
+    pictures on disk get a :class:`~mlcli.data.stream.FoldStream` (``batch_size``, ``seed``)."""
     if dataset.pictures is not None:
         return _streamed(
             dataset, train_idx, val_idx, test_idx, dataset_cfg, device, augment, batch_size, seed
