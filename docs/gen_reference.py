@@ -33,6 +33,8 @@ GROUP_TEXT = {
     "([Cross-validation](../guide/cross-validation.md)).",
     "analysis": "Critical points and loss landscapes ([Critical points]"
     "(../guide/critical-points.md)); options combine: `analysis=[hessian,landscape]`.",
+    "augment": "Augmentation of training pictures, never of val/test ([Your own pictures]"
+    "(../guide/images.md)).",
 }
 
 

@@ -130,8 +130,9 @@ def write_example_files(directory: Path) -> None:
     """The files the docs' examples name, shaped as their commands expect: the course's
     homework CSV as train.csv/test.csv, the first homework's layout as covid.train.csv/
     covid.test.csv, small CSVs with categories, groups and a time series, an
-    npz of pictures, a ``./conf`` model of one's own with its module, and copies of the shipped
-    sweep (``tests/data/runs``, and in ``outputs/`` as a sweep and two runs)."""
+    npz of pictures, a folder of drawn-shape pictures, a ``./conf`` model of one's own with its
+    module, and copies of the shipped sweep (``tests/data/runs``, and in ``outputs/`` as a sweep
+    and two runs)."""
     homework = (DATA / "homework.csv").read_text().splitlines(keepends=True)
     (directory / "train.csv").write_text("".join(homework[:121]))
     (directory / "test.csv").write_text("".join(homework[:1] + homework[121:]))
@@ -153,6 +154,9 @@ def write_example_files(directory: Path) -> None:
     series = pd.DataFrame({"value": np.sin(np.arange(90) / 6).round(4)})
     series.to_csv(directory / "series.csv", index=False)
     np.savez(directory / "images.npz", X=rng.normal(size=(60, 1, 4, 4)), y=np.arange(60) % 3)
+    from bench.shapes import make_folder
+
+    make_folder(directory / "pictures", per_class=6, size=32)  # dataset.path=pictures
     # The first homework's layout (repeated per-day header names, no target in the test file).
     hw1 = directory / "hw1"
     hw1.mkdir()

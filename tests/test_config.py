@@ -57,6 +57,11 @@ def _needs_a_file(option: str) -> list[str]:
         rng = np.random.default_rng(0)
         np.savez("sample.npz", X=rng.normal(size=(40, 3)), y=np.arange(40) % 2)
         return ["dataset.path=sample.npz"]
+    if option == "images":
+        from bench.shapes import make_folder
+
+        make_folder(Path("pictures"), per_class=4, size=12, n_classes=3)
+        return ["dataset.path=pictures", "dataset.size=12"]
     samples = {"text": ("reviews", "reviews.csv"), "tagged": ("conll", "train.conll")}
     if option in (*samples, "pairs"):
         from mlcli.data.textsamples import write

@@ -49,13 +49,15 @@ ADMISSION_ENV = env.ADMITTED_TARGETS
 
 BUILDERS: dict[str, tuple[str, ...]] = {
     "mlcli.models": (
-        "attention", "cnn", "cnn1d", "linear", "mlp", "relu_sum", "sigmoid_sum", "transformer",
+        "attention", "cnn", "cnn1d", "linear", "mlp", "relu_sum", "resnet", "sigmoid_sum",
+        "transformer",
     ),
     "mlcli.data": (
-        "breast_cancer", "csv", "curve", "diabetes", "digits", "hmm_tagging", "iris",
+        "breast_cancer", "csv", "curve", "diabetes", "digits", "hmm_tagging", "images", "iris",
         "japanese_vowels", "mnist1d", "npz", "pairs", "seq_reverse", "sunspots", "tagged", "text",
         "wine",
     ),
+    "mlcli.data.augment": ("flip_crop", "none", "randaugment", "standard"),
     "mlcli.cv": ("group", "holdout", "kfold", "repeated", "stratified", "timeseries"),
     "mlcli.schedules": ("constant", "cosine", "exponential", "inverse_sqrt", "linear", "step"),
     "mlcli.analysis": ("Analyzer",),

@@ -9,7 +9,8 @@ says nothing of what is in it: without its content an edited file would look lik
 experiment, and the re-run would be skipped. :func:`data_files` gives, for every string of the
 dataset node that names a regular file (``path``, ``test_path``, a user builder's own file
 arguments), the SHA-256 of its bytes; :func:`run_key` folds them into the key and
-``status.json`` records them (``data_files``).
+``status.json`` records them (``data_files``). The folders of ``dataset=images`` count by their
+listing (each file's name, size and modification time: :func:`folder_digest`).
 
 Each file is hashed once per process: the digest is cached by the file's ``(device, inode,
 size, mtime_ns, ctime_ns)``, so the preflight, the sweep plan and every job forked from the
@@ -19,6 +20,7 @@ torch, no pandas (the CLI's ``--dry-run`` uses it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +28,9 @@ import stat
 from typing import Any
 
 from mlcli.config.paths import NON_RESULT_KEYS
+
+FOLDER_DATASET = "mlcli.data.images"
+"""The builder whose ``path``/``test_path`` are folders, hashed by their listing."""
 
 DATA_FILES_KEY = "data_files"
 """Where the run key (and status.json) hold the data files' content hashes."""
@@ -47,6 +52,8 @@ def run_key(cfg: Any) -> str:
         container.pop("early_stopping", None)
     if container.get("final") == "none":
         container.pop("final", None)
+    if (container.get("augment") or {}).get("_target_") == "mlcli.data.augment.none":
+        container.pop("augment", None)
     files = data_files(container.get("dataset"))
     if files:
         container[DATA_FILES_KEY] = files  # no config key has this name (the schema refuses it)
@@ -82,7 +89,34 @@ def data_files(node: Any) -> dict[str, str]:
         digest = file_sha256(path)
         if digest is not None:
             digests[path] = digest
+    if isinstance(node, dict) and node.get("_target_") == FOLDER_DATASET:
+        for key in ("path", "test_path"):
+            folder = node.get(key)
+            if isinstance(folder, str) and folder and _folder(folder):
+                digests[folder] = folder_digest(folder)
     return digests
+
+
+def _folder(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def folder_digest(path: str) -> str:
+    """A SHA-256 of a folder's listing (``dataset=images``): every file's relative name, size
+    and modification time, so adding, removing or editing a picture makes another experiment.
+    Listing only: the pictures themselves are not read."""
+    listing = []
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            with contextlib.suppress(OSError):
+                info = os.stat(os.path.join(root, name))
+                listing.append([os.path.relpath(os.path.join(root, name), path), info.st_size,
+                                info.st_mtime_ns])  # fmt: skip
+    return "listing:" + hashlib.sha256(json.dumps(listing).encode("utf-8")).hexdigest()
 
 
 def file_sha256(path: str) -> str | None:

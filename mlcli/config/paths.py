@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-GROUPS: tuple[str, ...] = ("dataset", "model", "optim", "scheduler", "cv", "analysis")
+GROUPS: tuple[str, ...] = (
+    "dataset", "model", "optim", "scheduler", "cv", "analysis", "augment",
+)  # fmt: skip
 """The config groups every experiment is made of, in the order of the defaults list."""
 
 CONFIG_NAME = "config"

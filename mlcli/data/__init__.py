@@ -4,6 +4,7 @@ from mlcli.data.arrays import npz
 from mlcli.data.base import BOS, EOS, IGNORE_INDEX, PAD, Dataset, Task
 from mlcli.data.errors import DataError
 from mlcli.data.hmm import hmm_tagging
+from mlcli.data.images import images
 from mlcli.data.shipped import japanese_vowels, mnist1d, sunspots
 from mlcli.data.sklearn_sets import breast_cancer, diabetes, digits, iris, wine
 from mlcli.data.synthetic import curve, seq_reverse
@@ -24,6 +25,7 @@ __all__ = [
     "diabetes",
     "digits",
     "hmm_tagging",
+    "images",
     "iris",
     "japanese_vowels",
     "mnist1d",

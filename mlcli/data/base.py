@@ -72,6 +72,11 @@ class Dataset:
     per fold, fitted on the training rows); ``X`` may hold NaN where a builder was asked to leave
     missing cells for per-fold imputation (``missing=mean``). ``ordered`` says the rows are in time
     order, so the test split is the last rows. ``notes`` state what a builder inferred or did
+    (task, dropped rows...): the runner logs them and writes them to status.json.
+
+    ``pictures`` (a :class:`mlcli.data.images.PictureFiles`) says the examples stay on disk and
+    are read per batch (``dataset=images`` with ``cache=none``): ``X`` then has no columns and
+    ``in_shape`` is the decoded picture's.
     (task, dropped rows...): the runner logs them and writes them to status.json. ``text`` is
     set for a dataset of the user's text: ``X`` holds raw token codes, tokenized per fold.
     """
@@ -91,6 +96,7 @@ class Dataset:
     categorical: tuple[int, ...] = ()
     ordered: bool = False
     notes: list[str] = field(default_factory=list)
+    pictures: Any = None
     text: TextTokens | None = None
 
     def __post_init__(self) -> None:
@@ -114,6 +120,8 @@ class Dataset:
     @property
     def in_shape(self) -> tuple[int, ...]:
         """Shape of one example."""
+        if self.pictures is not None:
+            return (int(self.pictures.channels), *(int(d) for d in self.pictures.size))
         return tuple(int(d) for d in self.X.shape[1:])
 
     @property

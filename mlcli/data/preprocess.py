@@ -14,6 +14,7 @@ so the run can save it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +42,24 @@ class FoldData:
     lengths_train: torch.Tensor | None = None
     lengths_val: torch.Tensor | None = None
     lengths_test: torch.Tensor | None = None
+    # Applied to every training batch (augmentation, then the fold's normalization): the
+    # training tensors are then kept unnormalized. Never applied to val/test.
+    train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Pictures read from disk per batch (mlcli.data.stream): the x_* tensors are then empty.
+    stream: Any = None
+
+    @property
+    def n_train(self) -> int:
+        """Training rows."""
+        return self.stream.n("train") if self.stream is not None else len(self.x_train)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """One example's shape, as the model reads it."""
+        if self.stream is not None:
+            return tuple(self.stream.in_shape)
+        return tuple(self.x_train.shape[1:])
+
     # The fold's fitted vocabulary (a text dataset), saved with the run.
     vocabulary: Vocabulary | None = None
     # What predicting needs of the fitted preprocessing (:func:`apply_preprocess`): plain
@@ -66,6 +85,9 @@ class Normalizer:
         if kind == "standard":
             self.shift = x_train.mean(axis=0)
             scale = x_train.std(axis=0)
+        elif kind == "channel":  # pictures (N, C, H, W): one statistic per colour channel
+            self.shift = x_train.mean(axis=(0, 2, 3), keepdims=True)[0]
+            scale = x_train.std(axis=(0, 2, 3), keepdims=True)[0]
         elif kind == "minmax":
             self.shift = x_train.min(axis=0)
             scale = x_train.max(axis=0) - self.shift
@@ -236,9 +258,18 @@ def fold_tensors(
     test_idx: np.ndarray,
     dataset_cfg: Any,
     device: torch.device,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
 ) -> FoldData:
     """Normalize with statistics fitted on ``train_idx`` alone (text: tokenize with a
-    vocabulary fitted on them), then move to ``device``."""
+    vocabulary fitted on them), then move to ``device``. With ``augment``, the training tensors
+    stay unnormalized and each training batch is augmented, then normalized (``train_transform``);
+    pictures on disk get a :class:`~mlcli.data.stream.FoldStream` (``batch_size``, ``seed``)."""
+    if dataset.pictures is not None:
+        return _streamed(
+            dataset, train_idx, val_idx, test_idx, dataset_cfg, device, augment, batch_size, seed
+        )
     vocabulary = None
     if dataset.text is not None:
         tokens = tokenize_fold(dataset.text, dataset.X, dataset.y, train_idx)
@@ -253,18 +284,28 @@ def fold_tensors(
         std = float(y[train_idx].std()) or 1.0
         y = ((y - mean) / std).astype(np.float32)
 
-    def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (
-            scaler(dataset.X[index])
-            if lengths is None
-            else scaler(dataset.X[index], lengths[index])
-        )
+    def tensors(
+        index: np.ndarray, scale: Callable[..., np.ndarray] = scaler
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = scale(dataset.X[index]) if lengths is None else scale(dataset.X[index], lengths[index])
         return torch.from_numpy(x).to(device), torch.from_numpy(y[index]).to(device)
 
     def lengths_of(index: np.ndarray) -> torch.Tensor | None:
         return None if lengths is None else torch.from_numpy(lengths[index]).to(device)
 
-    x_train, y_train = tensors(train_idx)
+    transform = None
+    if augment is None:
+        x_train, y_train = tensors(train_idx)
+    else:  # raw training pictures: each batch is augmented, then normalized
+        if not isinstance(scaler, Normalizer):
+            raise ValueError(f"augmentation transforms pictures; dataset {dataset.name} has none")
+        shift = torch.from_numpy(scaler.shift).to(device)
+        scale = torch.from_numpy(scaler.scale).to(device)
+        x_train, y_train = tensors(train_idx, Unscaled())
+
+        def transform(x: torch.Tensor) -> torch.Tensor:
+            return (augment(x) - shift) / scale
+
     x_val, y_val = tensors(val_idx)
     x_test, y_test = tensors(test_idx) if len(test_idx) else (None, None)
     return FoldData(
@@ -279,6 +320,7 @@ def fold_tensors(
         lengths_train=lengths_of(train_idx),
         lengths_val=lengths_of(val_idx),
         lengths_test=lengths_of(test_idx) if len(test_idx) else None,
+        train_transform=transform,
         vocabulary=vocabulary,
         preprocess={
             **scaler.state(),
@@ -287,3 +329,31 @@ def fold_tensors(
             "in_shape": [int(d) for d in x_train.shape[1:]],  # after one-hot encoding
         },
     )
+
+
+def _streamed(
+    dataset: Dataset,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray,
+    dataset_cfg: Any,
+    device: torch.device,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None,
+    batch_size: int,
+    seed: int,
+) -> FoldData:
+    """A fold of pictures read per batch: loaders and normalization fitted on its training
+    pictures (one pass)."""
+    from mlcli.data.stream import FoldStream
+
+    rows = {"train": train_idx, "val": val_idx, "test": test_idx}
+    stream = FoldStream(dataset.pictures, dataset.y, rows, batch_size, device, seed)
+    stream.fit_normalizer(enum_name(dataset_cfg.get("normalize", "channel")))
+    transform = None
+    if augment is not None:
+
+        def transform(x: torch.Tensor) -> torch.Tensor:
+            return stream.normalize(augment(x))
+
+    empty = torch.zeros((0,), device=device)
+    return FoldData(empty, empty, empty, empty, train_transform=transform, stream=stream)

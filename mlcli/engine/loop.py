@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
@@ -209,7 +209,7 @@ def fit(
     training loss exceeds ``bound`` (:func:`epoch_divergence`).
     """
     rows: list[MetricRow] = []
-    n = len(data.x_train)
+    n = data.n_train
     device = data.x_train.device
     params = [p for p in model.parameters() if p.requires_grad]
     mean, std = data.target_mean, data.target_std
@@ -238,14 +238,10 @@ def fit(
         lr_used = optimizer.param_groups[0]["lr"]
         lr_steps: list[tuple[int, float]] = []  # (step, lr): the epoch's first step, each change
         permutation = torch.randperm(n, generator=generator).to(device)
-        for start in range(0, n, batch_size):
-            batch = min(batch_size, n - start)
-            if batch == 1 and batch_norm and n > 1:
-                continue  # a trailing batch of one row breaks batch norm (see batches_per_epoch)
-            index = permutation[start : start + batch]
-            # index_select: the same rows as x[index], without advanced indexing's set-up
-            x, y = data.x_train.index_select(0, index), data.y_train.index_select(0, index)
-            lengths = None if data.lengths_train is None else data.lengths_train[index]
+        for x, y, lengths in training_batches(data, permutation, batch_size, batch_norm):
+            batch = len(y)
+            if data.train_transform is not None:  # augmentation, then normalization
+                x = data.train_transform(x)
             output = forward(model, task, x, lengths, y)
             loss = task_metrics.loss(task, output, y)
             if step == 0:
@@ -279,7 +275,7 @@ def fit(
         if watch is None:
             loss_sum = torch.tensor(loss_total, device=device)
         train_values = sums.values(loss_sum, max(seen, 1))
-        val_values = evaluate(model, data.x_val, data.y_val, task, mean, std, data.lengths_val)
+        val_values = evaluate_split(model, data, "val", task)
         # One transfer for everything the epoch recorded (and the bound's reference, once).
         names = [("train", k) for k in train_values] + [("val", k) for k in val_values]
         reference = [first_loss] if bound.initial is None and first_loss is not None else []
@@ -307,14 +303,61 @@ def fit(
 
     if stopper is not None and stopper.weights is not None:
         model.load_state_dict(stopper.weights)  # restore_best: the best epoch's weights
-    if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
-        test_values = evaluate(model, data.x_test, data.y_test, task, mean, std, data.lengths_test)
+    has_test = data.x_test is not None and data.y_test is not None and len(data.x_test) > 0
+    if has_test or (data.stream is not None and data.stream.n("test") > 0):
+        test_values = evaluate_split(model, data, "test", task)
         numbers = torch.stack(list(test_values.values())).tolist()
         test_metrics = {f"test/{k}": v for k, v in zip(test_values, numbers, strict=True)}
         if (judged := epoch_divergence(last_epoch, step - 1, test_metrics, None)) is not None:
             raise judged
         rows.extend((last_epoch, "test", k, v) for k, v in zip(test_values, numbers, strict=True))
     return rows
+
+
+def training_batches(
+    data: FoldData, permutation: torch.Tensor, batch_size: int, batch_norm: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """One epoch's training batches ``(x, y, lengths)`` in ``permutation``'s order: every batch,
+    but a trailing batch of one row for a model with batch norm (see :func:`batches_per_epoch`).
+    Pictures on disk come from the fold's loader, in the same order."""
+    n = data.n_train
+    if data.stream is not None:
+        normalize = data.train_transform is None  # else normalized after augmentation
+        for x, y in data.stream.batches("train", permutation.tolist(), normalize):
+            if len(y) == 1 and batch_norm and n > 1:
+                continue
+            yield x, y, None
+        return
+    for start in range(0, n, batch_size):
+        batch = min(batch_size, n - start)
+        if batch == 1 and batch_norm and n > 1:
+            continue  # a trailing batch of one row breaks batch norm (see batches_per_epoch)
+        index = permutation[start : start + batch]
+        # index_select: the same rows as x[index], without advanced indexing's set-up
+        x, y = data.x_train.index_select(0, index), data.y_train.index_select(0, index)
+        yield x, y, None if data.lengths_train is None else data.lengths_train[index]
+
+
+def evaluate_split(model: nn.Module, data: FoldData, split: str, task: Task) -> dict[str, Any]:
+    """:func:`evaluate` on the fold's ``val`` or ``test`` rows (never augmented); pictures on disk
+    are read batch by batch and their outputs joined."""
+    mean, std = data.target_mean, data.target_std
+    if data.stream is None:
+        x, y = (data.x_val, data.y_val) if split == "val" else (data.x_test, data.y_test)
+        lengths = data.lengths_val if split == "val" else data.lengths_test
+        assert x is not None and y is not None
+        return evaluate(model, x, y, task, mean, std, lengths)
+    toggle = mode_dependent(model)
+    if toggle:
+        model.eval()
+    outputs, targets = [], []
+    with torch.no_grad():
+        for x, y in data.stream.batches(split):
+            outputs.append(model(x))
+            targets.append(y)
+    if toggle:
+        model.train()
+    return task_metrics.eval_metrics(task, torch.cat(outputs), torch.cat(targets), mean, std, None)
 
 
 def epoch_rows(epoch: int, metrics: dict[str, float]) -> list[MetricRow]:

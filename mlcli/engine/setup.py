@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from mlcli.config.targets import factory
 from mlcli.cv import Plan as Split
+from mlcli.data.augment import augments
 from mlcli.data.base import Dataset
 from mlcli.data.preprocess import FoldData, fold_tensors
 from mlcli.engine.loop import EpochEnd, LrSteps
@@ -75,6 +76,7 @@ class Builders:
     optimizer: Callable[[Any], torch.optim.Optimizer]
     scheduler: Callable[..., Any]
     analyzer: Callable[..., Any]
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def for_run(cls, cfg: DictConfig, dataset: Dataset) -> Builders:
@@ -85,7 +87,19 @@ class Builders:
             optimizer=optimizer_factory(cfg.optim, allow),
             scheduler=factory(cfg.scheduler, "scheduler", allow),
             analyzer=factory(cfg.analysis, "analysis", allow),
+            augment=augmentation(cfg, allow),
         )
+
+
+def augmentation(
+    cfg: DictConfig, allow: list[Any]
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The run's augmentation of training batches (``augment``), None for ``augment=none``."""
+    node = cfg.get("augment")
+    if not augments(node):
+        return None
+    built: Callable[[torch.Tensor], torch.Tensor] = factory(node, "augment", allow)()
+    return built
 
 
 @dataclass
@@ -167,7 +181,15 @@ def set_up_fold(
     if data is None:
         train_idx, val_idx = plan.folds[fold]
         data = fold_tensors(
-            plan.dataset, train_idx, val_idx, plan.test_idx, cfg.dataset, plan.device
+            plan.dataset,
+            train_idx,
+            val_idx,
+            plan.test_idx,
+            cfg.dataset,
+            plan.device,
+            augment=plan.builders().augment,
+            batch_size=int(cfg.batch_size),
+            seed=derived_seed(int(cfg.seed), fold, 2),
         )
         if data.vocabulary is not None and plan.run_dir is not None:
             # Saved with the run, so new text is tokenized as this fold's rows were.
@@ -176,6 +198,6 @@ def set_up_fold(
             write_json(path, data.vocabulary.state())
     seed = derived_seed(int(cfg.seed), fold)
     seed_everything(seed)
-    model = build_model(tuple(data.x_train.shape[1:])).to(plan.device)
+    model = build_model(data.in_shape).to(plan.device)
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
     return FoldSetup(fold, data, seed, model, generator)

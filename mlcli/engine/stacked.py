@@ -47,6 +47,7 @@ from torch.nn import functional as F
 
 from mlcli.config import enum_name
 from mlcli.config.targets import instantiate
+from mlcli.data.augment import augments
 from mlcli.data.base import Dataset, Task
 from mlcli.data.preprocess import FoldData
 from mlcli.engine.divergence import (
@@ -103,6 +104,10 @@ def config_reason(cfg: DictConfig, dataset: Dataset) -> str | None:
         return "amsgrad/fused optimizer options"
     if cfg.analysis.get("hessian") is not None or cfg.analysis.get("landscape") is not None:
         return "an analysis is configured (it inspects one model at a time)"
+    if dataset.pictures is not None:
+        return "the pictures are read from disk per batch (dataset.cache=none)"
+    if augments(cfg.get("augment")):
+        return "augmentation transforms each fold's batches on their own"
     if dataset.categorical or (dataset.X.dtype.kind == "f" and np.isnan(dataset.X).any()):
         return "per-fold one-hot encoding/imputation can give the folds different input widths"
     return None

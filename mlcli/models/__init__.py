@@ -23,6 +23,7 @@ from torch import nn
 from mlcli.data.base import Dataset
 from mlcli.models.basic import linear, mlp, relu_sum, sigmoid_sum
 from mlcli.models.conv import cnn, cnn1d
+from mlcli.models.resnet import resnet
 from mlcli.models.selfattention import attention, transformer
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "mlp",
     "model_factory",
     "relu_sum",
+    "resnet",
     "sigmoid_sum",
     "transformer",
 ]

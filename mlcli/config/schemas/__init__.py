@@ -7,7 +7,7 @@ ConfigStore under ``schema/<group>/<name>`` by :func:`mlcli.config.register_sche
 
 from __future__ import annotations
 
-from mlcli.config.schemas import analysis, cv, dataset, model, optim, run, scheduler
+from mlcli.config.schemas import analysis, augment, cv, dataset, model, optim, run, scheduler
 from mlcli.config.schemas.run import RunSchema
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -18,6 +18,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "scheduler": scheduler.SCHEMAS,
     "cv": cv.SCHEMAS,
     "analysis": analysis.SCHEMAS,
+    "augment": augment.SCHEMAS,
 }
 
 __all__ = ["SCHEMAS", "RunSchema"]

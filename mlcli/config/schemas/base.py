@@ -29,6 +29,7 @@ class Normalize(enum.Enum):
     standard = "standard"
     minmax = "minmax"
     none = "none"
+    channel = "channel"  # pictures: one mean and std per colour channel
 
 
 class Warmup(enum.Enum):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlcli.config.schemas.base import Missing, Normalize, TaskChoice, Tokenizer, bound
 
@@ -101,6 +103,40 @@ class NpzDatasetSchema(BuiltinDatasetSchema):
     task: TaskChoice = TaskChoice.auto
 
 
+class ImageLabels(enum.Enum):
+    """How a picture's class is read: its folder, its file name's prefix, or whichever fits."""
+
+    auto = "auto"
+    folder = "folder"
+    prefix = "prefix"
+
+
+class ImageCache(enum.Enum):
+    """Where decoded pictures live: memory, none (read per batch), auto (memory if they fit)."""
+
+    auto = "auto"
+    memory = "memory"
+    none = "none"
+
+
+@dataclass
+class ImagesDatasetSchema(BuiltinDatasetSchema):
+    """A folder of pictures of the user's own (``mlcli.data.images``)."""
+
+    _target_: str = "mlcli.data.images"
+    path: str = "???"
+    labels: ImageLabels = ImageLabels.auto
+    channels: int = bound(3, ge=1, le=3)
+    size: Any = 64
+    test_path: str | None = None
+    skip_bad: bool = False
+    cache: ImageCache = ImageCache.auto
+    cache_max_mb: float = bound(2048.0, gt=0.0)
+    num_workers: int = bound(0, ge=0, le=64)
+    pin_memory: bool = True
+    normalize: Normalize = Normalize.channel
+
+
 @dataclass
 class TokenizedSchema(BuiltinDatasetSchema):
     """The tokenization of the user's text, fitted on each fold's training rows: the tokens seen
@@ -159,6 +195,7 @@ SCHEMAS: dict[str, type] = {
     "seq_reverse": SeqReverseSchema,
     "csv": CsvDatasetSchema,
     "npz": NpzDatasetSchema,
+    "images": ImagesDatasetSchema,
     "text": TextSchema,
     "tagged": TaggedSchema,
     "pairs": PairsSchema,

@@ -94,6 +94,25 @@ class CNNSchema:
     dropout: float = bound(0.0, ge=0.0, lt=1.0)
 
 
+class ResNetStem(enum.Enum):
+    """The first layers of a ResNet: torchvision's, or a small-picture one, or by picture size."""
+
+    auto = "auto"
+    imagenet = "imagenet"
+    small = "small"
+
+
+@dataclass
+class ResNetSchema:
+    """torchvision's ResNet-18/34, from scratch (no pretrained weights, ever)."""
+
+    _target_: str = "mlcli.models.resnet"
+    depth: int = bound(18, ge=18, le=34)
+    stem: ResNetStem = ResNetStem.auto
+    batch_norm: bool = True
+    dropout: float = bound(0.0, ge=0.0, lt=1.0)
+
+
 @dataclass
 class CNN1dSchema:
     """A small fully convolutional network over sequences."""
@@ -145,6 +164,7 @@ SCHEMAS: dict[str, type] = {
     "relu_sum": ReluSumSchema,
     "cnn": CNNSchema,
     "cnn1d": CNN1dSchema,
+    "resnet": ResNetSchema,
     "attention": AttentionSchema,
     "transformer": TransformerSchema,
 }

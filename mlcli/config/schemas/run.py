@@ -29,6 +29,7 @@ class RunSchema:
     optim: Any = "???"
     scheduler: Any = "???"
     cv: Any = "???"
+    augment: Any = "???"
     # Typed here (not in each option file) so that options combine: analysis=[hessian,landscape].
     analysis: AnalysisSchema = field(default_factory=AnalysisSchema)
     seed: int = 0

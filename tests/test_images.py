@@ -1,0 +1,219 @@
+"""Picture folders (dataset=images), streaming from disk, augmentation and the ResNet.
+
+The pictures are drawn shapes (bench/shapes.py), kept small for CI: 4 classes × 8 pictures of
+16×16 pixels, 1-2 epochs. The full figure (11 classes × 110 pictures of 64×64, 25 epochs) is in
+docs/guide/images.md.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.shapes import make_folder
+from mlcli import runner
+from mlcli.data import DataError
+from mlcli.data.augment import Augment
+from mlcli.data.images import images
+from mlcli.data.preprocess import fold_tensors
+from mlcli.engine.loop import evaluate, fit
+from mlcli.models import resnet
+
+CPU = torch.device("cpu")
+SMALL = ["dataset.size=16", "progress=false", "cv.n_splits=2", "epochs=2", "batch_size=8"]
+SMALL += ["model=cnn", "model.channels=[4]", "model.hidden=[8]"]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    make_folder(tmp_path / "shapes", per_class=8, size=20, n_classes=4)
+    return tmp_path / "shapes"
+
+
+def _run(compose, *overrides: str) -> pd.DataFrame:
+    cfg = compose("dataset=images", *SMALL, *overrides)
+    outcome = runner.run(cfg, Path(f"out-{len(list(Path().glob('out-*')))}"))
+    assert outcome.state == "COMPLETED", outcome.error
+    return pd.read_parquet(outcome.run_dir / "results.parquet")
+
+
+def test_prefix_and_folder_layouts_give_the_same_classes(tmp_path, folder):
+    make_folder(tmp_path / "nested", per_class=8, size=20, n_classes=4, layout="folder")
+    by_prefix = images(str(folder), size=16)
+    by_folder = images(str(tmp_path / "nested"), size=16)
+    assert by_prefix.class_names == by_folder.class_names == ["0", "1", "2", "3"]
+    assert by_prefix.X.shape == by_folder.X.shape == (32, 3, 16, 16)
+    np.testing.assert_array_equal(np.bincount(by_prefix.y), [8, 8, 8, 8])
+    np.testing.assert_array_equal(by_prefix.X, by_folder.X)  # same seed: the same pictures
+    assert "labels by prefix" in by_prefix.notes[0] and "labels by folder" in by_folder.notes[0]
+    assert by_prefix.notes[1] == "classes: 0 (8), 1 (8), 2 (8), 3 (8)"
+    assert by_prefix.X.min() >= 0.0 and by_prefix.X.max() <= 1.0
+    grey = images(str(folder), size=[12, 16], channels=1)
+    assert grey.X.shape == (32, 1, 12, 16)
+
+
+def test_numeric_class_names_sort_as_numbers(tmp_path):
+    make_folder(tmp_path / "many", per_class=1, size=8, n_classes=11)
+    dataset = images(str(tmp_path / "many"), size=8)
+    assert dataset.class_names == [str(k) for k in range(11)]
+    prefixes = [int(Path(f).name.split("_")[0]) for f in dataset.meta["files"]]
+    assert sorted(prefixes) == list(range(11))
+    np.testing.assert_array_equal(dataset.y, prefixes)  # 3_0.png is class index 3
+
+
+def test_a_corrupt_picture_stops_the_command_before_training(cli, folder):
+    (folder / "2_99.png").write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    result = cli("train", "dataset=images", f"dataset.path={folder}", *SMALL)
+    assert result.exit_code == 2, result.output
+    assert "2_99.png" in result.output and "not a readable picture" in result.output
+    assert "dataset.skip_bad=true" in result.output
+    assert not Path("outputs").exists()  # nothing written
+    # Streaming checks every file up front too.
+    result = cli("train", "dataset=images", f"dataset.path={folder}", "dataset.cache=none", *SMALL)
+    assert result.exit_code == 2 and "2_99.png" in result.output, result.output
+
+
+def test_skip_bad_skips_and_lists_the_file(folder):
+    (folder / "1_99.jpg").write_bytes(b"garbage")
+    dataset = images(str(folder), size=16, skip_bad=True)
+    assert len(dataset.y) == 32
+    assert any("skipped 1 unreadable" in n and "1_99.jpg" in n for n in dataset.notes)
+    with pytest.raises(DataError, match=r"1_99\.jpg"):
+        images(str(folder), size=16)
+
+
+def test_files_without_a_prefix_are_named(tmp_path):
+    (tmp_path / "pics").mkdir()
+    make_folder(tmp_path / "pics", per_class=2, size=8, n_classes=2)
+    (tmp_path / "pics" / "nolabel.png").write_bytes((tmp_path / "pics" / "0_0.png").read_bytes())
+    with pytest.raises(DataError, match=r"nolabel\.png"):
+        images(str(tmp_path / "pics"), labels="prefix")
+
+
+def test_a_labelled_test_folder_is_the_test_split(compose, tmp_path, folder):
+    make_folder(tmp_path / "held", per_class=3, size=20, n_classes=4, seed=1)
+    cfg = compose("dataset=images", f"dataset.path={folder}", f"dataset.test_path={tmp_path}/held")
+    dataset = runner.build_dataset(cfg)
+    assert len(dataset.y) == 44 and list(dataset.test_index) == list(range(32, 44))
+
+
+def test_streaming_runs_are_identical_for_any_number_of_workers(compose, folder):
+    path = f"dataset.path={folder}"
+    streamed = ["dataset.cache=none", "augment=flip_crop", path]
+    two = _run(compose, *streamed, "dataset.num_workers=2")
+    again = _run(compose, *streamed, "dataset.num_workers=2")
+    none = _run(compose, *streamed, "dataset.num_workers=0")
+    pd.testing.assert_series_equal(two["value"], again["value"])
+    pd.testing.assert_series_equal(two["value"], none["value"])
+    # The in-memory path trains on the same batches: equal up to the statistics' rounding.
+    memory = _run(compose, "dataset.cache=memory", "augment=flip_crop", path)
+    val = (memory.split == "val") & (memory.metric == "loss")
+    np.testing.assert_allclose(memory[val]["value"], two[val]["value"], rtol=1e-3)
+
+
+def test_streaming_refuses_stacked_folds_with_the_reason(compose, folder):
+    cfg = compose("dataset=images", f"dataset.path={folder}", "dataset.cache=none", *SMALL)
+    cfg.model = compose("model=mlp").model
+    cfg.stack_folds = "on"
+    with pytest.raises(ValueError, match="read from disk per batch"):
+        runner.run(cfg, Path("stacked"))
+
+
+class Recorder:
+    """An augmentation that blanks every picture it sees, and keeps what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.seen.append(batch.clone())
+        return torch.zeros_like(batch)
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_augmentation_never_touches_val_or_test_rows(folder, compose, cache):
+    dataset = images(str(folder), size=16, cache=cache)
+    cfg = compose("dataset=images", f"dataset.path={folder}")
+    index = np.arange(32)
+    train, val, test = index[::2], index[1::4], index[3::4]
+    recorder = Recorder()
+    data = fold_tensors(dataset, train, val, test, cfg.dataset, CPU, augment=recorder, batch_size=4)
+    torch.manual_seed(0)
+    model = resnet((3, 16, 16), 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    rows = fit(model, optimizer, scheduler, data, task="classification", epochs=2, batch_size=4,
+               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    # It saw each training picture once per epoch, raw (before normalization), nothing else.
+    seen = torch.cat(recorder.seen)
+    assert len(seen) == 2 * len(train)
+    raw = torch.from_numpy(images(str(folder), size=16).X)
+    assert all(any(torch.equal(s, raw[i]) for i in train) for s in seen)
+    assert not any(torch.equal(s, raw[i]) for s in seen for i in [*val, *test])
+    # The recorded val and test metrics are those of the real (un-blanked) pictures.
+    memory = fold_tensors(images(str(folder), size=16), train, val, test, cfg.dataset, CPU)
+    recorded = {(s, m): v for e, s, m, v in rows if e == 2 and s != "train"}
+    for split, x, y in (
+        ("val", memory.x_val, memory.y_val),
+        ("test", memory.x_test, memory.y_test),
+    ):
+        expected = evaluate(model, x, y, "classification", 0.0, 1.0)
+        assert recorded[(split, "acc")] == pytest.approx(float(expected["acc"]))
+        assert recorded[(split, "loss")] == pytest.approx(float(expected["loss"]), rel=1e-4)
+
+
+@pytest.mark.parametrize("option", ["flip_crop", "standard", "randaugment"])
+def test_each_augmentation_changes_training_pictures_and_repeats_under_a_seed(compose, option):
+    from mlcli.config.targets import factory
+
+    augment = factory(compose(f"augment={option}").augment, "augment")()
+    assert isinstance(augment, Augment)
+    batch = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    out = augment(batch)
+    torch.manual_seed(1)
+    assert torch.equal(out, augment(batch))
+    assert out.shape == batch.shape and not torch.equal(out, batch)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_resnet_builds_for_11_classes_without_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    for depth, shape in ((18, (3, 64, 64)), (34, (1, 128, 96))):
+        model = resnet(shape, 11, depth=depth)
+        assert model(torch.rand(2, *shape)).shape == (2, 11)
+    small = resnet((3, 32, 32), 11, batch_norm=False, dropout=0.5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in small.modules())
+    assert isinstance(small.fc[0], torch.nn.Dropout)
+
+
+def test_a_run_writes_class_names_and_counts_in_its_status(compose, folder):
+    cfg = compose("dataset=images", f"dataset.path={folder}", *SMALL)
+    outcome = runner.run(cfg, Path("run"))
+    status = json.loads((outcome.run_dir / "status.json").read_text())
+    assert "classes: 0 (8), 1 (8), 2 (8), 3 (8)" in json.dumps(status)
+
+
+def test_the_run_key_changes_when_a_picture_is_added_or_edited(compose, folder):
+    from mlcli.config.identity import run_key
+
+    cfg = compose("dataset=images", f"dataset.path={folder}")
+    before = run_key(cfg)
+    assert run_key(cfg) == before
+    (folder / "3_99.png").write_bytes((folder / "3_0.png").read_bytes())
+    added = run_key(cfg)
+    assert added != before
+    (folder / "3_99.png").write_bytes((folder / "2_0.png").read_bytes() + b"\0" * 7)
+    assert run_key(cfg) not in (before, added)
