@@ -128,6 +128,23 @@ def train(
         bool,
         typer.Option("--fail-fast", help="Start no more jobs after a failure (on_failure=stop)."),
     ] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="With a scheduler's launcher (hydra/launcher=submitit_slurm): return once the "
+            "jobs are queued; `mlcli status SWEEP_DIR` shows them.",
+        ),
+    ] = False,
+    zip_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--zip",
+            metavar="KEY,KEY",
+            help="With -m: sweep these keys' values together (the i-th of each), not their "
+            "product; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment (or a sweep with -m)."""
     from mlcli.config.compose import use_user_config_dirs
@@ -148,7 +165,19 @@ def train(
         raise typer.Exit(EXIT_USAGE) from None
     if fail_fast:
         args.append("on_failure=stop")
-    command, problems = check(args, trust_overrides=trust_overrides, typed=typed)
+    if zip_keys:
+        problem = _zip_problem(args)
+        if problem is not None:
+            print_problems([problem])
+            raise typer.Exit(EXIT_USAGE)
+        from mlcli.config.pairing import PairingError, zip_overrides
+
+        try:
+            args.extend(zip_overrides(zip_keys))
+        except PairingError as error:
+            print_problems([ConfigProblem(error.key, str(error))])
+            raise typer.Exit(EXIT_USAGE) from None
+    command, problems = check(args, trust_overrides=trust_overrides, typed=typed, detach=detach)
     if problems:
         print_problems(problems)
         raise typer.Exit(EXIT_USAGE)
@@ -172,7 +201,23 @@ def train(
         if dry_run:
             print_plan(session_plan)
             return
-        _launch(session_plan, args, extra, rerun)
+        _launch(session_plan, args, extra, rerun, detach)
+
+
+def _zip_problem(args: list[str]) -> ConfigProblem | None:
+    """What is wrong with ``--zip`` in a command: no ``-m``, or another sweeper chosen."""
+    from mlcli.config.compose import split_args
+
+    command = split_args(args)
+    if not command.multirun:
+        return ConfigProblem("--zip", "pairs the values of a sweep: add -m (--multirun)")
+    for override in command.overrides:
+        name, _, value = override.partition("=")
+        if name.lstrip("+~") == "hydra/sweeper" and value != "paired":
+            return ConfigProblem(
+                "--zip", f"pairs the basic sweeper's values; hydra/sweeper={value} sweeps itself"
+            )
+    return None
 
 
 @contextlib.contextmanager
@@ -198,7 +243,9 @@ def _session_env(admitted: list[str], trust_overrides: bool) -> Any:
                 os.environ[name] = value
 
 
-def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -> None:
+def _launch(
+    session_plan: Any, args: list[str], extra: list[str], rerun: bool, detach: bool = False
+) -> None:
     from rich.markup import escape
 
     from mlcli.sweeps.session import EXIT_INTERRUPTED, Session
@@ -207,7 +254,11 @@ def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -
         err_console.print(escape(note))
     if session_plan.continuing:
         err_console.print(f"continuing the sweep in {session_plan.sweep_dir}")
-    outcome = Session(session_plan, rerun).launch(args, extra)
+    outcome = Session(session_plan, rerun, detach).launch(args, extra)
+    if detach and not outcome.interrupted and not outcome.hydra_exit:
+        print(f"queued; sweep dir: {session_plan.sweep_dir}")
+        print(f"follow it with: mlcli status {session_plan.sweep_dir}")
+        return
     # An Optuna study goes on past failed trials (up to max_failures): they are results.
     study = session_plan.sweeper == "optuna"
     if outcome.failures:
@@ -338,6 +389,23 @@ def report(
 
         err_console.print(Panel(str(error), title="mlcli report", border_style="red"))
         raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
+def status(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep dir written by `mlcli train -m`.")],
+) -> None:
+    """Each job of a sweep: queued, running, completed or failed (its run dir and the scheduler)."""
+    from mlcli.sweeps.cluster import print_status, sweep_status
+
+    try:
+        jobs = sweep_status(sweep_dir)
+    except ValueError as error:
+        from rich.panel import Panel
+
+        err_console.print(Panel(str(error), title="mlcli status", border_style="red"))
+        raise typer.Exit(EXIT_USAGE) from None
+    print_status(sweep_dir, jobs)
 
 
 def main() -> None:

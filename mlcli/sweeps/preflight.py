@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcli.config import ConfigProblem, packaged_conf_dir, search_dirs, validate
+from mlcli.config.pairing import PairingError
 from mlcli.config.compose import (
     Command,
     base_hydra,
@@ -194,9 +195,14 @@ def _user_dirs(command: Command) -> list[Path]:
 
 
 def check(
-    args: list[str], trust_overrides: bool = False, typed: list[str] | None = None
+    args: list[str],
+    trust_overrides: bool = False,
+    typed: list[str] | None = None,
+    detach: bool = False,
 ) -> tuple[Command, list[ConfigProblem]]:
     """Compose and validate every job of ``mlcli train ARGS``; return the problems found.
+
+    ``detach``: the command returns once its jobs are queued (a scheduler's launcher only).
 
     ``typed``: the arguments the user typed (default ``args``); an ``allow_targets`` entry
     admits code only if it is among them (not when it comes from a file: a config, or the
@@ -228,13 +234,24 @@ def check(
         return command, problems
     try:
         hydra = base_hydra(command) if command.multirun else None
+        if hydra is None and detach:
+            return command, [ConfigProblem("--detach", "detaches from a sweep: add -m")]
+        if hydra is not None:
+            from mlcli.sweeps.cluster import launcher_problems
+
+            problems = launcher_problems(hydra, detach)
+            if problems:
+                return command, problems
         kind = sweeper_kind(hydra) if hydra is not None else "basic"
         if kind == "optuna":
             jobs, problems = _study_jobs(command, hydra)
             if problems:
                 return command, problems
         else:
-            jobs = expand_jobs(command.overrides, command.multirun, kind)
+            paired = hydra.sweeper.get("paired") if hydra is not None else None
+            jobs = expand_jobs(command.overrides, command.multirun, kind, paired or ())
+    except PairingError as error:
+        return command, [ConfigProblem(error.key, str(error))]
     except Exception as error:
         return command, [translate_error(error, command.overrides, command.config_dir)]
     seen: set[str] = set()
