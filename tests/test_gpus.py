@@ -63,9 +63,7 @@ def _gpus_by_job(root: Path) -> dict[int, str | None]:
 def test_four_parallel_jobs_on_two_faked_gpus_get_0_1_0_1(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setattr(launch, "cores", lambda: 4)  # four joblib workers on this small machine
-    result = cli(
-        "train", "-m", "seed=0,1,2,3", "hydra/launcher=joblib", "jobs_per_gpu=2", *FAST
-    )
+    result = cli("train", "-m", "seed=0,1,2,3", "hydra/launcher=joblib", "jobs_per_gpu=2", *FAST)
     assert result.exit_code == 0, result.output
     assert _gpus_by_job(tmp_path / "outputs") == {0: "0", 1: "1", 2: "0", 3: "1"}
     # device=cpu: no GPU given, none recorded

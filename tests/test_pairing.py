@@ -116,7 +116,9 @@ def test_a_paired_sweep_runs_under_joblib_and_a_killed_one_resumes(cli, tmp_path
     args = [*PAIRS, *FAST, "stack_folds=off", "--zip", "optim.lr,batch_size"]
     result = cli("train", *args, "hydra/launcher=joblib")
     assert result.exit_code == 0, result.output
-    runs = {(s["overrides"][0], s["overrides"][1]) for s in _statuses(tmp_path / "outputs").values()}
+    runs = {
+        (s["overrides"][0], s["overrides"][1]) for s in _statuses(tmp_path / "outputs").values()
+    }
     assert runs == {("optim.lr=0.1", "batch_size=256"), ("optim.lr=0.01", "batch_size=64"),
                     ("optim.lr=0.001", "batch_size=32")}  # fmt: skip
 

@@ -33,7 +33,7 @@ except ImportError:  # mlcli[submitit] not installed: no SLURM launcher to stand
 
 if SlurmLauncher is not None:
 
-    class MlcliSlurmLauncher(SlurmLauncher):  # type: ignore[misc, valid-type]
+    class MlcliSlurmLauncher(SlurmLauncher):
         """Hydra's SLURM launcher that can return once queued and survives killed jobs."""
 
         def launch(
@@ -57,13 +57,11 @@ if SlurmLauncher is not None:
                     (overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}",
                      Singleton.get_state())
                 )  # fmt: skip
-            jobs = dict.fromkeys(left)
+            jobs: dict[int, Any] = {}
             if params:
                 submitted = self._executor().map_array(self, *zip(*params, strict=True))
                 jobs.update({n: job for (n, _), job in zip(to_submit, submitted, strict=True)})
-                cluster.record_submission(
-                    sweep_dir, [(n, jobs[n].job_id, o) for n, o in to_submit]
-                )
+                cluster.record_submission(sweep_dir, [(n, jobs[n].job_id, o) for n, o in to_submit])
             returns = []
             for n, overrides in numbered:
                 if n in left:
@@ -108,7 +106,8 @@ if SlurmLauncher is not None:
         def _wait(self, job: Any, overrides: list[str], number: int) -> JobReturn:
             """The job's result; a job the scheduler ended is recorded FAILED (no exception)."""
             try:
-                return job.results()[0]  # type: ignore[no-any-return]
+                result: JobReturn = job.results()[0]
+                return result
             except Exception as error:  # submitit's UncompletedJobError / FailedJobError
                 state = _state(job)
                 message = (

@@ -12,7 +12,7 @@ set before torch initializes CUDA) and its status.json records it (``gpu``).
 The GPUs are those of ``CUDA_VISIBLE_DEVICES`` when it is set (the ones the user or a scheduler
 gave the command), else every device torch counts. Nothing is assigned with ``device=cpu``, on
 a machine without GPUs, or under a scheduler that gives each job its GPUs itself (SLURM). Light:
-no torch import unless CUDA_VISIBLE_DEVICES is unset.
+torch only to count the GPUs when CUDA_VISIBLE_DEVICES is unset.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import fcntl
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,9 +50,8 @@ def visible_gpus() -> list[str]:
                 break
             ids.append(device)
         return ids
-    torch = sys.modules.get("torch")
-    if torch is None:
-        import torch
+    import torch  # imported already in a job's process (mlcli's preload)
+
     try:
         # NVML-based where available: counting does not initialize CUDA in this process, whose
         # forked children may then still use it.
@@ -75,9 +73,7 @@ def _slot_path(outputs_root: Path, gpu: str, n: int) -> Path:
 
 def assigned(device: str) -> bool:
     """Whether a job on ``device`` (``auto``, ``cuda``, ``cpu``) gets a GPU slot here."""
-    if device == "cpu" or any(os.environ.get(name) for name in SCHEDULER_VARIABLES):
-        return False
-    return True
+    return not (device == "cpu" or any(os.environ.get(name) for name in SCHEDULER_VARIABLES))
 
 
 @contextlib.contextmanager

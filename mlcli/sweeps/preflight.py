@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from mlcli.config import ConfigProblem, packaged_conf_dir, search_dirs, validate
-from mlcli.config.pairing import PairingError
 from mlcli.config.compose import (
     Command,
     base_hydra,
@@ -29,6 +28,7 @@ from mlcli.config.compose import (
     translate_error,
     unresolved_interpolations,
 )
+from mlcli.config.pairing import PairingError
 
 
 def study_space(command: Command, hydra: Any) -> Any:

@@ -15,14 +15,14 @@ import os
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from mlcli.config import env, security
 from mlcli.sweeps import index, locks, manifest
-from mlcli.sweeps.launch import Plan, quote
 from mlcli.sweeps.index import DONE_STATES
+from mlcli.sweeps.launch import Plan, quote
 from mlcli.sweeps.ledger import read_ledger
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}

@@ -69,14 +69,20 @@ def _directives(script: str) -> dict[str, str]:
     return found
 
 
-def _tasks(directives: dict[str, str]) -> tuple[list[int], int]:
+def _tasks(directives: dict[str, str]) -> tuple[list[int | None], int]:
+    """The array's task ids and how many may run at once (``[None]``: a job, not an array)."""
     array = directives.get("array")
     if not array:
-        return [0], 1
+        return [None], 1
     spec, _, limit = array.partition("%")
     first, _, last = spec.partition("-")
-    tasks = list(range(int(first), int(last or first) + 1))
+    tasks: list[int | None] = list(range(int(first), int(last or first) + 1))
     return tasks, int(limit) if limit else len(tasks)
+
+
+def _name(job_id: int, task: int | None) -> str:
+    """``12_3`` for array task 3 of job 12; ``12`` for job 12 (no array)."""
+    return str(job_id) if task is None else f"{job_id}_{task}"
 
 
 def _expand(pattern: str, job_id: int, task: int) -> str:
@@ -95,7 +101,7 @@ def sbatch(args: list[str]) -> int:
     _write(root / f"{job_id}.sbatch", script)
     _write(root / f"{job_id}.cwd", os.getcwd())
     for task in tasks:
-        _write(root / f"{job_id}_{task}.state", "PENDING")
+        _write(root / f"{_name(job_id, task)}.state", "PENDING")
     subprocess.Popen(
         [sys.executable, __file__, "_schedule", str(job_id)],
         start_new_session=True,
@@ -117,21 +123,21 @@ def _schedule(job_id: int) -> int:
     kill_task, _, kill_after = os.environ.get("FAKE_SLURM_KILL", "").partition(":")
     cwd = _read(root / f"{job_id}.cwd") or None
     pending = list(tasks)
-    running: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    running: dict[int | None, tuple[subprocess.Popen[bytes], float]] = {}
     while pending or running:
         for task, (process, started) in list(running.items()):
             if process.poll() is not None:
-                state_file = root / f"{job_id}_{task}.state"
+                state_file = root / f"{_name(job_id, task)}.state"
                 if _read(state_file) == "RUNNING":
                     _write(state_file, "COMPLETED" if process.returncode == 0 else "FAILED")
                 del running[task]
             elif kill_task == str(task) and _kill_due(kill_after, started):
-                _write(root / f"{job_id}_{task}.state", "NODE_FAIL")
+                _write(root / f"{_name(job_id, task)}.state", "NODE_FAIL")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
         while pending and len(running) < limit and not (root / "hold").exists():
             task = pending.pop(0)
-            if _read(root / f"{job_id}_{task}.state") != "PENDING":
+            if _read(root / f"{_name(job_id, task)}.state") != "PENDING":
                 continue  # cancelled while pending
             running[task] = (_start(job_id, task, directives, cwd), time.monotonic())
         time.sleep(0.1)
@@ -147,32 +153,38 @@ def _kill_due(when: str, started: float) -> bool:
 
 
 def _start(
-    job_id: int, task: int, directives: dict[str, str], cwd: str | None
+    job_id: int, task: int | None, directives: dict[str, str], cwd: str | None
 ) -> subprocess.Popen[bytes]:
     root = state_dir()
     env = {
         **os.environ,
-        "SLURM_JOB_ID": str(job_id * 1000 + task),
-        "SLURM_ARRAY_JOB_ID": str(job_id),
-        "SLURM_ARRAY_TASK_ID": str(task),
+        "SLURM_JOB_ID": str(job_id if task is None else job_id * 1000 + task),
         "SLURM_NTASKS": "1",
         "SLURM_JOB_NUM_NODES": "1",
         "SLURM_NODEID": "0",
         "SLURM_PROCID": "0",
         "SLURM_LOCALID": "0",
         "SLURM_JOB_NODELIST": "localhost",
-        "FAKE_SLURM_TASK": f"{job_id}_{task}",
+        "FAKE_SLURM_JOB": str(job_id),
+        "FAKE_SLURM_TASK": _name(job_id, task),
     }
+    if task is not None:
+        env.update({"SLURM_ARRAY_JOB_ID": str(job_id), "SLURM_ARRAY_TASK_ID": str(task)})
     env.pop("FAKE_SLURM_KILL", None)
-    output = _expand(directives.get("output", f"slurm-{job_id}_{task}.out"), job_id, task)
+    output = _expand(directives.get("output", f"slurm-{_name(job_id, task)}.out"), job_id, task)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with open(output, "ab") as log:
         process = subprocess.Popen(
-            ["bash", str(root / f"{job_id}.sbatch")], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    _write(root / f"{job_id}_{task}.pgid", str(process.pid))
-    _write(root / f"{job_id}_{task}.state", "RUNNING")
+            ["bash", str(root / f"{job_id}.sbatch")],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    _write(root / f"{_name(job_id, task)}.pgid", str(process.pid))
+    _write(root / f"{_name(job_id, task)}.state", "RUNNING")
     return process
 
 
@@ -188,8 +200,9 @@ def srun(args: list[str]) -> int:
         else:
             i += 1
     command = args[i:]
-    job_id = int(os.environ.get("SLURM_ARRAY_JOB_ID", "0"))
-    task = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
+    job_id = int(os.environ.get("FAKE_SLURM_JOB", "0"))
+    array_task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    task = int(array_task) if array_task is not None else None
     out_path = _expand(outputs.get("output", "/dev/stdout"), job_id, task)
     err_path = _expand(outputs.get("error", out_path), job_id, task)
     with open(out_path, "ab") as out, open(err_path, "ab") as err:
@@ -201,7 +214,8 @@ def _task_files(job: str) -> list[Path]:
     root = state_dir()
     if task:
         return [root / f"{main}_{task}.state"]
-    return sorted(root.glob(f"{main}_*.state"), key=lambda p: int(p.stem.split("_")[1]))
+    tasks = sorted(root.glob(f"{main}_*.state"), key=lambda p: int(p.stem.split("_")[1]))
+    return [root / f"{main}.state", *tasks]
 
 
 def sacct(args: list[str]) -> int:
