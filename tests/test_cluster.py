@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,7 +56,11 @@ def fake_slurm(tmp_path, monkeypatch):
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "pausing.yaml").write_text("_target_: pausing.pausing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path / "slurm"
+    yield tmp_path / "slurm"
+    # The cluster stops: its schedulers end once their state dir is gone (their jobs with them).
+    for job in _submissions(tmp_path / "slurm"):
+        subprocess.run(["scancel", str(job)], check=False)
+    shutil.rmtree(tmp_path / "slurm", ignore_errors=True)
 
 
 def _states(slurm: Path, job_id: int) -> dict[int, str]:
@@ -163,7 +169,7 @@ def test_detach_returns_once_queued_and_status_follows_the_jobs(cli, fake_slurm,
     (first,) = _submissions(fake_slurm)
     assert set(_states(fake_slurm, first).values()) == {"PENDING"}  # returned before any ran
     (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
-    assert f"mlcli status {sweep_dir}" in result.output
+    assert f"mlcli status {sweep_dir.relative_to(tmp_path)}" in result.output
 
     queued = cli("status", str(sweep_dir))
     assert queued.exit_code == 0, queued.output

@@ -124,7 +124,7 @@ def _schedule(job_id: int) -> int:
     cwd = _read(root / f"{job_id}.cwd") or None
     pending = list(tasks)
     running: dict[int | None, tuple[subprocess.Popen[bytes], float]] = {}
-    while pending or running:
+    while (pending or running) and root.is_dir():  # a removed state dir ends the cluster
         for task, (process, started) in list(running.items()):
             if process.poll() is not None:
                 state_file = root / f"{_name(job_id, task)}.state"
