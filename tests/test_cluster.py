@@ -181,7 +181,7 @@ def test_detach_returns_once_queued_and_status_follows_the_jobs(cli, fake_slurm,
     _wait(lambda: list(_states(fake_slurm, first).values()).count("COMPLETED") == 5
           and (tmp_path / "PAUSED").exists(), "5 jobs completed, job 3 paused")  # fmt: skip
     running = cli("status", str(sweep_dir))
-    assert "1 running, 5 completed" in running.output, running.output
+    assert "5 completed, 1 running" in running.output, running.output
     report = cli("report", str(sweep_dir), "--format", "csv")
     assert report.exit_code == 0, report.output  # what has finished
 
