@@ -20,10 +20,10 @@ class BuiltinDatasetSchema:
     """A dataset that ships with mlcli (generated or loaded from an installed package)."""
 
     _target_: str = "???"
-    test_fraction: float = bound(0.2, ge=0.0, lt=1.0)
-    normalize: Normalize = Normalize.standard
-    normalize_target: bool = True
-    seed: int = 0
+    test_fraction: float = bound(0.2, ge=0.0, lt=1.0)  # rows held out as the test split
+    normalize: Normalize = Normalize.standard  # feature scaling, fitted per fold on train rows
+    normalize_target: bool = True  # standardize a regression target for training
+    seed: int = 0  # the test split's seed (not the folds', not the weights')
 
 
 @dataclass
