@@ -25,7 +25,8 @@ from tests import docs
 
 BIN = Path(sys.executable).parent
 CANNOT_RUN_HERE = re.compile(
-    r"hydra/launcher=(slurm|submitit_slurm|ray\w*)\b|^pip |^make |^optuna-dashboard |"
+    r"hydra/launcher=(slurm|submitit_slurm|ray\w*)\b|\bdevice=cuda\b|^pip |^make |"
+    r"^optuna-dashboard |"
     r"^\.venv/bin/python bench/"
 )
 SMALL_DATA = {

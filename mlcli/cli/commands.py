@@ -164,6 +164,52 @@ def print_problems(problems: list[ConfigProblem], what: str = "mlcli train") -> 
     )
 
 
+DetachOption = Annotated[
+    bool,
+    typer.Option(
+        "--detach",
+        help="With a scheduler's launcher (hydra/launcher=submitit_slurm): return once the "
+        "jobs are queued; `mlcli status SWEEP_DIR` shows them.",
+    ),
+]
+ZipOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--zip",
+        metavar="KEY,KEY",
+        help="With -m: sweep these keys' values together (the i-th of each), not their "
+        "product; repeatable.",
+    ),
+]
+
+
+def _command_args(
+    typed: list[str], resume: Path | None, rerun: bool, fail_fast: bool, zip_keys: list[str] | None
+) -> list[str]:
+    """The command's Hydra arguments: those typed (or recorded in ``--resume``'s sweep dir), with
+    what ``--fail-fast`` and ``--zip`` stand for; a bad request exits 2."""
+    from mlcli.config.pairing import PairingError, zip_overrides
+    from mlcli.sweeps.launch import PlanError, resume_args
+
+    args = list(typed)
+    try:
+        if resume is not None:
+            if rerun:
+                raise PlanError("--resume", "--resume continues a sweep; --rerun starts anew")
+            args = resume_args(resume, args)
+        if fail_fast:
+            args.append("on_failure=stop")
+        if zip_keys:
+            problem = _zip_problem(args)
+            if problem is not None:
+                raise PlanError(problem.key, problem.message)
+            args.extend(zip_overrides(zip_keys))
+    except (PlanError, PairingError) as error:
+        print_problems([ConfigProblem(error.key, str(error))])
+        raise typer.Exit(EXIT_USAGE) from None
+    return args
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help="Run an experiment: mlcli train [HYDRA FLAGS] [GROUP=OPTION] [KEY=VALUE]...\n\n"
@@ -206,55 +252,18 @@ def train(
         bool,
         typer.Option("--fail-fast", help="Start no more jobs after a failure (on_failure=stop)."),
     ] = False,
-    detach: Annotated[
-        bool,
-        typer.Option(
-            "--detach",
-            help="With a scheduler's launcher (hydra/launcher=submitit_slurm): return once the "
-            "jobs are queued; `mlcli status SWEEP_DIR` shows them.",
-        ),
-    ] = False,
-    zip_keys: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--zip",
-            metavar="KEY,KEY",
-            help="With -m: sweep these keys' values together (the i-th of each), not their "
-            "product; repeatable.",
-        ),
-    ] = None,
+    detach: DetachOption = False,
+    zip_keys: ZipOption = None,
 ) -> None:
     """Run an experiment (or a sweep with -m)."""
     from mlcli.config.compose import use_user_config_dirs
-    from mlcli.sweeps.launch import PlanError, check_resume, plan, print_plan, resume_args
+    from mlcli.sweeps.launch import PlanError, check_resume, plan, print_plan
     from mlcli.sweeps.preflight import check
 
-    args = list(overrides or [])
-    typed = list(args)  # what the user typed (not what a sweep dir recorded for --resume)
+    typed = list(overrides or [])  # what the user typed (not what --resume's sweep dir recorded)
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        if resume is not None:
-            if rerun:
-                raise PlanError("--resume", "--resume continues a sweep; --rerun starts anew")
-            args = resume_args(resume, args)
-    except PlanError as error:
-        print_problems([ConfigProblem(error.key, str(error))])
-        raise typer.Exit(EXIT_USAGE) from None
-    if fail_fast:
-        args.append("on_failure=stop")
-    if zip_keys:
-        problem = _zip_problem(args)
-        if problem is not None:
-            print_problems([problem])
-            raise typer.Exit(EXIT_USAGE)
-        from mlcli.config.pairing import PairingError, zip_overrides
-
-        try:
-            args.extend(zip_overrides(zip_keys))
-        except PairingError as error:
-            print_problems([ConfigProblem(error.key, str(error))])
-            raise typer.Exit(EXIT_USAGE) from None
+    args = _command_args(typed, resume, rerun, fail_fast, zip_keys)
     command, problems = check(args, trust_overrides=trust_overrides, typed=typed, detach=detach)
     if problems:
         print_problems(problems)
