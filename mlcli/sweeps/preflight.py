@@ -236,12 +236,10 @@ def check(
         hydra = base_hydra(command) if command.multirun else None
         if hydra is None and detach:
             return command, [ConfigProblem("--detach", "detaches from a sweep: add -m")]
-        if hydra is not None:
-            from mlcli.sweeps.cluster import launcher_problems
+        # Listed after every job's own problems (a dangerous setting among them).
+        from mlcli.sweeps.cluster import launcher_problems
 
-            problems = launcher_problems(hydra, detach)
-            if problems:
-                return command, problems
+        launcher = launcher_problems(hydra, detach) if hydra is not None else []
         kind = sweeper_kind(hydra) if hydra is not None else "basic"
         if kind == "optuna":
             jobs, problems = _study_jobs(command, hydra)
@@ -261,6 +259,7 @@ def check(
                 if str(problem) not in seen:
                     seen.add(str(problem))
                     problems.append(problem)
+    problems.extend(launcher)
     if not problems:
         # Bad data is a config problem too: build each distinct dataset once, make its folds.
         problems.extend(check_data([cfg for _, cfg in command.jobs]))
