@@ -5,7 +5,7 @@ learning rate (log, 1e-4 to 1e-1) and the hidden width (log, 16 to 256):
 
 * grid: ``mlcli train -m optim.lr=1e-4,10**-2.5,1e-1 model.hidden.0=16,64,256`` (the basic
   sweeper; the points are each range's ends and its log-middle);
-* TPE: ``mlcli train -m hydra/sweeper=optuna hydra.sweeper.n_trials=20 hydra.sweeper.seed=S``
+* TPE: ``mlcli train -m hydra/sweeper=mlcli_optuna hydra.sweeper.n_trials=20 hydra.sweeper.seed=S``
   with ``optim.lr=tag(log,interval(1e-4,1e-1)) model.hidden.0=int(tag(log,interval(16,256)))``.
 
 Both run as whole ``mlcli train`` processes into a fresh outputs dir each; the objective of every
@@ -61,12 +61,13 @@ def main() -> None:
         grid = []
         for record in scan_runs(Path(grid_dir) / "outputs"):
             config = yaml.safe_load((record.run_dir / "config.yaml").read_text())
-            value = objective(record.run_dir).value
+            values = objective(record.run_dir).values
+            value = values[0] if values else None
             grid.append((value, config["optim"]["lr"], config["model"]["hidden"][0]))
         tpe_s = run(
             [
                 *common,
-                "hydra/sweeper=optuna",
+                "hydra/sweeper=mlcli_optuna",
                 f"hydra.sweeper.n_trials={options.trials}",
                 f"hydra.sweeper.seed={options.seed}",
                 "optim.lr=tag(log,interval(1e-4,1e-1))",

@@ -136,7 +136,7 @@ def hydra_section() -> list[str]:
         "",
         *key_table(slurm.keys, "hydra.launcher."),
         "",
-        "### `hydra/sweeper=optuna`",
+        "### `hydra/sweeper=mlcli_optuna`",
         "",
         *key_table(
             [k for k in catalog.schema_keys(OptunaSweeperConf).values() if k.name != "params"],
@@ -166,7 +166,8 @@ def cli_page() -> str:
         "",
     ]
     for args, title in ((["--help"], "mlcli"), (["train", "--help"], "mlcli train"),
-                        (["report", "--help"], "mlcli report")):  # fmt: skip
+                        (["report", "--help"], "mlcli report"),
+                        (["predict", "--help"], "mlcli predict")):  # fmt: skip
         result = runner.invoke(app, args, terminal_width=100, prog_name="mlcli")
         if result.exit_code != 0:
             raise SystemExit(f"mlcli {' '.join(args)}: exit {result.exit_code}\n{result.output}")

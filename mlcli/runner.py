@@ -40,6 +40,10 @@ from mlcli.engine import (
     resolve_device,
     seed_everything,
 )
+from mlcli.engine.fold import fit_refit
+from mlcli.engine.saved import load_predictor, schema_of, score
+from mlcli.engine.stopping import EarlyStopping, stop_and_best
+from mlcli.rundir.models import FINAL, model_name, save_model, write_schema
 from mlcli.tasks import selection_metric, summarize
 
 log = logging.getLogger("mlcli")
@@ -116,6 +120,7 @@ def run(
                 reporter.fold_done(fold)
             if fold_hook is not None:
                 fold_hook(opened.rows, sorted(opened.done), len(fold_plan.folds), opened.metric)
+        opened.write_final(fold_plan)
     except Pruned as error:
         return opened.finish("PRUNED", error)
     except DivergedError as error:
@@ -222,15 +227,72 @@ class OpenRun:
         status.n_test = len(split.test)
         status.splitter = repr(split.splitter)
         status.data_notes = list(dataset.notes)
+        status.fold_epochs = {}
+        for fold in sorted(self.done):
+            self._fold_epochs(fold, [r for r in self.rows if r["fold"] == fold], fold_plan)
+        if self.saves_models(fold_plan.cfg):
+            schema = schema_of(fold_plan.cfg, dataset, len(split.folds))
+            self.writer.submit(write_schema, self.run_dir, schema)
+
+    @staticmethod
+    def saves_models(cfg: DictConfig) -> bool:
+        """Whether the run keeps its models (``save_models``, or a final model to make)."""
+        return bool(cfg.get("save_models", True)) or enum_name(cfg.get("final", "none")) != "none"
+
+    def _fold_epochs(self, fold: int, rows: list[dict[str, Any]], fold_plan: FoldPlan) -> None:
+        """Record fold ``fold``'s last and best epoch (by early stopping's rule) in the status."""
+        rule = EarlyStopping.of(fold_plan.cfg, fold_plan.metric)
+        found = stop_and_best(rows, rule, rule.monitor if rule else fold_plan.metric)
+        if found is not None and self.status.fold_epochs is not None:
+            self.status.fold_epochs[str(fold)] = {"last": found[0], "best": found[1]}
 
     def write_fold(self, fold: int, rows: FoldRows, fold_plan: FoldPlan) -> None:
         """Queue a finished fold's files: the results with its rows, then the status listing it
         (folds that finish together, stacked, need only the last of their writes)."""
         self.rows.extend(rows)
         self.done.add(fold)
+        self._fold_epochs(fold, rows, fold_plan)
+        if rows.model is not None and self.saves_models(fold_plan.cfg):
+            weights = {k: v.numpy() for k, v in rows.model.items()}
+            preprocess = rows.preprocess or {}
+            self.writer.submit(save_model, self.run_dir, model_name(fold), weights, preprocess)
         self.status.fold_training = fold_plan.trained_by
         self.status.stacked_grid = fold_plan.trained_info
         self.status.folds_completed = sorted(self.done)
+        self.writer.submit(
+            _save_fold, self.run_dir, list(self.rows), self.status.document(), replaces="fold"
+        )
+
+    def write_final(self, fold_plan: FoldPlan) -> None:
+        """The final model (``final``), once every fold is done: ``refit`` trains and saves one
+        model on every non-test row for the epochs cross-validation chose; the final model
+        (that, or the fold ensemble) is scored on the test split once, into rows of split
+        ``final`` (fold -1)."""
+        cfg = fold_plan.cfg
+        kind = enum_name(cfg.get("final", "none"))
+        if kind == "none":
+            return
+        epochs = int(cfg.epochs)
+        info: dict[str, Any] = {"kind": kind}
+        if kind == "refit":
+            bests = [e["best"] for e in (self.status.fold_epochs or {}).values()]
+            if EarlyStopping.of(cfg, fold_plan.metric) is not None and bests:
+                epochs = max(1, round(float(np.mean(bests))))
+            info["epochs"] = epochs
+            fold_plan.settle()
+            refit = fit_refit(fold_plan, epochs)
+            assert refit.model is not None
+            weights = {k: v.numpy() for k, v in refit.model.items()}
+            self.writer.submit(save_model, self.run_dir, FINAL, weights, refit.preprocess or {})
+        self.status.final_model = info
+        test = fold_plan.test_idx
+        if len(test):
+            self.writer.drain()  # the models are on disk: score what predict will load
+            dataset = fold_plan.dataset
+            prediction = load_predictor(self.run_dir).predict(dataset.X[test])
+            for metric, value in score(dataset.task, prediction, dataset.y[test]).items():
+                self.rows.append({"run_key": self.key, "fold": -1, "epoch": epochs,
+                                  "split": "final", "metric": metric, "value": value})  # fmt: skip
         self.writer.submit(
             _save_fold, self.run_dir, list(self.rows), self.status.document(), replaces="fold"
         )

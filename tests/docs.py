@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests.homework import write_homework
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 DATA = Path(__file__).resolve().parent / "data"
@@ -126,7 +128,8 @@ def commands(path: Path) -> list[Command]:
 
 def write_example_files(directory: Path) -> None:
     """The files the docs' examples name, shaped as their commands expect: the course's
-    homework CSV as train.csv/test.csv, small CSVs with categories, groups and a time series, an
+    homework CSV as train.csv/test.csv, the first homework's layout as covid.train.csv/
+    covid.test.csv, small CSVs with categories, groups and a time series, an
     npz of pictures, a ``./conf`` model of one's own with its module, and copies of the shipped
     sweep (``tests/data/runs``, and in ``outputs/`` as a sweep and two runs)."""
     homework = (DATA / "homework.csv").read_text().splitlines(keepends=True)
@@ -150,14 +153,23 @@ def write_example_files(directory: Path) -> None:
     series = pd.DataFrame({"value": np.sin(np.arange(90) / 6).round(4)})
     series.to_csv(directory / "series.csv", index=False)
     np.savez(directory / "images.npz", X=rng.normal(size=(60, 1, 4, 4)), y=np.arange(60) % 3)
+    # The first homework's layout (repeated per-day header names, no target in the test file).
+    hw1 = directory / "hw1"
+    hw1.mkdir()
+    train, test, _ = write_homework(hw1, n_train=200, n_test=50)
+    train.rename(directory / "covid.train.csv")
+    test.rename(directory / "covid.test.csv")
+    hw1.rmdir()
 
 
 def write_example_config(directory: Path) -> None:
-    """The ``yaml`` blocks of the docs that name their file (``# ./conf/model/tiny.yaml``), as
-    written, and the module ``mypkg`` the model option names."""
+    """The ``yaml`` blocks of the docs that name their file (``# ./conf/model/tiny.yaml``) and the
+    Hydra app of the Optuna page (``# ./my_app.py``), as written, and the module ``mypkg`` the
+    model option names."""
     for path in PAGES:
         for block in blocks(path.read_text(encoding="utf-8")):
-            if block.lang == "yaml" and block.lines and block.lines[0].startswith("# ./conf/"):
+            named = block.lines and block.lines[0].startswith(("# ./conf/", "# ./my_app.py"))
+            if block.lang in ("yaml", "python") and named:
                 target = directory / block.lines[0][2:].strip()
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text("\n".join(block.lines) + "\n", encoding="utf-8")

@@ -36,6 +36,9 @@ PAIRED: dict[tuple[str, str], list[str]] = {
     ("model", "transformer"): ["dataset=seq_reverse", "dataset.n_samples=100"],
     ("dataset", "hmm_tagging"): ["model=attention", "model.head=token", "dataset.n_samples=100"],
     ("dataset", "seq_reverse"): ["model=transformer", "dataset.n_samples=100"],
+    ("dataset", "text"): ["model=attention"],
+    ("dataset", "tagged"): ["model=attention", "model.head=token"],
+    ("dataset", "pairs"): ["model=transformer"],
 }
 
 
@@ -54,6 +57,13 @@ def _needs_a_file(option: str) -> list[str]:
         rng = np.random.default_rng(0)
         np.savez("sample.npz", X=rng.normal(size=(40, 3)), y=np.arange(40) % 2)
         return ["dataset.path=sample.npz"]
+    samples = {"text": ("reviews", "reviews.csv"), "tagged": ("conll", "train.conll")}
+    if option in (*samples, "pairs"):
+        from mlcli.data.textsamples import write
+
+        kind, name = samples.get(option, ("pairs", "pairs.csv"))
+        write(kind, Path(name), 40)
+        return [f"dataset.path={name}"]
     return []
 
 

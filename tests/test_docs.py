@@ -91,7 +91,7 @@ def test_a_study_journal_opens_in_optuna_dashboard(cli, tmp_path):
     from optuna_dashboard._storage_url import get_storage
 
     result = cli(
-        "train", "-m", "hydra/sweeper=optuna", "optim.lr=tag(log,interval(1e-4,1e-1))",
+        "train", "-m", "hydra/sweeper=mlcli_optuna", "optim.lr=tag(log,interval(1e-4,1e-1))",
         "hydra.sweeper.n_trials=2", "dataset=iris", "epochs=1", "cv.n_splits=2",
         "progress=false",
     )  # fmt: skip

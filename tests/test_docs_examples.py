@@ -1,7 +1,8 @@
 """Every shell example of the README and the docs runs, or says why it cannot run here.
 
 Each page's ``bash`` blocks run in order in a fresh directory (a sweep, then its report), with the
-files they name made first (tests/docs.py). Training is shrunk where only "it works" matters: one
+files they name made first (tests/docs.py); ``python my_app.py ...`` runs the Hydra app a page
+writes (``# ./my_app.py``). Training is shrunk where only "it works" matters: one
 epoch, two folds, at most two values of each swept key, two Optuna trials, small generated
 sequence sets, no live display. A command
 must exit 0, or the code its comment names (``# exit code 2: ...``). A block marked
@@ -42,6 +43,7 @@ COVERED = {
     "docs/guide/data.md": "tests/test_data_files.py",
     "docs/guide/cross-validation.md": "tests/test_data_files.py",
     "docs/guide/report.md": "tests/test_report.py",
+    "docs/guide/text.md": "tests/test_text.py",
 }
 RUN_HERE = [p for p in docs.PAGES if str(p.relative_to(docs.ROOT)) not in COVERED]
 
@@ -78,7 +80,7 @@ def shrink(args: list[str]) -> list[str]:
         _set(args, "cv.n_repeats", "2")
     for key, value in SMALL_DATA.get(_value(args, "dataset"), {}).items():
         _set(args, key, value)
-    if _value(args, "hydra/sweeper") == "optuna":
+    if _value(args, "hydra/sweeper") == "mlcli_optuna":
         _set(args, "hydra.sweeper.n_trials", "2")
     analysis = _value(args, "analysis")
     if "hessian" in analysis:
@@ -87,6 +89,11 @@ def shrink(args: list[str]) -> list[str]:
         for key, value in (("max_samples", "64"), ("points_1d", "5"), ("points_2d", "3")):
             _set(args, f"analysis.landscape.{key}", value)
     return args
+
+
+def shrink_app(args: list[str]) -> list[str]:
+    """A Hydra app's Optuna sweep made quick: two trials."""
+    return [*args, "hydra.sweeper.n_trials=2"] if {"-m", "--multirun"} & set(args) else args
 
 
 def _latest_sweep(directory: Path) -> str:
@@ -118,6 +125,12 @@ def test_every_example_of_the_page_runs(path, cli, tmp_path, monkeypatch):
         if args[0] == "mlcli":
             result = cli(*shrink(args[1:]))
             code, output = result.exit_code, result.output
+        elif args[0] == "python":  # another Hydra app (its file written from the page)
+            done = subprocess.run(
+                [sys.executable, *shrink_app(args[1:])],
+                cwd=tmp_path, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            code, output = done.returncode, done.stdout + done.stderr
         elif args[0] == "eval":  # a line for the user's shell: run it in bash
             done = subprocess.run(
                 ["bash", "-c", text], cwd=tmp_path, capture_output=True, text=True, check=False
@@ -155,8 +168,8 @@ def test_shrink_keeps_the_kind_of_run():
     assert shrink(["train", "cv=holdout", "epochs=200"]) == [
         "train", "cv=holdout", "epochs=1", "progress=false"
     ]  # fmt: skip
-    assert shrink(["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=20"]) == [
-        "train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "epochs=1",
+    assert shrink(["train", "-m", "hydra/sweeper=mlcli_optuna", "hydra.sweeper.n_trials=20"]) == [
+        "train", "-m", "hydra/sweeper=mlcli_optuna", "hydra.sweeper.n_trials=2", "epochs=1",
         "progress=false", "cv.n_splits=2",
     ]  # fmt: skip
     assert shrink(["train", "-m", "seed=0,1,2", "optim=choice(sgd,adam)", "a=[1,2,3]"])[:5] == [

@@ -30,4 +30,4 @@ def test_train_help_lists_the_installed_launchers_and_sweepers(cli):
     launchers = catalog.hydra_options("hydra/launcher")
     assert {"basic", "joblib", "stacked", "submitit_local", "slurm"} <= set(launchers)
     assert f"hydra/launcher {' | '.join(launchers)}" in text
-    assert "hydra/sweeper basic | optuna" in text
+    assert "hydra/sweeper basic | mlcli_optuna" in text

@@ -1,5 +1,5 @@
-"""``hydra/sweeper=optuna``: search spaces, checks before a study, pruning across folds, kill and
-resume, failures, results.
+"""``hydra/sweeper=mlcli_optuna``: search spaces, checks before a study, pruning across folds,
+kill and resume, failures, results.
 
 Studies run on wine with a linear model (milliseconds a fold) through the real Hydra sweeper
 plug-in and launchers; the kill test pauses a trial at a known fold (``./PAUSE`` armed).
@@ -124,17 +124,21 @@ def test_validation_jobs_compose_every_corner_once():
         (["hydra.sweeper.n_trials=0", LR], "hydra.sweeper.n_trials"),
         (["epochs=3"], "hydra.sweeper.params"),  # nothing to search
         (["metric=val/acc2", LR], "Did you mean 'val/acc'"),  # the objective's metric
+        (["hydra.sweeper.max_failures=0", LR], "hydra.sweeper.max_failures"),
+        (["hydra.sweeper.direction=[maximize,minimize]", LR], "hydra.sweeper.direction"),
+        (["hydra.sweeper.direction=upward", LR], "hydra.sweeper.direction"),
+        (["hydra.sweeper.metrics=[val/acc,val/loss]", "hydra.sweeper.pruner=median", LR], "prunes"),
     ],
 )
 def test_bad_studies_fail_before_anything_runs(cli, tmp_path, args, named):
-    result = cli("train", "-m", "hydra/sweeper=optuna", *FAST, *args)
+    result = cli("train", "-m", "hydra/sweeper=mlcli_optuna", *FAST, *args)
     assert result.exit_code == 2, result.output
     assert named in result.output and "Traceback" not in result.output
     assert not (tmp_path / "outputs").exists()
 
 
 def test_dry_run_shows_the_search_space(cli, tmp_path):
-    result = cli("train", "-m", "hydra/sweeper=optuna", *FAST, LR, "optim=choice(sgd,adam)",
+    result = cli("train", "-m", "hydra/sweeper=mlcli_optuna", *FAST, LR, "optim=choice(sgd,adam)",
                  "--dry-run")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "float in [0.001, 0.1] (log)" in result.output and "one of sgd, adam" in result.output
@@ -147,7 +151,7 @@ def test_dry_run_shows_the_search_space(cli, tmp_path):
 
 
 def test_study_runs_trials_as_jobs_and_writes_its_results(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", *FAST, LR, "hydra.sweeper.n_trials=3",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST, LR, "hydra.sweeper.n_trials=3",
             "hydra.sweeper.seed=0"]  # fmt: skip
     result = cli("train", *args)
     assert result.exit_code == 0, result.output
@@ -181,8 +185,32 @@ def test_study_runs_trials_as_jobs_and_writes_its_results(cli, tmp_path):
     assert len(list((tmp_path / "outputs" / "sweeps").iterdir())) == 1
 
 
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def test_a_multi_objective_study_of_runs_writes_its_pareto_front(cli, tmp_path):
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST, LR, "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.seed=0", "hydra.sweeper.metrics=[val/acc,val/loss]"]  # fmt: skip
+    result = cli("train", *args)
+    assert result.exit_code == 0, result.output
+    found = _results_yaml(tmp_path / "outputs")
+    assert found["direction"] == ["maximize", "minimize"]  # auto, per metric
+    assert found["metrics"] == ["val/acc", "val/loss"] and found["n_trials"] == {"COMPLETE": 4}
+    for trial in found["trials"]:  # each value: the run's fold mean at the final epoch
+        rows = pd.read_parquet(Path(trial["run_dir"]) / "results.parquet")
+        final = rows[(rows.split == "val") & (rows.epoch == rows.epoch.max())]
+        means = [final[final.metric == m]["value"].mean() for m in ("acc", "loss")]
+        assert trial["values"] == pytest.approx(means, rel=1e-6)
+    # the front: every trial that no other dominates (acc up, loss down)
+    signed = {t["number"]: [-t["values"][0], t["values"][1]] for t in found["trials"]}
+    front = {n for n, v in signed.items() if not any(_dominates(w, v) for w in signed.values())}
+    assert {t["number"] for t in found["best_trials"]} == front
+    assert f"Pareto front (val/acc, val/loss): {len(front)} trial(s)" in result.output
+
+
 def test_sqlite_storage_and_params_from_hydra_sweeper_params(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", *FAST,
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST,
             "+hydra.sweeper.params.optim.lr='choice(0.01,0.1)'",
             "hydra.sweeper.storage=sqlite:///study.db", "hydra.sweeper.n_trials=2",
             "hydra.sweeper.sampler=grid"]  # fmt: skip
@@ -196,7 +224,7 @@ def test_sqlite_storage_and_params_from_hydra_sweeper_params(cli, tmp_path):
 
 def test_loss_metric_is_minimized_and_failed_trials_do_not_stop_the_study(cli, tmp_path):
     # lr 50 diverges (FAIL with its reason), the other grid points complete
-    args = ["-m", "hydra/sweeper=optuna", "dataset=diabetes", "model=linear", "cv=holdout",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "dataset=diabetes", "model=linear", "cv=holdout",
             "epochs=3", "progress=false", "metric=val/loss", "optim=sgd",
             "optim.lr=choice(50,0.01,0.05)", "hydra.sweeper.sampler=grid",
             "hydra.sweeper.seed=0"]  # fmt: skip
@@ -211,22 +239,33 @@ def test_loss_metric_is_minimized_and_failed_trials_do_not_stop_the_study(cli, t
     assert "trial(s) failed; the study went on" in result.output
 
 
-def test_max_failures_stops_the_study(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", "dataset=diabetes", "model=linear", "cv=holdout",
+@pytest.mark.parametrize(("max_failures", "n_jobs", "stops_after"), [(None, 1, 4), (3, 2, 3)])
+def test_a_study_whose_trials_all_fail_stops_after_exactly_max_failures(
+    cli, tmp_path, max_failures, n_jobs, stops_after
+):
+    # every lr diverges; default max_failures = n_trials; n_jobs=2 asks 2, then only 1 more
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "dataset=diabetes", "model=linear", "cv=holdout",
             "epochs=3", "progress=false", "optim=sgd", "optim.lr=choice(50,100)",
-            "hydra.sweeper.n_trials=5", "hydra.sweeper.max_failures=1", "hydra.sweeper.seed=0",
+            "hydra.sweeper.n_trials=4", f"hydra.sweeper.n_jobs={n_jobs}", "hydra.sweeper.seed=0",
             "hydra.sweeper.sampler=random"]  # fmt: skip
+    if max_failures is not None:
+        args.append(f"hydra.sweeper.max_failures={max_failures}")
     result = cli("train", *args)
     assert result.exit_code == 1, result.output
-    assert "max_failures=1" in result.output
     found = _results_yaml(tmp_path / "outputs")
-    assert found["n_trials"] == {"FAIL": 2} and found["best_params"] is None
+    assert found["n_trials"] == {"FAIL": stops_after} and found["best_params"] is None
+    assert len(list((tmp_path / "outputs" / "sweeps").glob("*/[0-9]*"))) == stops_after
+    output = " ".join(result.output.split())  # the panel wraps lines
+    limit = max_failures or 4
+    assert output.count("the study stopped") == 1
+    assert f"the study stopped: {stops_after} trial(s) failed (max_failures={limit})" in output
+    assert "went on" not in output
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "gp", "cmaes"])
 def test_every_sampler_runs_a_study(cli, tmp_path, sampler):
-    args = ["-m", "hydra/sweeper=optuna", *FAST, LR,
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST, LR,
             "optim.weight_decay=interval(0.0,0.01)", f"hydra.sweeper.sampler={sampler}",
             "hydra.sweeper.n_trials=3", "hydra.sweeper.n_startup_trials=2",
             "hydra.sweeper.seed=0"]  # fmt: skip
@@ -245,7 +284,7 @@ def test_every_sampler_runs_a_study(cli, tmp_path, sampler):
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
 def test_pruner_stops_hopeless_trials_after_their_first_folds(cli, tmp_path, pruner):
     # most of the log-interval is far too small a learning rate for 10 epochs of Adam
-    args = ["-m", "hydra/sweeper=optuna", "dataset=wine", "model=linear", "epochs=10",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "dataset=wine", "model=linear", "epochs=10",
             "progress=false", "cv.n_splits=4", "optim.lr=tag(log,interval(1e-6,1.0))",
             "hydra.sweeper.n_trials=8", "hydra.sweeper.seed=1", f"hydra.sweeper.pruner={pruner}",
             "hydra.sweeper.pruner_startup_trials=2"]  # fmt: skip
@@ -272,7 +311,7 @@ def test_pruner_stops_hopeless_trials_after_their_first_folds(cli, tmp_path, pru
 
 @pytest.mark.slow
 def test_parallel_trials_through_the_joblib_launcher(cli, tmp_path):
-    args = ["-m", "hydra/sweeper=optuna", "hydra/launcher=joblib", *FAST, "cv.n_splits=4",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "hydra/launcher=joblib", *FAST, "cv.n_splits=4",
             "optim.lr=tag(log,interval(1e-7,1e-1))", "hydra.sweeper.n_trials=4",
             "hydra.sweeper.n_jobs=2", "hydra.sweeper.seed=1", "hydra.sweeper.pruner=median",
             "hydra.sweeper.pruner_startup_trials=1"]  # fmt: skip
@@ -317,7 +356,7 @@ def test_killed_study_resumes_to_exactly_n_trials(cli, tmp_path, monkeypatch):
         "_target_: study_models.pausing\npause_after: 4\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = ["-m", "hydra/sweeper=optuna", *FAST, "model=pausing", "stack_folds=off",
+    args = ["-m", "hydra/sweeper=mlcli_optuna", *FAST, "model=pausing", "stack_folds=off",
             "allow_targets=[study_models]", LR, "hydra.sweeper.n_trials=6",
             "hydra.sweeper.seed=0"]  # fmt: skip
     (tmp_path / "PAUSE").touch()

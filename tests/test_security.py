@@ -541,7 +541,8 @@ def test_the_optuna_sweeper_checks_its_jobs_like_any_other(cli, tmp_path, trap):
         "evil",
         f"_target_: mlcli.cv.np.load\nfile: '{trap['npy']}'\nallow_pickle: true\n",
     )
-    args = ["-m", "hydra/sweeper=optuna", "optim.lr=tag(log,interval(1e-3,1e-1))", *_tiny("cv")]
+    args = ["-m", "hydra/sweeper=mlcli_optuna", "optim.lr=tag(log,interval(1e-3,1e-1))",
+            *_tiny("cv")]  # fmt: skip
     for extra in (["cv=evil"], ["cv=evil", "--dry-run"], []):
         result = cli("train", *args, *extra)
         assert result.exit_code == 2, result.output
@@ -752,7 +753,7 @@ def test_a_run_or_sweep_dir_that_holds_someone_elses_files_is_refused(
 
 
 def test_an_optuna_storage_that_is_not_a_study_is_refused(cli, tmp_path, trap):
-    study = ["-m", "hydra/sweeper=optuna", "optim.lr=tag(log,interval(1e-3,1e-1))", *TINY]
+    study = ["-m", "hydra/sweeper=mlcli_optuna", "optim.lr=tag(log,interval(1e-3,1e-1))", *TINY]
     for storage in (str(trap["victim"]), f"sqlite:///{trap['victim']}"):
         result = cli(
             "train", *study, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}"

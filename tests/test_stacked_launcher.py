@@ -277,3 +277,53 @@ def test_a_stacked_grid_diverges_where_each_run_alone_diverges(compose, tmp_path
         assert [r["value"] for r in mine] == pytest.approx([r["value"] for r in rows], rel=1e-4)
     assert states == ["COMPLETED", "DIVERGED"]
     assert [runner.run_key(c) for c in configs] == list(stacked["results"])
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_foreign_app_is_launched_as_the_basic_launcher_does(tmp_path):
+    """Someone else's app with mlcli-looking keys (optim._target_, outputs_root): the stacked
+    launcher leaves exactly the files Hydra's basic launcher leaves, none of mlcli's."""
+    import subprocess
+    import sys
+
+    app = Path(__file__).parent / "hydra_apps" / "lookalike" / "app.py"
+    trees = {}
+    for launcher in ("basic", "stacked"):
+        cwd = tmp_path / launcher
+        cwd.mkdir()
+        ended = subprocess.run(
+            [sys.executable, str(app), "-m", f"hydra/launcher={launcher}",
+             "optim.lr=0.1,0.2", "seed=0,1", "hydra.sweep.dir=multirun"],
+            cwd=cwd, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert ended.returncode == 0, ended.stderr
+        trees[launcher] = _files(cwd)
+        lrs = sorted((cwd / "multirun" / str(n) / "lr.txt").read_text() for n in range(4))
+        assert lrs == ["0.1", "0.1", "0.2", "0.2"]
+    assert trees["stacked"] == trees["basic"]
+    assert not [f for f in trees["stacked"] if "lock" in f or f.endswith("status.json")]
+
+
+@pytest.mark.slow
+def test_a_stacked_grid_stops_each_fold_where_the_basic_launcher_does(cli, tmp_path):
+    """Early stopping per member of a stacked grid: the same stop and best epochs, the same
+    rows and saved models as each job trained alone (patience swept: each job its own rule)."""
+    grid = [
+        "-m", "optim.lr=0.05,0.02", "early_stopping.patience=2,4", "dataset=wine", "model=mlp",
+        "model.hidden=[16]", "epochs=40", "cv.n_splits=2", "progress=false",
+    ]  # fmt: skip
+    assert cli("train", *grid, "outputs_root=basic").exit_code == 0
+    stacked = cli("train", *grid, "outputs_root=stacked", "hydra/launcher=stacked")
+    assert stacked.exit_code == 0, stacked.output
+    one, two = _jobs(tmp_path / "basic"), _jobs(tmp_path / "stacked")
+    stops = set()
+    for number in one:
+        a, b = one[number], two[number]
+        assert b["status"]["fold_training"] == "stacked grid"
+        assert a["status"]["fold_epochs"] == b["status"]["fold_epochs"]
+        stops |= {e["last"] for e in b["status"]["fold_epochs"].values()}
+        _assert_same_results(a["results"], b["results"])
+    assert len(stops) > 1 and max(stops) < 40  # stopped early, at different epochs

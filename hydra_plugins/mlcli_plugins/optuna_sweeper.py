@@ -1,4 +1,9 @@
-"""``hydra/sweeper=optuna``: a fold-aware, resumable Optuna sweeper (optional extra ``[optuna]``).
+"""``hydra/sweeper=mlcli_optuna``: a fold-aware, resumable Optuna sweeper (extra ``[optuna]``).
+
+It serves mlcli's jobs (fold pruning, resume, the run's metric) and any other Hydra app, whose
+objective is its task function's return value (as in Hydra's upstream Optuna plug-in). It has a
+name of its own, not ``optuna``: its settings are not the upstream plug-in's (``sampler=tpe``, not
+the ``hydra/sweeper/sampler`` group), so taking that name would silently change other apps.
 
 Hydra imports every module of ``hydra_plugins`` at start-up, so this one stays light: the
 sweeper's config schema (registered in Hydra's ConfigStore) and a thin :class:`OptunaSweeper`
@@ -10,7 +15,7 @@ installed, every other command works; this sweeper says how to install it.
 # in sys.modules, and dataclasses then cannot resolve string annotations.
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, Optional  # noqa: UP035  (OmegaConf reads these annotations)
+from typing import Any, Dict, List, Optional  # noqa: UP035  (OmegaConf reads these annotations)
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
@@ -26,6 +31,7 @@ class SamplerName(Enum):
     grid = "grid"
     cmaes = "cmaes"
     gp = "gp"
+    nsgaii = "nsgaii"
 
 
 class DirectionName(Enum):
@@ -47,7 +53,7 @@ class PrunerName(Enum):
 
 @dataclass
 class OptunaSweeperConf:
-    """``hydra.sweeper.*`` of ``hydra/sweeper=optuna``."""
+    """``hydra.sweeper.*`` of ``hydra/sweeper=mlcli_optuna``."""
 
     _target_: str = "hydra_plugins.mlcli_plugins.optuna_sweeper.OptunaSweeper"
     n_trials: int = 20
@@ -59,7 +65,12 @@ class OptunaSweeperConf:
     """The sampler's seed (a seeded study proposes the same trials again)."""
     n_startup_trials: int = 10
     """tpe/gp/cmaes: random trials before the model-based proposals start."""
-    direction: DirectionName = DirectionName.auto
+    direction: Any = DirectionName.auto
+    """``auto``, ``maximize``, ``minimize``, or a list of them (one per objective: a Pareto
+    front). ``auto``: inferred from each metric's name (another app: ``minimize``)."""
+    metrics: Optional[List[str]] = None  # noqa: UP045, UP006
+    """mlcli jobs: the metrics to optimize (several: a multi-objective study), e.g.
+    ``[val/acc,val/loss]``; default: the run's selection metric (``metric``)."""
     pruner: PrunerName = PrunerName.none
     pruner_startup_trials: int = 5
     """median/percentile: finished trials before any trial is pruned."""
@@ -68,7 +79,7 @@ class OptunaSweeperConf:
     percentile: float = 25.0
     """percentile pruner: prune below this percentile of the other trials (at the same fold)."""
     max_failures: Optional[int] = None  # noqa: UP045
-    """Failed trials (errors, divergence) tolerated before the study stops (default n_trials)."""
+    """The study stops once this many trials failed (errors, divergence); default n_trials."""
     storage: Optional[str] = None  # noqa: UP045
     """Default: Optuna's journal file ``optuna.journal`` in the sweep dir; or a URL (sqlite:///)."""
     study_name: str = "mlcli"
@@ -78,7 +89,7 @@ class OptunaSweeperConf:
 
 
 ConfigStore.instance().store(
-    group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="mlcli"
+    group="hydra/sweeper", name="mlcli_optuna", node=OptunaSweeperConf, provider="mlcli"
 )
 
 
@@ -90,6 +101,7 @@ class OptunaSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
+        self.mlcli_job = True
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -97,6 +109,9 @@ class OptunaSweeper(Sweeper):
         """Called by Hydra: keep the context and instantiate the configured launcher."""
         from hydra.core.plugins import Plugins
 
+        from mlcli.sweeps.jobs import is_mlcli_job
+
+        self.mlcli_job = is_mlcli_job(task_function)
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -110,7 +125,7 @@ class OptunaSweeper(Sweeper):
 
         assert self.config is not None and self.hydra_context is not None
         try:
-            return run_study(self, arguments)
+            return run_study(self, arguments, self.mlcli_job)
         except (StudyError, SearchSpaceError) as error:
             from rich.console import Console
             from rich.panel import Panel

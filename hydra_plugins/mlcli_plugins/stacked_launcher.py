@@ -11,6 +11,9 @@ decides for each job as the job itself will (skip, continue with its missing fol
 trains what is left of the group in a child process. Jobs in no group (a group of one, another
 model, ``stack_folds=off``), and groups that turn out not to stack, run exactly as under the basic
 launcher.
+
+Another Hydra app's jobs (:func:`mlcli.sweeps.jobs.is_mlcli_job`: the task function is not mlcli's)
+are launched by Hydra's basic launcher itself: mlcli writes nothing of its own for them.
 """
 
 # No `from __future__ import annotations`: Hydra's plug-in scan executes this module without
@@ -91,11 +94,22 @@ class StackedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self.basic: Launcher | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        """Called by Hydra once per sweep."""
+        """Called by Hydra once per sweep (another app's sweep goes to Hydra's basic launcher)."""
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        from mlcli.sweeps.jobs import is_mlcli_job
+
+        self.basic = None
+        if not is_mlcli_job(task_function):
+            self.basic = BasicLauncher()
+            self.basic.setup(
+                hydra_context=hydra_context, task_function=task_function, config=config
+            )
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
@@ -104,6 +118,8 @@ class StackedLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Run a batch of jobs; their ``JobReturn`` in job order."""
+        if self.basic is not None:
+            return self.basic.launch(job_overrides, initial_job_idx)
         from mlcli.config.identity import run_key
         from mlcli.sweeps import grid
         from mlcli.sweeps.ledger import JobSession

@@ -346,10 +346,17 @@ def _launch(
         print(f"queued; sweep dir: {session_plan.sweep_dir}")
         print(f"follow it with: mlcli status {session_plan.sweep_dir}")
         return
-    # An Optuna study goes on past failed trials (up to max_failures): they are results.
+    # An Optuna study goes on past failed trials (up to max_failures): they are results. One that
+    # stopped on max_failures has said so, with the count: its table only lists them.
     study = session_plan.sweeper == "optuna"
     if outcome.failures:
-        _print_failures(outcome.failures, "trial(s) failed; the study went on" if study else "")
+        if not study:
+            title = f"{len(outcome.failures)} job(s) did not complete"
+        elif outcome.hydra_exit:
+            title = "the failed trials"
+        else:
+            title = f"{len(outcome.failures)} trial(s) failed; the study went on"
+        _print_failures(outcome.failures, title)
     if outcome.interrupted:
         err_console.print(
             f"interrupted by {outcome.interrupted}: unfinished runs are marked INTERRUPTED; "
@@ -366,11 +373,10 @@ def _launch(
         raise typer.Exit(1)
 
 
-def _print_failures(failures: list[dict[str, str]], title: str = "") -> None:
+def _print_failures(failures: list[dict[str, str]], title: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    title = f"{len(failures)} {title or 'job(s) did not complete'}"
     table = Table(title=title, title_style="bold red")
     for column in ("overrides", "state", "error", "run dir"):
         table.add_column(column, overflow="fold")
@@ -477,6 +483,70 @@ def report(
 
         err_console.print(Panel(str(error), title="mlcli report", border_style="red"))
         raise typer.Exit(EXIT_USAGE) from None
+
+
+class OutFormat(enum.StrEnum):
+    """File formats of ``mlcli predict --format``."""
+
+    csv = "csv"
+    parquet = "parquet"
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run dir (or, with --best, a sweep dir) with saved models.")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="Rows to predict: a CSV file (or .npz with X).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The predictions file (id,<target>).")
+    ] = Path("predictions.csv"),
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            help="The data's id column (default: the column the run dropped, else the row number)."
+        ),
+    ] = None,
+    proba: Annotated[
+        bool, typer.Option("--proba", help="One probability column per class.")
+    ] = False,
+    best: Annotated[
+        bool, typer.Option("--best", help="RUN_DIR is a sweep dir: use its top configuration.")
+    ] = False,
+    format: Annotated[
+        OutFormat | None,
+        typer.Option("--format", "-f", help="csv or parquet (default: from --out's suffix)."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Predict new rows with a run's final model; write id,<target> (a submission file)."""
+    from mlcli.data.errors import DataError
+    from mlcli.predict import PredictError
+    from mlcli.predict import predict as run_predict
+
+    try:
+        done = run_predict(
+            run_dir,
+            data,
+            out,
+            id_column=id_column,
+            proba=proba,
+            fmt=format.value if format is not None else None,
+            best=best,
+        )
+    except (PredictError, DataError) as error:
+        if debug:
+            raise
+        from rich.markup import escape
+        from rich.panel import Panel
+
+        err_console.print(Panel(escape(str(error)), title="mlcli predict", border_style="red"))
+        raise typer.Exit(EXIT_USAGE) from None
+    for note in done.notes:
+        err_console.print(f"note: {note}")
+    typer.echo(f"wrote {done.out}: {done.n_rows} rows, columns {','.join(done.columns[:12])}")
 
 
 @app.command()

@@ -301,13 +301,16 @@ def run_settings() -> list[Key]:
     typed = schema_keys(RunSchema)
     comments = _comments(text)
     settings = []
+    flat = _flatten(data)
     for f in dataclasses.fields(RunSchema):
-        if f.name in GROUPS or f.name not in typed:
+        if f.name in GROUPS:
             continue
-        known = typed[f.name]
-        default = data.get(f.name, known.default)
-        comment = comments.get(f.name) or known.comment
-        settings.append(dataclasses.replace(known, default=default, comment=comment))
+        # A setting, or the keys of a nested one (early_stopping.patience ...), each dotted.
+        for name in [k for k in typed if k == f.name or k.startswith(f"{f.name}.")]:
+            known = typed[name]
+            default = flat.get(name, known.default)
+            comment = comments.get(name) or known.comment
+            settings.append(dataclasses.replace(known, default=default, comment=comment))
     return settings
 
 

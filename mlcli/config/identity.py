@@ -42,6 +42,11 @@ def run_key(cfg: Any) -> str:
     assert isinstance(container, dict)
     for key in (*NON_RESULT_KEYS, "hydra"):
         container.pop(key, None)
+    # Settings that change nothing at their defaults leave the key as it was before them.
+    if (container.get("early_stopping") or {}).get("patience") is None:
+        container.pop("early_stopping", None)
+    if container.get("final") == "none":
+        container.pop("final", None)
     files = data_files(container.get("dataset"))
     if files:
         container[DATA_FILES_KEY] = files  # no config key has this name (the schema refuses it)

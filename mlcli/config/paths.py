@@ -23,6 +23,7 @@ NON_RESULT_KEYS: tuple[str, ...] = (
     "jobs_per_gpu",  # which GPU a job ran on changes nothing it computes
     "on_failure",
     "checkpoint_every",
+    "save_models",  # model files are kept or not; the rows are the same
 )
 """Top-level keys that never change what a run computes: not in the run key, not report columns."""
 

@@ -8,6 +8,7 @@ from mlcli.data.shipped import japanese_vowels, mnist1d, sunspots
 from mlcli.data.sklearn_sets import breast_cancer, diabetes, digits, iris, wine
 from mlcli.data.synthetic import curve, seq_reverse
 from mlcli.data.tabular import csv
+from mlcli.data.textfiles import pairs, tagged, text
 
 __all__ = [
     "BOS",
@@ -27,7 +28,10 @@ __all__ = [
     "japanese_vowels",
     "mnist1d",
     "npz",
+    "pairs",
     "seq_reverse",
     "sunspots",
+    "tagged",
+    "text",
     "wine",
 ]

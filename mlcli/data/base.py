@@ -11,6 +11,11 @@ Shapes and dtypes by task (N examples):
 - ``seq2seq``: ``X`` int64 ``(N, T_in)`` source token ids padded with ``PAD``; ``lengths``;
   ``y`` int64 ``(N, T_out)`` target token ids ending with ``EOS``, padded with ``PAD``;
   ``vocab_size`` counts the special ids ``PAD``, ``BOS``, ``EOS``.
+
+Text datasets (``dataset=text|tagged|pairs``) hold *raw* token codes in ``X`` (and in ``y`` for
+pairs): ``FIRST_RAW + k`` is the ``k``-th distinct token of the whole file (``text.tokens``). The
+ids a model sees are fitted per fold on the training rows alone (:mod:`mlcli.data.tokenize`), so
+``vocab_size`` is only the most ids a fold's vocabulary can have.
 """
 
 from __future__ import annotations
@@ -24,8 +29,33 @@ Task = Literal["classification", "regression", "tagging", "seq2seq"]
 
 # Special token ids shared by every token dataset and sequence model.
 PAD, BOS, EOS = 0, 1, 2
+# Token datasets of the user's text add an unknown id: a token the fold's training rows lack.
+UNK = 3
+# X of a text dataset holds FIRST_RAW + k for its k-th distinct raw token (text.tokens[k]).
+FIRST_RAW = 4
 # Target value of padded positions in a tagging target (PyTorch's cross-entropy ignore_index).
 IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TextTokens:
+    """The raw tokens of a text dataset and how each fold turns them into ids.
+
+    ``tokens`` are the distinct raw tokens (words, or characters for ``tokenizer=char``) of every
+    row, in first-seen order: ``X`` holds ``FIRST_RAW + k`` for ``tokens[k]``. ``target_tokens``:
+    ``y`` holds raw codes too (sentence pairs). The rest are the user's settings (``dataset.*``):
+    a fold keeps the tokens seen at least ``min_freq`` times in its training rows, at most
+    ``vocab_size`` ids in all (the special ones included); ``bpe``/``wordpiece`` learn subwords
+    from the training rows' words.
+    """
+
+    tokens: tuple[str, ...]
+    tokenizer: str = "word"
+    vocab_size: int | None = None
+    min_freq: int = 1
+    lowercase: bool = True
+    max_length: int = 64
+    target_tokens: bool = False
 
 
 @dataclass
@@ -42,7 +72,8 @@ class Dataset:
     per fold, fitted on the training rows); ``X`` may hold NaN where a builder was asked to leave
     missing cells for per-fold imputation (``missing=mean``). ``ordered`` says the rows are in time
     order, so the test split is the last rows. ``notes`` state what a builder inferred or did
-    (task, dropped rows...): the runner logs them and writes them to status.json.
+    (task, dropped rows...): the runner logs them and writes them to status.json. ``text`` is
+    set for a dataset of the user's text: ``X`` holds raw token codes, tokenized per fold.
     """
 
     name: str
@@ -60,6 +91,7 @@ class Dataset:
     categorical: tuple[int, ...] = ()
     ordered: bool = False
     notes: list[str] = field(default_factory=list)
+    text: TextTokens | None = None
 
     def __post_init__(self) -> None:
         if len(self.X) != len(self.y):

@@ -7,13 +7,14 @@ Tables with categorical columns or missing cells (``dataset=csv``) go through a 
 most-frequent imputation and one-hot encoding (unknown categories -> all zeros) of the
 categorical ones. Variable-length sequences (``dataset.lengths``) are scaled per feature with
 statistics over their valid time steps only, and their padding stays exactly zero; token ids are
-never scaled.
+never scaled. The user's text (``dataset.text``) is tokenized per fold: the vocabulary is fitted
+on the training rows (:func:`mlcli.data.tokenize.tokenize_fold`) and kept in ``FoldData.vocabulary``
+so the run can save it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from mlcli.config import enum_name
 from mlcli.data.base import Dataset
+from mlcli.data.tokenize import Vocabulary, tokenize_fold
 
 
 @dataclass
@@ -39,6 +41,11 @@ class FoldData:
     lengths_train: torch.Tensor | None = None
     lengths_val: torch.Tensor | None = None
     lengths_test: torch.Tensor | None = None
+    # The fold's fitted vocabulary (a text dataset), saved with the run.
+    vocabulary: Vocabulary | None = None
+    # What predicting needs of the fitted preprocessing (:func:`apply_preprocess`): plain
+    # numbers and arrays, the target's scaling included.
+    preprocess: dict[str, Any] = field(default_factory=dict)
 
 
 def valid_steps(lengths: np.ndarray, max_length: int) -> np.ndarray:
@@ -67,6 +74,10 @@ class Normalizer:
         # A constant feature (e.g. a digits corner pixel) is only shifted, never divided by 0.
         self.scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
         self.shift = self.shift.astype(np.float32)
+
+    def state(self) -> dict[str, Any]:
+        """The fitted statistics (:func:`apply_preprocess` applies them)."""
+        return {"kind": "normalize", "shift": self.shift, "scale": self.scale}
 
     def __call__(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
         out = (x - self.shift) / self.scale
@@ -116,27 +127,106 @@ def table_encoder(kind: str, n_features: int, categorical: tuple[int, ...]) -> A
     )
 
 
-def _unscaled(x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-    return x
+class Unscaled:
+    """Token ids: categories, not quantities (never scaled)."""
+
+    def state(self) -> dict[str, Any]:
+        """Nothing fitted."""
+        return {"kind": "none"}
+
+    def __call__(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        return x
 
 
-def fold_scaler(
-    dataset: Dataset, train_idx: np.ndarray, dataset_cfg: Any
-) -> Callable[..., np.ndarray]:
+class TableEncoder:
+    """:func:`table_encoder` fitted on a fold's training rows; its fitted state as plain arrays
+    (imputation values, scaling, one-hot categories) for :func:`apply_preprocess`."""
+
+    def __init__(self, kind: str, x_train: np.ndarray, categorical: tuple[int, ...]) -> None:
+        self.encoder = table_encoder(kind, x_train.shape[1], categorical)
+        self.encoder.fit(x_train)
+        self.kind = kind
+
+    def __call__(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(self.encoder.transform(x), dtype=np.float32)
+
+    def state(self) -> dict[str, Any]:
+        """Every fitted number of the column transformer, by name."""
+        numeric_pipe = self.encoder.named_transformers_["numeric"]
+        imputer = numeric_pipe.steps[0][1]
+        scaler = numeric_pipe.steps[1][1]
+        category_pipe = self.encoder.named_transformers_["categorical"]
+        numeric, categorical = (list(c) for _, _, c in self.encoder.transformers_[:2])
+        state: dict[str, Any] = {
+            "kind": "table",
+            "scaling": self.kind,
+            "numeric": np.asarray(numeric, dtype=np.int64),
+            "categorical": np.asarray(categorical, dtype=np.int64),
+            "numeric_fill": np.asarray(imputer.statistics_),
+        }
+        if self.kind == "standard":
+            state["mean"] = np.asarray(scaler.mean_)
+            state["scale"] = np.asarray(scaler.scale_)
+        elif self.kind == "minmax":
+            state["min"] = np.asarray(scaler.min_)
+            state["scale"] = np.asarray(scaler.scale_)
+        if categorical:
+            state["category_fill"] = np.asarray(category_pipe.steps[0][1].statistics_)
+            for j, values in enumerate(category_pipe.steps[1][1].categories_):
+                state[f"categories_{j}"] = np.asarray(values)
+        return state
+
+
+def apply_preprocess(state: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """A fold's fitted feature preprocessing (a :meth:`state` of :class:`Normalizer`,
+    :class:`TableEncoder` or :class:`Unscaled`) applied to new rows ``x``, as training applied
+    it: the same operations on the same numbers, without the fitted objects (no pickle)."""
+    kind = state["kind"]
+    if kind == "none":
+        return x
+    if kind == "normalize":
+        return np.asarray((x - state["shift"]) / state["scale"], dtype=np.float32)
+    blocks = []
+    numeric = np.asarray(state["numeric"], dtype=np.int64)
+    if len(numeric):
+        block = x[:, numeric].astype(np.float32)
+        missing = np.isnan(block)
+        if missing.any():
+            fill = np.asarray(state["numeric_fill"])
+            block[missing] = np.take(fill, np.nonzero(missing)[1])
+        # sklearn's own in-place updates on float32 cells (StandardScaler casts its statistics
+        # to float32 first; MinMaxScaler does not)
+        if state["scaling"] == "standard":
+            block -= np.asarray(state["mean"]).astype(np.float32)
+            block /= np.asarray(state["scale"]).astype(np.float32)
+        elif state["scaling"] == "minmax":
+            block *= np.asarray(state["scale"])
+            block += np.asarray(state["min"])
+        blocks.append(block)
+    categorical = np.asarray(state["categorical"], dtype=np.int64)
+    for j, column in enumerate(categorical.tolist()):
+        codes = x[:, column].astype(np.float32)
+        missing = np.isnan(codes)
+        codes[missing] = np.float32(state["category_fill"][j])
+        values = np.asarray(state[f"categories_{j}"])
+        blocks.append((codes[:, None] == values[None, :]).astype(np.float32))
+    return np.asarray(np.hstack(blocks) if blocks else x[:, :0], dtype=np.float32)
+
+
+def fold_scaler(dataset: Dataset, train_idx: np.ndarray, dataset_cfg: Any) -> Any:
     """The feature transform of one fold, fitted on ``train_idx`` alone.
 
-    Called as ``scale(x)``, or ``scale(x, lengths)`` for variable-length sequences.
+    Called as ``scale(x)``, or ``scale(x, lengths)`` for variable-length sequences;
+    ``scale.state()`` is what :func:`apply_preprocess` needs to apply it to new rows.
     """
     kind = enum_name(dataset_cfg.get("normalize", "standard"))
     if dataset.vocab_size is not None:
-        return _unscaled  # token ids are categories, not quantities
+        return Unscaled()
     if dataset.lengths is not None:
         return Normalizer(kind, dataset.X[train_idx], dataset.lengths[train_idx])
     if not needs_table_encoder(dataset):
         return Normalizer(kind, dataset.X[train_idx])
-    encoder = table_encoder(kind, dataset.X.shape[1], dataset.categorical)
-    encoder.fit(dataset.X[train_idx])
-    return lambda x: np.asarray(encoder.transform(x), dtype=np.float32)
+    return TableEncoder(kind, dataset.X[train_idx], dataset.categorical)
 
 
 def fold_tensors(
@@ -147,7 +237,13 @@ def fold_tensors(
     dataset_cfg: Any,
     device: torch.device,
 ) -> FoldData:
-    """Normalize with statistics fitted on ``train_idx`` alone, then move to ``device``."""
+    """Normalize with statistics fitted on ``train_idx`` alone (text: tokenize with a
+    vocabulary fitted on them), then move to ``device``."""
+    vocabulary = None
+    if dataset.text is not None:
+        tokens = tokenize_fold(dataset.text, dataset.X, dataset.y, train_idx)
+        vocabulary = tokens.vocabulary
+        dataset = replace(dataset, X=tokens.X, y=tokens.y, lengths=tokens.lengths, text=None)
     scaler = fold_scaler(dataset, train_idx, dataset_cfg)
     lengths = dataset.lengths
     mean, std = 0.0, 1.0
@@ -183,4 +279,11 @@ def fold_tensors(
         lengths_train=lengths_of(train_idx),
         lengths_val=lengths_of(val_idx),
         lengths_test=lengths_of(test_idx) if len(test_idx) else None,
+        vocabulary=vocabulary,
+        preprocess={
+            **scaler.state(),
+            "target_mean": mean,
+            "target_std": std,
+            "in_shape": [int(d) for d in x_train.shape[1:]],  # after one-hot encoding
+        },
     )

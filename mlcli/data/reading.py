@@ -12,7 +12,7 @@ import csv as csv_module
 import hashlib
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ class Table:
     lines: np.ndarray
     header_line: int
     sha256: str
+    renamed: list[str] = field(default_factory=list)
+    """Columns renamed because the header repeats a name (``cli.1``)."""
 
     def __getitem__(self, column: str) -> np.ndarray:
         return self.cells[column]
@@ -78,6 +80,7 @@ class Table:
             self.lines[keep],
             self.header_line,
             self.sha256,
+            self.renamed,
         )
 
     def column(self, name: str, role: str = "", key: str | None = None) -> str:
@@ -130,17 +133,7 @@ def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
     )
     if header is None:
         raise DataError(path, "is empty (no header line)", fix="The first line names the columns")
-    columns = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
-    for name in columns:
-        if columns.count(name) > 1:
-            raise DataError(
-                path,
-                f"the header (line {header_line}) names column {name!r} twice",
-                column=name,
-                line=header_line,
-                fix="Give every column its own name",
-                key=key,
-            )
+    columns, renamed = dedupe_names([name or f"Unnamed: {i}" for i, name in enumerate(header)])
     if not records:
         raise DataError(path, "has a header but no data rows", line=header_line, key=key)
     _check_widths(path, key, sep, columns, records, lines, quoted)
@@ -159,7 +152,29 @@ def read_table(path: str, sep: str = ",", key: str = "dataset.path") -> Table:
         np.asarray(lines, dtype=np.int64),
         header_line,
         hashlib.sha256(raw).hexdigest(),
+        renamed,
     )
+
+
+def dedupe_names(names: list[str]) -> tuple[list[str], list[str]]:
+    """Repeated column names made distinct as ``pandas.read_csv`` makes them (``cli, cli`` ->
+    ``cli, cli.1``, skipping a name the header has already: a file that repeats a day's
+    columns), and the new names given."""
+    header = set(names)
+    counts: dict[str, int] = {}
+    out: list[str] = []
+    renamed: list[str] = []
+    for original in names:
+        name, count = original, counts.get(original, 0)
+        while count > 0:  # pandas' rule: the next ``name.k`` that is not taken
+            counts[original] = count + 1
+            name = f"{original}.{count}"
+            count = count + 1 if name in header else counts.get(name, 0)
+        counts[name] = count + 1
+        if name != original:
+            renamed.append(name)
+        out.append(name)
+    return out, renamed
 
 
 def _check_widths(

@@ -493,10 +493,8 @@ def csv(
     if test is not None:
         for name in [target, *chosen]:
             test.column(name, "")
-    notes = [
-        f"read {path}: {len(train.lines)} rows, {len(train.columns)} columns "
-        f"(sha256 {train.sha256[:16]})"
-    ]
+    notes = [f"read {path}: {len(train.lines)} rows, {len(train.columns)} columns "
+             f"(sha256 {train.sha256[:16]})", *renamed_notes(train)]  # fmt: skip
     if test is not None:
         notes.append(
             f"test split: {test_path} ({len(test.lines)} rows, sha256 {test.sha256[:16]}); "
@@ -538,4 +536,102 @@ def csv(
         source=str(path),
         categorical=positions,
         notes=notes,
+        meta=_meta(train, test, target, drop_names, [chosen[j] for j in positions], na),
     )
+
+
+def _meta(
+    train: Table,
+    test: Table | None,
+    target: str,
+    drop: list[str],
+    categorical: list[str],
+    na: set[str],
+) -> dict[str, Any]:
+    """What predicting needs to know of the file (``models/schema.json``): the target's base
+    name, the columns left out (ids), and each categorical column's categories in code order."""
+    return {
+        "target_base": base_name(target, train.renamed),
+        "dropped_columns": [c for c in drop if c in train.columns],
+        "categories": {c: _categories(train, test, c, na).tolist() for c in categorical},
+    }
+
+
+def renamed_notes(table: Table) -> list[str]:
+    """How a header's repeated names were read (none when it repeats none)."""
+    if not table.renamed:
+        return []
+    return [
+        f"the header of {table.where} repeats column names: read as {listing(table.renamed)} "
+        "(pandas' convention: the second 'cli' is 'cli.1'); name them so in dataset settings"
+    ]
+
+
+def base_name(column: str, renamed: Sequence[str]) -> str:
+    """A column's name as the header wrote it (``tested_positive.2`` -> ``tested_positive`` when
+    the reader renamed a repeated name)."""
+    return column.rsplit(".", 1)[0] if column in renamed else column
+
+
+def _categories(train: Table, test: Table | None, column: str, na: set[str]) -> np.ndarray:
+    """A categorical column's categories in code order (code k is the k-th), as
+    :func:`_feature_matrix` numbers them."""
+    values = np.concatenate([as_text(t[column]) for t in (train, test) if t is not None])
+    is_missing = np.concatenate([_is_na(t[column], na) for t in (train, test) if t is not None])
+    return np.unique(values[~is_missing])
+
+
+def feature_rows(
+    table: Table, features: list[dict[str, Any]], na: set[str], impute: bool
+) -> np.ndarray:
+    """The rows of ``table`` (a file to predict on) as a trained run's raw feature matrix:
+    numeric columns as numbers, categorical ones as the codes of the categories the run knows
+    (``features``: name, kind and categories, as ``models/schema.json`` lists them). Missing
+    cells are NaN when the run imputes them (``impute``), else an error; a cell that is not a
+    number, or a category the run never saw, is an error naming the column and the line."""
+    X = np.empty((len(table.lines), len(features)), dtype=np.float32)
+    for j, feature in enumerate(features):
+        column = str(feature["name"])
+        text = table[column]
+        is_na = _is_na(text, na)
+        if is_na.any() and not impute:
+            _refuse_missing(
+                table,
+                [column],
+                {column: is_na},
+                "Fill those cells (the run was trained with dataset.missing=error or drop: it "
+                "has no imputation values)",
+            )
+        if feature.get("kind") == "categorical":
+            categories = [str(c) for c in feature.get("categories", [])]
+            code_of = {c: float(k) for k, c in enumerate(categories)}
+            values = as_text(text).tolist()
+            codes = np.array([code_of.get(v, np.nan) for v in values], dtype=np.float32)
+            unknown = np.isnan(codes) & ~is_na
+            if unknown.any():
+                raise bad_rows(
+                    table.where,
+                    column,
+                    "a category the run never saw in training",
+                    table.lines[unknown],
+                    text[unknown].tolist(),
+                    fix=f"Known categories of {column!r}: {listing(categories, 20)}",
+                    key=table.key,
+                )
+            X[:, j] = codes
+            continue
+        numbers, finite = _numbers(text, is_na)
+        bad = ~finite & ~is_na
+        if bad.any():
+            raise bad_rows(
+                table.where,
+                column,
+                "a value that is not a (finite) number",
+                table.lines[bad],
+                text[bad].tolist(),
+                fix=f"Column {column!r} holds numbers in the training data: fix those cells",
+                key=table.key,
+            )
+        numbers[is_na] = np.nan
+        X[:, j] = numbers
+    return X

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 
 from mlcli.analysis import loss_function
+from mlcli.data.preprocess import fold_tensors
 from mlcli.engine import checkpoint
 from mlcli.engine.divergence import LossBound
 from mlcli.engine.loop import (
@@ -26,6 +28,7 @@ from mlcli.engine.loop import (
     long_rows,
 )
 from mlcli.engine.setup import Builders, FoldPlan, FoldSetup, set_up_fold
+from mlcli.engine.stopping import EarlyStopping
 
 log = logging.getLogger("mlcli")
 
@@ -45,6 +48,7 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
         seed=setup.seed,
     )
     bound = LossBound(cfg.get("diverge_factor"))
+    stopper = EarlyStopping.of(cfg, plan.metric)
     every = int(cfg.get("checkpoint_every") or 0)
     path = checkpoint.fold_path(run_dir, fold)
     start_epoch = 1
@@ -57,6 +61,8 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
             )
             initial = state.get("loss_initial")  # the divergence bound's reference
             bound.initial = float(initial) if isinstance(initial, (int, float)) else None
+            if stopper is not None:
+                stopper.restore(state["early_stopping"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
             # Half restored: the fold starts again from freshly built (and seeded) objects.
             log.warning(
@@ -66,6 +72,7 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
             setup, optimizer, scheduler = _build(plan, fold, builders, setup)
             start_epoch, done_rows = 1, []
             bound.initial = None
+            stopper = EarlyStopping.of(cfg, plan.metric)
 
     def epoch_end(fold: int, epoch: int, metrics: dict[str, float]) -> None:
         done_rows.extend(epoch_rows(epoch, metrics))
@@ -74,6 +81,8 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
             objects = _objects(setup, optimizer, scheduler, plan)
             state = checkpoint.capture(run_key=plan.key, fold=fold, epoch=epoch, rows=done_rows,
                                        loss_initial=bound.initial, **objects)  # fmt: skip
+            if stopper is not None:
+                state["early_stopping"] = stopper.state()
             checkpoint.save(path, state)
         if on_epoch is not None:
             on_epoch(fold, epoch, metrics)
@@ -93,10 +102,17 @@ def fit_fold(plan: FoldPlan, fold: int, on_epoch: EpochEnd | None = None) -> Fol
         start_epoch=start_epoch,
         analyzer=analyzer if analyzer.active else None,
         bound=bound,
+        stopper=stopper,
     )
     # Rows of the epochs before a checkpoint resume came from the checkpoint.
     previous: list[MetricRow] = [r for r in done_rows if r[0] < start_epoch]
-    return long_rows(plan.key, fold, [*previous, *rows])
+    return long_rows(
+        plan.key,
+        fold,
+        [*previous, *rows],
+        model=setup.model.state_dict(),
+        preprocess=setup.data.preprocess,
+    )
 
 
 def _build(
@@ -125,3 +141,39 @@ def _objects(
         "generator": setup.generator,
         "device": plan.device,
     }
+
+
+def fit_refit(plan: FoldPlan, epochs: int) -> FoldRows:
+    """``final=refit``: one model trained on every non-test row for ``epochs`` epochs, its
+    preprocessing fitted on those rows, seeded as one more fold (``K``) would be; its rows are
+    its test rows (evaluated once). Training watches no val split: its rows stand in for one
+    (early stopping does not apply: ``epochs`` is what cross-validation chose)."""
+    cfg, builders = plan.cfg, plan.builders()
+    rows = np.setdiff1d(np.arange(len(plan.dataset.y)), plan.test_idx)
+    data = fold_tensors(plan.dataset, rows, rows, plan.test_idx, cfg.dataset, plan.device)
+    setup = set_up_fold(plan, len(plan.folds), builders.model, data)
+    optimizer = builders.optimizer(setup.model.parameters())
+    steps_per_epoch = batches_per_epoch(
+        len(data.x_train), int(cfg.batch_size), has_batch_norm(setup.model)
+    )
+    scheduler = builders.scheduler(optimizer, total_steps=epochs * steps_per_epoch)
+    metric_rows = fit(
+        setup.model,
+        optimizer,
+        scheduler,
+        data,
+        task=plan.dataset.task,
+        epochs=epochs,
+        batch_size=int(cfg.batch_size),
+        generator=setup.generator,
+        clip_grad_norm=cfg.get("clip_grad_norm"),
+        fold=len(plan.folds),
+        bound=LossBound(cfg.get("diverge_factor")),
+    )
+    return long_rows(
+        plan.key,
+        len(plan.folds),
+        [r for r in metric_rows if r[1] == "test"],
+        model=setup.model.state_dict(),
+        preprocess=data.preprocess,
+    )

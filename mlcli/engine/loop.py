@@ -40,6 +40,7 @@ from mlcli.engine.divergence import (
     defers_divergence_check,
     epoch_divergence,
 )
+from mlcli.engine.stopping import EarlyStopping
 from mlcli.tasks import metrics as task_metrics
 
 if TYPE_CHECKING:
@@ -47,8 +48,18 @@ if TYPE_CHECKING:
 
 MetricRow = tuple[int, str, str, float]
 """(epoch, split, metric, value)."""
-FoldRows = list[dict[str, Any]]
-"""A fold's results in long form: ``run_key, fold, epoch, split, metric, value`` per row."""
+
+
+class FoldRows(list[dict[str, Any]]):
+    """A fold's results in long form (``run_key, fold, epoch, split, metric, value`` per row)
+    and, for a fold trained in this session, what predicting needs: ``model``, its weights (a
+    state dict of CPU tensors, best or final as restored) and ``preprocess``, its fitted
+    preprocessing (:attr:`mlcli.data.preprocess.FoldData.preprocess`)."""
+
+    model: dict[str, torch.Tensor] | None = None
+    preprocess: dict[str, Any] | None = None
+
+
 EpochEnd = Callable[[int, int, dict[str, float]], None]
 """Called as ``on_epoch(fold, epoch, metrics)`` once an epoch's ``split/metric`` values are final
 (both loops call it: the progress display, checkpoints)."""
@@ -174,11 +185,14 @@ def fit(
     analyzer: Analyzer | None = None,
     start_epoch: int = 1,
     bound: LossBound | None = None,
+    stopper: EarlyStopping | None = None,
 ) -> list[MetricRow]:
     """Train ``model`` for ``epochs`` epochs on the fold's training rows; return metric rows.
 
     ``start_epoch`` > 1 continues a fold restored from a checkpoint (rows from that epoch on).
-    ``on_epoch(fold, epoch, metrics)`` is called at the end of every epoch.
+    ``on_epoch(fold, epoch, metrics)`` is called at the end of every epoch. ``stopper`` (early
+    stopping) ends training after the epoch it says, and with ``restore_best`` puts the best
+    epoch's weights back before the test rows are evaluated.
 
     The fold's test rows (if any) are evaluated exactly once, after the last epoch.
     Raises :class:`DivergedError` at the first optimizer step whose loss is not finite, and at the
@@ -200,7 +214,11 @@ def fit(
     lr_fixed = all(getattr(f, "is_constant", False) for f in getattr(scheduler, "lr_lambdas", [0]))
     watch = DivergenceWatch(1, device) if defers_divergence_check(device) else None
     model.train()
+    last_epoch = start_epoch - 1
     for epoch in range(start_epoch, epochs + 1):
+        if stopper is not None and stopper.stopped:
+            break  # (a fold resumed from the checkpoint of its last epoch)
+        last_epoch = epoch
         # Running sums stay on the device: one host sync per epoch, not one per step (on the
         # CPU the loss is read at every step anyway, for the divergence check: it is summed
         # there, in double precision).
@@ -265,16 +283,22 @@ def fit(
             rows.extend(
                 analyzer.after_epoch(model, data.x_train, data.y_train, epoch, epoch == epochs)
             )
+        if stopper is not None and stopper.update(epoch, epoch_metrics):
+            stopper.keep(model.state_dict())
         if on_epoch is not None:
-            on_epoch(fold, epoch, epoch_metrics)
+            on_epoch(fold, epoch, epoch_metrics)  # (a checkpoint then holds the stopper's state)
+        if stopper is not None and stopper.stopped:
+            break
 
+    if stopper is not None and stopper.weights is not None:
+        model.load_state_dict(stopper.weights)  # restore_best: the best epoch's weights
     if data.x_test is not None and data.y_test is not None and len(data.x_test) > 0:
         test_values = evaluate(model, data.x_test, data.y_test, task, mean, std, data.lengths_test)
         numbers = torch.stack(list(test_values.values())).tolist()
         test_metrics = {f"test/{k}": v for k, v in zip(test_values, numbers, strict=True)}
-        if (judged := epoch_divergence(epochs, step - 1, test_metrics, None)) is not None:
+        if (judged := epoch_divergence(last_epoch, step - 1, test_metrics, None)) is not None:
             raise judged
-        rows.extend((epochs, "test", k, v) for k, v in zip(test_values, numbers, strict=True))
+        rows.extend((last_epoch, "test", k, v) for k, v in zip(test_values, numbers, strict=True))
     return rows
 
 
@@ -287,9 +311,20 @@ def epoch_rows(epoch: int, metrics: dict[str, float]) -> list[MetricRow]:
     return rows
 
 
-def long_rows(run_key: str, fold: int, rows: list[MetricRow]) -> FoldRows:
-    """A fold's metric rows in the long form of the results table."""
-    return [
+def long_rows(
+    run_key: str,
+    fold: int,
+    rows: list[MetricRow],
+    model: dict[str, torch.Tensor] | None = None,
+    preprocess: dict[str, Any] | None = None,
+) -> FoldRows:
+    """A fold's metric rows in the long form of the results table, with its trained ``model``
+    (a state dict, copied to the CPU) and its fitted ``preprocess``."""
+    out = FoldRows(
         {"run_key": run_key, "fold": fold, "epoch": e, "split": s, "metric": m, "value": v}
         for e, s, m, v in rows
-    ]
+    )
+    if model is not None:
+        out.model = {name: t.detach().cpu().clone() for name, t in model.items()}
+    out.preprocess = preprocess
+    return out

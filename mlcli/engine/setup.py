@@ -25,6 +25,11 @@ from mlcli.data.preprocess import FoldData, fold_tensors
 from mlcli.engine.loop import EpochEnd
 from mlcli.engine.optim import optimizer_factory
 from mlcli.models import model_factory
+from mlcli.rundir.files import write_json
+from mlcli.tasks import selection_metric
+
+VOCABULARY_FILE = "models/fold-{fold}.vocab.json"
+"""Where a fold's fitted vocabulary (a text dataset) is saved in its run dir, as JSON."""
 
 ModelBuilder = Callable[[tuple[int, ...] | None], torch.nn.Module]
 
@@ -112,6 +117,11 @@ class FoldPlan:
         return self.split.test
 
     @property
+    def metric(self) -> str:
+        """The run's selection metric (``metric=auto`` resolved for the task)."""
+        return selection_metric(str(self.cfg.metric), self.dataset.task)
+
+    @property
     def pending(self) -> list[int]:
         """The folds left to train, in fold order."""
         return [f for f in range(len(self.folds)) if f not in self.done]
@@ -138,7 +148,8 @@ class FoldSetup:
 def set_up_fold(
     plan: FoldPlan, fold: int, build_model: ModelBuilder, data: FoldData | None = None
 ) -> FoldSetup:
-    """Fold ``fold`` of ``plan``: its tensors (``data``, when already made), then, seeded from
+    """Fold ``fold`` of ``plan``: its tensors (``data``, when already made; a text dataset's
+    fitted vocabulary saved in the run dir), then, seeded from
     ``(seed, fold)`` alone, its model (built after the preprocessing: one-hot columns fitted per
     fold give the input width) and the generator of its batch order."""
     cfg = plan.cfg
@@ -147,6 +158,11 @@ def set_up_fold(
         data = fold_tensors(
             plan.dataset, train_idx, val_idx, plan.test_idx, cfg.dataset, plan.device
         )
+        if data.vocabulary is not None and plan.run_dir is not None:
+            # Saved with the run, so new text is tokenized as this fold's rows were.
+            path = plan.run_dir / VOCABULARY_FILE.format(fold=fold)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, data.vocabulary.state())
     seed = derived_seed(int(cfg.seed), fold)
     seed_everything(seed)
     model = build_model(tuple(data.x_train.shape[1:])).to(plan.device)

@@ -67,6 +67,7 @@ from mlcli.engine.loop import (
 )
 from mlcli.engine.optim import build_fused_optimizer
 from mlcli.engine.setup import FoldPlan, FoldSetup, set_up_fold
+from mlcli.engine.stopping import EarlyStopping
 from mlcli.models import build_model
 from mlcli.tasks import metrics as task_metrics
 
@@ -117,6 +118,10 @@ class StackedModel:
         self.params: list[torch.Tensor] = []
         self.macs = 0
         self.batch_norm = False  # a batch-norm layer: a batch of one row cannot be trained on
+        # Each member's state dict, by the names its own model gives them: ``[K, ...]`` tensors.
+        self.named: dict[str, torch.Tensor] = {}
+        self.buffers: list[torch.Tensor] = []  # batch-norm running statistics
+        self.steps = 0  # training steps taken (batch norm's num_batches_tracked)
 
         def stack(tensors: list[torch.Tensor], grad: bool) -> torch.Tensor:
             out = torch.stack([t.detach() for t in tensors]).contiguous()
@@ -135,24 +140,27 @@ class StackedModel:
                 weight = stack([m.weight for m in same], True)  # [K, out, in]
                 bias = stack([m.bias for m in same], True) if layer.bias is not None else None
                 self.layers.append(("linear", (weight, bias)))
+                self.named[f"{i}.weight"] = weight
+                if bias is not None:
+                    self.named[f"{i}.bias"] = bias
                 self.macs += layer.in_features * layer.out_features
             elif isinstance(layer, nn.BatchNorm1d):
                 if not (layer.affine and layer.track_running_stats):
                     raise UnstackableError("batch norm without affine/running statistics")
                 self.batch_norm = True
-                self.layers.append(
-                    (
-                        "batch_norm",
-                        (
-                            stack([m.weight for m in same], True),
-                            stack([m.bias for m in same], True),
-                            stack([m.running_mean for m in same], False),
-                            stack([m.running_var for m in same], False),
-                            layer.momentum,
-                            layer.eps,
-                        ),
-                    )
+                spec = (
+                    stack([m.weight for m in same], True),
+                    stack([m.bias for m in same], True),
+                    stack([m.running_mean for m in same], False),
+                    stack([m.running_var for m in same], False),
+                    layer.momentum,
+                    layer.eps,
                 )
+                self.layers.append(("batch_norm", spec))
+                names = ("weight", "bias", "running_mean", "running_var")
+                self.named.update({f"{i}.{n}": t for n, t in zip(names, spec[:4], strict=False)})
+                self.named[f"{i}.num_batches_tracked"] = torch.zeros(self.k, dtype=torch.long)
+                self.buffers.extend(spec[2:4])
             elif isinstance(layer, nn.Dropout) and layer.p == 0:
                 continue
             elif isinstance(layer, nn.Dropout):
@@ -174,6 +182,25 @@ class StackedModel:
             size = p[0].numel()
             p.data = self.flat.detach()[:, offset : offset + size].view(p.shape)
             offset += size
+
+    def member_state(self, i: int) -> list[torch.Tensor]:
+        """A copy of member ``i``'s weights and batch-norm statistics."""
+        return [self.flat.detach()[i].clone(), *(b[i].clone() for b in self.buffers)]
+
+    def set_member_state(self, i: int, state: list[torch.Tensor]) -> None:
+        """Put back what :meth:`member_state` copied (the other members are untouched)."""
+        with torch.no_grad():
+            self.flat[i] = state[0]
+            for buffer, value in zip(self.buffers, state[1:], strict=True):
+                buffer[i] = value
+
+    def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i`` as its own model's state dict (what ``load_state_dict`` reads)."""
+        state = {name: t[i].detach().clone() for name, t in self.named.items()}
+        for name in state:
+            if name.endswith("num_batches_tracked"):
+                state[name] = torch.tensor(self.steps, dtype=torch.long)
+        return state
 
     def gather_grads(self) -> None:
         """After ``backward``: the parameters' gradients, laid out as ``flat.grad``."""
@@ -427,6 +454,7 @@ def train_stacked(
         device=plan.device,
         on_epoch=on_epoch,
         diverge_factor=cfg.get("diverge_factor"),
+        stoppers=[EarlyStopping.of(cfg, plan.metric) for _ in members],
     )
     return {m.fold: result for m, result in zip(members, outcome, strict=True)}
 
@@ -478,6 +506,7 @@ def train_members(
     device: torch.device,
     on_epoch: EpochEnd | None = None,
     diverge_factor: float | None = None,
+    stoppers: list[EarlyStopping | None] | None = None,
 ) -> list[FoldRows | DivergedError]:
     """Train the stack; each member's rows (long form, with its run key) or its divergence.
 
@@ -486,6 +515,12 @@ def train_members(
     (``diverge_factor`` × its own first loss). Sequential training of a run stops at its first
     diverging fold, so a run's later folds are not needed once an earlier one diverged; training
     stops when no member is still needed.
+
+    ``stoppers``: each member's early stopping (:mod:`mlcli.engine.stopping`, the rule of the
+    plain loop). A member that stops stops changing: after every later step its weights and
+    batch-norm statistics are put back (its best epoch's with ``restore_best``), so it ends as
+    it would alone; masking its gradient would not do, as momentum and Adam's state still move
+    it.
     """
     datas = [m.data for m in members]
     generators = [m.generator for m in members]
@@ -509,13 +544,21 @@ def train_members(
     first_losses: torch.Tensor | None = None  # each member's first loss, read at the epoch's end
     results: dict[int, list[tuple[int, str, str, float]]] = {i: [] for i in range(k)}
     step = 0
+    rules = stoppers if stoppers is not None else [None] * k
+    best: dict[int, list[torch.Tensor]] = {}  # restore_best: each member's best epoch's state
+    frozen: dict[int, list[torch.Tensor]] = {}  # each stopped member's final state
+    last_epoch: dict[int, int] = {}  # each stopped member's last epoch
 
-    def needed(i: int) -> bool:
-        """Member i still matters: not diverged, and no earlier fold of its run diverged."""
+    def counts(i: int) -> bool:
+        """Member i's rows count: not diverged, and no earlier fold of its run diverged."""
         m = members[i]
         return i not in diverged and not any(
             members[j].job == m.job and members[j].fold < m.fold for j in diverged
         )
+
+    def needed(i: int) -> bool:
+        """Member i still trains: its rows count and it has not stopped early."""
+        return counts(i) and i not in frozen
 
     watch = DivergenceWatch(k, device) if defers_divergence_check(device) else None
 
@@ -527,7 +570,7 @@ def train_members(
         if math.isfinite(losses.sum().item()):  # (a sum of finite losses that overflows: below)
             return
         for i, value in enumerate(losses.tolist()):
-            if not math.isfinite(value) and i not in diverged:
+            if not math.isfinite(value) and i not in diverged and i not in frozen:
                 diverged[i] = DivergedError(epoch, step, value)
 
     for epoch in range(1, epochs + 1):
@@ -582,6 +625,9 @@ def train_members(
                 lr_used = stepper.lrs()
             stepper.step()
             step += 1
+            stacked.steps += 1
+            for i, state in frozen.items():  # a stopped member stops changing
+                stacked.set_member_state(i, state)
             if index is not None:
                 step_losses.append(losses.detach())
                 step_rows.append(y.shape[1])
@@ -592,11 +638,12 @@ def train_members(
                 loss_sums += (torch.stack(step_losses) * rows_t[:, None]).sum(dim=0)
         if watch is not None:
             for i, found in watch.flush(epoch).items():
-                diverged.setdefault(i, found)
+                if i not in frozen:  # (a stopped member's steps are undone)
+                    diverged.setdefault(i, found)
         if not any(needed(i) for i in range(k)):
             break
 
-        alive = [i for i in range(k) if i not in diverged]
+        alive = [i for i in range(k) if i not in diverged and i not in frozen]
         seen_t = torch.tensor(seen, dtype=loss_sums.dtype, device=device).clamp_min(1)
         train_values = sums.values(loss_sums, seen_t)  # each [K]
         val_values = evaluate_members(stacked, val_split, task, means, stds)
@@ -615,13 +662,24 @@ def train_members(
                 continue
             metrics["train/lr"] = float(lr_used[i])
             results[i].extend(epoch_rows(epoch, metrics))
+            rule = rules[i]
+            if rule is not None:
+                if rule.update(epoch, metrics) and rule.restore_best:
+                    best[i] = stacked.member_state(i)
+                if rule.stopped:
+                    frozen[i] = best[i] if rule.restore_best else stacked.member_state(i)
+                    stacked.set_member_state(i, frozen[i])
+                    last_epoch[i] = epoch
             if on_epoch is not None:
                 on_epoch(members[i].fold, epoch, metrics)
         if not any(needed(i) for i in range(k)):
             break
 
+    for i, state in best.items():
+        if i not in frozen:  # restore_best for the members that ran every epoch
+            stacked.set_member_state(i, state)
     test_split = PaddedSplit.of(datas, "test")
-    if test_split is not None and any(needed(i) for i in range(k)):
+    if test_split is not None and any(counts(i) for i in range(k)):
         # every member's test rows, once, after the last epoch
         test_values = evaluate_members(stacked, test_split, task, means, stds)
         test_table = torch.stack(list(test_values.values()), dim=1).tolist()
@@ -629,14 +687,23 @@ def train_members(
             if i in diverged:
                 continue
             named = {f"test/{m}": v for m, v in zip(test_values, test_table[i], strict=True)}
-            judged = epoch_divergence(epochs, step - 1, named, None)
+            judged = epoch_divergence(last_epoch.get(i, epochs), step - 1, named, None)
             if judged is not None:
                 diverged[i] = judged
                 continue
             results[i].extend(
-                (epochs, "test", m, v) for m, v in zip(test_values, test_table[i], strict=True)
+                (last_epoch.get(i, epochs), "test", m, v)
+                for m, v in zip(test_values, test_table[i], strict=True)
             )
     return [
-        diverged[i] if i in diverged else long_rows(member.key, member.fold, results[i])
+        diverged[i]
+        if i in diverged
+        else long_rows(
+            member.key,
+            member.fold,
+            results[i],
+            model=stacked.member_state_dict(i),
+            preprocess=member.data.preprocess,
+        )
         for i, member in enumerate(members)
     ]

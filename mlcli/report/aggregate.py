@@ -44,7 +44,7 @@ from mlcli.report.diagnose import Rules, diagnose
 from mlcli.rundir import STATES
 from mlcli.tasks import higher_is_better
 
-SPLIT_ORDER = ("val", "test", "train")
+SPLIT_ORDER = ("val", "test", "final", "train")
 CONFIGURATION = "configuration"
 """The one descriptive column used when nothing varies between the runs."""
 DATASET_KEYS = ("dataset", "dataset.path", "dataset.test_path", "dataset.target", "dataset.task")
@@ -230,12 +230,12 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     curve_rows = rows[is_curve]
     curve_rows.insert(len(curve_rows.columns), "group", row_group[is_curve])
     curves = _stats(curve_rows, ["group", "split", "metric", "epoch"])
-    test_rows = rows[(rows["split"] == "test").to_numpy()]
+    test_rows = rows[rows["split"].isin(("test", "final")).to_numpy()]  # final: fold -1
     test_rows.insert(len(test_rows.columns), "group", group_of_run[test_rows["run"].to_numpy()])
     names = _metric_names(curves, test_rows)
     rank_metric = _rank_metric(options.metric, runs, names)
     ascending = not higher_is_better(rank_metric)
-    best = _best_epochs(curves, rank_metric, ascending)
+    best = _stopped_best(runs, rank_metric, _best_epochs(curves, rank_metric, ascending))
     table["best_epoch"] = best.reindex(table.index).astype("Int64")
     _fold_means(table, curve_rows, test_rows, names, rank_metric, options.at, notes)
 
@@ -422,6 +422,19 @@ def _best_epochs(curves: pd.DataFrame, rank_metric: str, ascending: bool) -> pd.
     best_index = pick.idxmin() if ascending else pick.idxmax()  # first occurrence: earliest epoch
     best_epoch = val_curve.loc[best_index.to_numpy(), ["group", "epoch"]].set_index("group")
     return best_epoch["epoch"]
+
+
+def _stopped_best(runs: pd.DataFrame, rank_metric: str, curve_best: pd.Series) -> pd.Series:
+    """Each configuration's best epoch: for one whose runs stopped early by the ranking metric
+    (their monitor), the mean of their folds' recorded best epochs, rounded (the epochs
+    ``final=refit`` trains for), not the best of the fold-mean curve (which averages fewer folds
+    after each fold stops); for the others ``curve_best``."""
+    if "best_epochs" not in runs:
+        return curve_best
+    chosen = runs[runs["best_epochs"].map(bool) & (runs["best_by"] == rank_metric)]
+    epochs = chosen.groupby("group")["best_epochs"].agg(lambda s: [e for run in s for e in run])
+    stopped = epochs.map(lambda e: float(max(1, round(float(np.mean(e)))))).astype("float64")
+    return stopped.combine_first(curve_best)
 
 
 def _fold_means(

@@ -9,7 +9,8 @@ metric, with ``value``). A Hydra job dir whose job reused another run dir holds
 * :mod:`~mlcli.rundir.files`: file names, atomic writes, the ordered writer, safe reads;
 * :mod:`~mlcli.rundir.status`: the status record;
 * :mod:`~mlcli.rundir.results`: the results table, and the finished folds a run keeps;
-* :mod:`~mlcli.rundir.links`: ``run_link.json``.
+* :mod:`~mlcli.rundir.links`: ``run_link.json``;
+* :mod:`~mlcli.rundir.models`: ``models/``, what ``mlcli predict`` needs.
 
 Light: no torch, no pandas (pyarrow is imported by the results readers only).
 """
@@ -37,6 +38,7 @@ from mlcli.rundir.files import (
     write_json,
 )
 from mlcli.rundir.links import linked_run_dir, read_link, write_link
+from mlcli.rundir.models import MODELS_DIR, ModelFilesError
 from mlcli.rundir.results import (
     RESULT_COLUMNS,
     RESULT_READ_COLUMNS,
@@ -64,6 +66,7 @@ __all__ = [
     "CONFIG_FILE",
     "LINK_FILE",
     "MAX_DOCUMENT_BYTES",
+    "MODELS_DIR",
     "OVERRIDES_FILE",
     "RESULTS_FILE",
     "RESULT_COLUMNS",
@@ -73,6 +76,7 @@ __all__ = [
     "STATUS_FILE",
     "UNKNOWN_STATE",
     "Kept",
+    "ModelFilesError",
     "OrderedWriter",
     "RunError",
     "Status",

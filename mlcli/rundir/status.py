@@ -96,6 +96,12 @@ class Status:
     stacked_grid: dict[str, Any] | None = None
     trial: dict[str, Any] | None = None
     """The Optuna trial the run is (study, number)."""
+    fold_epochs: dict[str, Any] | None = None
+    """Each fold's last epoch and best epoch (``{"0": {"last": 14, "best": 4}}``): where early
+    stopping ended it, and the epoch of its monitored metric's best (the weights it keeps with
+    ``early_stopping.restore_best``)."""
+    final_model: dict[str, Any] | None = None
+    """The final model (``final``): its kind, and the epochs a refit trained."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys of the file this version does not know (kept when it is rewritten)."""
 
@@ -118,7 +124,7 @@ class Status:
 
 _LATER = frozenset(
     ["task", "metric", "n_folds", "n_test", "splitter", "data_notes", "fold_training",
-     "stacked_grid", "trial"]
+     "stacked_grid", "trial", "fold_epochs", "final_model"]
 )  # fmt: skip
 _STRICT: dict[str, tuple[type, ...]] = {
     "state": (str,),
@@ -140,6 +146,8 @@ _LENIENT: dict[str, tuple[type, ...]] = {
     "versions": (dict,),
     "trust_overrides": (bool,),
     "allowed_targets": (dict,),
+    "fold_epochs": (dict,),
+    "final_model": (dict,),
     "resumed_folds": (list,),
     "notes": (list,),
     "n_test": (int,),

@@ -8,7 +8,9 @@
 * :mod:`~mlcli.sweeps.index`, :mod:`~mlcli.sweeps.locks`, :mod:`~mlcli.sweeps.manifest`: the
   run index and skip/continue decisions, per-key locks, sweep manifests;
 * :mod:`~mlcli.sweeps.grid`: stacked grids (``hydra/launcher=stacked``);
-* :mod:`~mlcli.sweeps.study` and :mod:`~mlcli.sweeps.search_space`: the Optuna sweeper's study.
+* :mod:`~mlcli.sweeps.study` and :mod:`~mlcli.sweeps.search_space`: the Optuna sweeper's study;
+* :mod:`~mlcli.sweeps.jobs`: whether a Hydra task is mlcli's job or another app's (both plug-ins
+  serve other apps too).
 
 The names below are the light part (no torch, pandas or Hydra): the CLI's ``--dry-run`` and
 resuming use them.

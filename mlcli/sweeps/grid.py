@@ -152,6 +152,8 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
     or ``{"unstackable": reason}`` when the group cannot be stacked.
     """
     from mlcli.engine.stacked import UnstackableError, common_steps_per_epoch, train_members
+    from mlcli.engine.stopping import EarlyStopping
+    from mlcli.tasks import selection_metric
 
     started = time.perf_counter()
     first = jobs[0].cfg
@@ -178,6 +180,10 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
         clip=first.get("clip_grad_norm"),
         device=device,
         diverge_factor=first.get("diverge_factor"),
+        stoppers=[
+            EarlyStopping.of(jobs[m.job].cfg, selection_metric(str(jobs[m.job].cfg.metric), task))
+            for m in members
+        ],
     )
     results: dict[str, dict[int, Any]] = {}
     for member, result in zip(members, outcome, strict=True):

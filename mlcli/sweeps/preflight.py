@@ -55,7 +55,7 @@ def _study_jobs(command: Command, hydra: Any) -> tuple[list[list[str]], list[Con
             ConfigProblem("hydra/sweeper", "optuna is not installed: pip install 'mlcli[optuna]'")
         )
     settings = hydra.sweeper
-    for key, low in (("n_trials", 1), ("n_jobs", 1), ("max_failures", 0),
+    for key, low in (("n_trials", 1), ("n_jobs", 1), ("max_failures", 1),
                      ("pruner_startup_trials", 0), ("pruner_warmup_folds", 0),
                      ("n_startup_trials", 0)):  # fmt: skip
         value = settings.get(key)
@@ -67,6 +67,7 @@ def _study_jobs(command: Command, hydra: Any) -> tuple[list[list[str]], list[Con
                 "hydra.sweeper.percentile", f"must be in (0, 100), got {settings.percentile}"
             )
         )
+    problems.extend(_objective_problems(settings))
     from mlcli.config import security
 
     storage = security.storage_problem(settings.get("storage"))
@@ -88,6 +89,27 @@ def _study_jobs(command: Command, hydra: Any) -> tuple[list[list[str]], list[Con
         return [], problems
     hydra_overrides = [o for o in command.overrides if is_hydra_override(o)]
     return [[*hydra_overrides, *job] for job in space.validation_jobs()], problems
+
+
+def _objective_problems(settings: Any) -> list[ConfigProblem]:
+    """``direction`` against ``metrics`` (one each, or one ``auto``); a pruner needs one."""
+    from mlcli.sweeps.study import StudyError, directions
+
+    metrics = [str(m) for m in settings.get("metrics") or []]
+    try:
+        found = directions(settings.direction, metrics or ["auto"], mlcli_job=True)
+    except StudyError as error:
+        return [ConfigProblem("hydra.sweeper.direction", str(error))]
+    pruner = str(getattr(settings.pruner, "value", settings.pruner))
+    if len(found) > 1 and pruner != "none":
+        return [
+            ConfigProblem(
+                "hydra.sweeper.pruner",
+                f"{pruner} prunes single-objective studies; this one has {len(found)} metrics: "
+                "drop the pruner (hydra.sweeper.pruner=none) or give one metric",
+            )
+        ]
+    return []
 
 
 def _allow_problems(cfg: Any, command: Command, trust_overrides: bool) -> list[ConfigProblem]:
@@ -288,10 +310,16 @@ def check_data(cfgs: list[Any]) -> list[ConfigProblem]:
     metrics: set[str] = set()
 
     def check_metric(cfg: Any, task: str | None) -> None:
-        message = metric_problem(str(cfg.metric), task, cfg.get("analysis"))
-        if message is not None and message not in metrics:
-            metrics.add(message)
-            problems.append(ConfigProblem("metric", message))
+        monitor = (cfg.get("early_stopping") or {}).get("monitor")
+        for key, name in (("metric", str(cfg.metric)), ("early_stopping.monitor", monitor)):
+            if name is None:
+                continue
+            message = metric_problem(str(name), task, cfg.get("analysis"))
+            if message is None and key != "metric" and not str(name).startswith("val/"):
+                message = f"{name!r}: early stopping watches a val metric (val/...)"
+            if message is not None and message not in metrics:
+                metrics.add(message)
+                problems.append(ConfigProblem(key, message))
 
     for cfg in cfgs:
         if not is_own(cfg.dataset, "mlcli.data."):

@@ -1,13 +1,16 @@
-"""The Optuna study behind ``hydra/sweeper=optuna``: ask, launch through Hydra, tell; resumable.
+"""The Optuna study behind ``hydra/sweeper=mlcli_optuna``: ask, launch through Hydra, tell;
+resumable. It serves mlcli's jobs and any other Hydra app (:func:`mlcli.sweeps.jobs.is_mlcli_job`).
 
 * **Trials are jobs.** Each asked trial becomes one Hydra job (job number = trial number, so job
   dirs never collide across resumes) launched through whichever Hydra launcher is configured,
   ``n_jobs`` at a time. The job is an ordinary mlcli job (run key, skip/continue, locks), so a
   parameter set that already has a COMPLETED run anywhere below the outputs root is read, not
   trained again.
-* **Objective**: the fold mean of the run's selection metric (status.json ``metric``) at the final
-  epoch, read from its results file. The direction is inferred from the metric (acc, r2 ↑; loss,
-  mse, mae ↓) unless given.
+* **Objective** of an mlcli job: the fold mean of the run's selection metric (status.json
+  ``metric``) at the final epoch, read from its results file, or of each of ``metrics`` (a
+  multi-objective study). The direction is inferred from the metric (acc, r2 ↑; loss, mse, mae ↓)
+  unless given. **Another app's** objective is its task function's return value, as Hydra's
+  upstream Optuna plug-in defines it: a float, or one float per ``direction`` given as a list.
 * **Pruning across folds**: the job reports the running fold mean after every fold to its trial
   (through the study's storage, from whatever process it runs in); the pruner may stop it. The
   run ends PRUNED with its finished folds in its results; the trial is told PRUNED.
@@ -16,10 +19,11 @@
   study: trials left RUNNING by a killed sweep are marked FAIL and their parameters asked again
   first (the new job continues the interrupted run's finished folds), until ``n_trials`` trials
   are COMPLETE or PRUNED. One sweep process at a time holds the study (a lock file).
-* **Failures**: a failed or diverged trial is told FAIL with its reason and the study goes on,
-  until more than ``max_failures`` trials failed.
-* **Results**: the best trial is printed and written to ``optimization_results.yaml`` with every
-  trial (number, state, value, parameters, run dir).
+* **Failures**: a failed or diverged trial is told FAIL with its reason and the study goes on;
+  once ``max_failures`` trials failed it stops (no trial is asked that the limit could forbid).
+* **Results**: the best trial (a multi-objective study: its Pareto front, ``best_trials``) is
+  printed and written to ``optimization_results.yaml`` with every trial (number, state, values,
+  parameters, run dir).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlcli import rundir
 from mlcli.config import enum_name, env
@@ -54,6 +58,10 @@ STALE_ATTR = "stale"
 
 class StudyError(RuntimeError):
     """The study cannot go on (another process holds it, too many failures, ...)."""
+
+
+class StudyStopped(StudyError):
+    """``max_failures`` trials failed: the study stopped (its results are written)."""
 
 
 @dataclass(frozen=True)
@@ -141,12 +149,44 @@ def sampler(settings: DictConfig, space: search_space.SearchSpace, offset: int =
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    if name == "nsgaii":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 def infer_direction(metric: str) -> str:
     """``maximize`` for acc/r2/exact_match (and ``auto``), ``minimize`` for loss/mse/mae."""
     return "maximize" if higher_is_better(metric) else "minimize"
+
+
+def directions(direction: Any, metrics: list[str], mlcli_job: bool) -> list[str]:
+    """One direction per objective, from ``hydra.sweeper.direction`` (a name or a list).
+
+    ``auto`` is inferred from each metric for mlcli's jobs (one ``auto`` serves every metric);
+    another app has no metric names, so there ``auto`` means ``minimize`` (the upstream default).
+    """
+    given = [enum_name(d) for d in direction] if _is_list(direction) else [enum_name(direction)]
+    unknown = [d for d in given if d not in ("auto", "maximize", "minimize")]
+    if unknown:
+        raise StudyError(
+            f"hydra.sweeper.direction={given}: {unknown} is not a direction; give maximize, "
+            "minimize or auto (a list of them for a multi-objective study)"
+        )
+    if not mlcli_job:
+        return ["minimize" if d == "auto" else d for d in given]
+    if given == ["auto"]:
+        given = given * len(metrics)
+    if len(given) != len(metrics):
+        raise StudyError(
+            f"hydra.sweeper.direction={given} gives {len(given)} direction(s) for "
+            f"{len(metrics)} metric(s) {metrics}: give one per metric, e.g. "
+            "hydra.sweeper.metrics=[val/acc,val/loss] hydra.sweeper.direction=[maximize,minimize]"
+        )
+    return [infer_direction(m) if d == "auto" else d for d, m in zip(given, metrics, strict=True)]
+
+
+def _is_list(value: Any) -> bool:
+    return not isinstance(value, str) and isinstance(value, list | tuple | ListConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,12 +212,15 @@ def study_lock(sweep_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
-    """The sweep of :class:`~hydra_plugins.mlcli_plugins.optuna_sweeper.OptunaSweeper`."""
+def run_study(sweeper: Any, arguments: list[str], mlcli_job: bool = True) -> list[Any]:
+    """The sweep of :class:`~hydra_plugins.mlcli_plugins.optuna_sweeper.OptunaSweeper`
+    (``mlcli_job``: whether its task function is mlcli's job, else another Hydra app's)."""
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise StudyError("hydra/sweeper=optuna needs Optuna: pip install 'mlcli[optuna]'") from None
+        raise StudyError(
+            "hydra/sweeper=mlcli_optuna needs Optuna: pip install 'mlcli[optuna]'"
+        ) from None
     config: DictConfig = sweeper.config
     settings = config.hydra.sweeper
     params = OmegaConf.to_container(settings.params)
@@ -187,14 +230,19 @@ def run_study(sweeper: Any, arguments: list[str]) -> list[Any]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
     with study_lock(sweep_dir), quiet_optuna():
-        return _Study(sweeper, settings, space, sweep_dir).run()
+        return _Study(sweeper, settings, space, sweep_dir, mlcli_job).run()
 
 
 class _Study:
     """One sweep process's hold on a study: resume, ask/launch/tell, write the results."""
 
     def __init__(
-        self, sweeper: Any, settings: DictConfig, space: search_space.SearchSpace, sweep_dir: Path
+        self,
+        sweeper: Any,
+        settings: DictConfig,
+        space: search_space.SearchSpace,
+        sweep_dir: Path,
+        mlcli_job: bool = True,
     ) -> None:
         import optuna
 
@@ -204,12 +252,9 @@ class _Study:
             space,
             sweep_dir,
         )
-        base = sweeper.hydra_context.config_loader.load_sweep_config(
-            sweeper.config, space.validation_jobs()[0]
-        )
-        self.metric = str(base.metric)
-        direction = enum_name(settings.direction)
-        self.direction = infer_direction(self.metric) if direction == "auto" else direction
+        self.mlcli_job = mlcli_job
+        self.metrics = self._metrics()
+        self.directions = directions(settings.direction, self.metrics, mlcli_job)
         url = str(settings.storage or (sweep_dir / JOURNAL_FILE).resolve())
         self.spec = Spec(
             storage=url,
@@ -218,25 +263,33 @@ class _Study:
             pruner_startup_trials=int(settings.pruner_startup_trials),
             pruner_warmup_folds=int(settings.pruner_warmup_folds),
             percentile=float(settings.percentile),
-            direction=self.direction,
+            direction=self.directions[0],
         )
+        if self.spec.pruner != "none" and (len(self.directions) > 1 or not mlcli_job):
+            raise StudyError(
+                f"hydra.sweeper.pruner={self.spec.pruner} prunes an mlcli run after a fold of a "
+                "single-objective study; "
+                + ("this study has several objectives" if mlcli_job else "this app has no folds")
+                + ": drop the pruner (hydra.sweeper.pruner=none)"
+            )
         self.spec_path = (sweep_dir / SPEC_FILE).resolve()
-        rundir.write_json(self.spec_path, self.spec.__dict__)
+        if mlcli_job:  # what its jobs read to report their folds to their trials
+            rundir.write_json(self.spec_path, self.spec.__dict__)
         self.study = optuna.create_study(
             storage=storage(url),
             sampler=sampler(settings, space),
             pruner=pruner(self.spec),
             study_name=self.spec.study_name,
-            direction="maximize" if self.direction == "maximize" else "minimize",
+            directions=[optuna.study.StudyDirection[d.upper()] for d in self.directions],
             load_if_exists=True,
         )
         if self.study.trials:  # resumed: a seeded sampler must not repeat its first proposals
             self.study.sampler = sampler(settings, space, offset=len(self.study.trials))
-        stored = self.study.direction.name.lower()
-        if stored != self.direction:
+        stored = [d.name.lower() for d in self.study.directions]
+        if stored != self.directions:
             raise StudyError(
                 f"the study {self.spec.study_name!r} in {url} was created to {stored}, this "
-                f"command asks to {self.direction}: give another hydra.sweeper.study_name or "
+                f"command asks to {self.directions}: give another hydra.sweeper.study_name or "
                 "sweep dir"
             )
         self.distributions = {k: search_space.distribution(p) for k, p in space.params.items()}
@@ -248,6 +301,34 @@ class _Study:
                 self.n_trials = size
         failures = settings.max_failures
         self.max_failures = self.n_trials if failures is None else int(failures)
+        if self.max_failures < 1:
+            raise StudyError(
+                f"hydra.sweeper.max_failures={self.max_failures}: the study stops once this many "
+                "trials failed; give 1 or more"
+            )
+
+    def _metrics(self) -> list[str]:
+        """The metrics an mlcli job's trial is told: ``hydra.sweeper.metrics``, or the run's own
+        selection metric (composed from the first trial's overrides); none for another app."""
+        given = [str(m) for m in (self.settings.get("metrics") or [])]
+        if not self.mlcli_job:
+            if given:
+                raise StudyError(
+                    f"hydra.sweeper.metrics={given} names metrics of mlcli's runs; this app's "
+                    "objective is what its task function returns: drop hydra.sweeper.metrics"
+                )
+            return []
+        if given:
+            return given
+        base = self.sweeper.hydra_context.config_loader.load_sweep_config(
+            self.sweeper.config, self.space.validation_jobs()[0]
+        )
+        return [str(base.metric)]
+
+    @property
+    def metric(self) -> str:
+        """The objectives' names as printed (``val/acc``; ``val/acc, val/loss``; ``objective``)."""
+        return ", ".join(self.metrics) or "objective"
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -289,28 +370,33 @@ class _Study:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> list[Any]:
-        """Ask, launch and tell until ``n_trials`` trials are finished; write the results."""
+        """Ask, launch and tell until ``n_trials`` trials are finished, or stop once
+        ``max_failures`` trials failed; write the results."""
         self.resume()
         done = self._finished()
         if done:
             print(f"study {self.spec.study_name!r} in {self.sweep_dir}: {done} trial(s) finished")
         returns: list[Any] = []
         while (finished := self._finished()) < self.n_trials:
-            if (failed := self._failed()) > self.max_failures:
+            if (failed := self._failed()) >= self.max_failures:
                 self.write_results()
-                raise StudyError(
-                    f"{failed} trials failed (max_failures={self.max_failures}): the "
-                    f"study stopped; see {self.sweep_dir / RESULTS_FILE}"
+                raise StudyStopped(
+                    f"the study stopped: {failed} trial(s) failed (max_failures="
+                    f"{self.max_failures}); see {self.sweep_dir / RESULTS_FILE}"
                 )
-            n = min(int(self.settings.n_jobs), self.n_trials - finished)
+            # No more trials than could still be needed, nor than the failure limit allows.
+            n = min(int(self.settings.n_jobs), self.n_trials - finished, self.max_failures - failed)
             trials = [self.study.ask(self.distributions) for _ in range(n)]
             returns.extend(self.launch(trials))
         self.write_results(announce=True)
         return returns
 
     def job_overrides(self, trial: Any) -> list[str]:
-        """The Hydra overrides of ``trial``'s job (its parameters, and where to report folds)."""
+        """The Hydra overrides of ``trial``'s job (its parameters; an mlcli job also learns where
+        to report its folds)."""
         params = [search_space.overrides(k, trial.params[k]) for k in self.space.params]
+        if not self.mlcli_job:
+            return [*self.space.fixed, *params]
         values = {env.OPTUNA_SPEC: str(self.spec_path), env.OPTUNA_TRIAL: str(trial.number)}
         quoted = [f"++hydra.job.env_set.{k}='{v}'" for k, v in values.items()]
         return [*self.space.fixed, *params, *quoted]
@@ -338,95 +424,124 @@ class _Study:
         return returns
 
     def tell(self, trial: Any, job: Any) -> None:
-        """Tell the study how ``trial``'s job ended (COMPLETE with its value, PRUNED or FAIL)."""
+        """Tell the study how ``trial``'s job ended (COMPLETE with its values, PRUNED or FAIL)."""
         from optuna.trial import TrialState
 
-        state = str(job.return_value)  # raises if the job raised (mlcli's task never does)
         job_dir = Path(str(job.hydra_cfg.hydra.runtime.output_dir))
-        run_dir = rundir.linked_run_dir(job_dir)
         storage_ = self.study._storage
-        storage_.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
         storage_.set_trial_user_attr(trial._trial_id, "job_dir", str(job_dir))
-        outcome = objective(run_dir)
-        if outcome.metric:
-            self.metric = outcome.metric  # resolved by the run (metric=auto → val/acc ...)
-        if outcome.state == "COMPLETED" and outcome.value is not None:
-            self._tell(trial, outcome.value)
-            print(f"trial {trial.number}: {outcome.metric} = {outcome.value:.6g}")
+        if self.mlcli_job:
+            run_dir = rundir.linked_run_dir(job_dir)
+            storage_.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
+            explicit = self.settings.get("metrics")
+            outcome = objective(run_dir, list(self.metrics) if explicit else None)
+            if outcome.metric and not explicit:
+                self.metrics = [outcome.metric]  # resolved by the run (metric=auto → val/acc ...)
+        else:
+            outcome = returned(job, len(self.directions))
+        if outcome.state == "COMPLETED" and outcome.values is not None:
+            self._tell(trial, outcome.values)
+            shown = ", ".join(f"{v:.6g}" for v in outcome.values)
+            print(f"trial {trial.number}: {self.metric} = {shown}")
         elif outcome.state == "PRUNED":
             storage_.set_trial_user_attr(trial._trial_id, "reason", str(outcome.error))
             self._tell(trial, state=TrialState.PRUNED)
             print(f"trial {trial.number}: pruned ({outcome.error})")
         else:
-            reason = outcome.error or f"the job ended {state}"
+            reason = outcome.error or f"the job ended {outcome.state}"
             storage_.set_trial_user_attr(trial._trial_id, "reason", reason)
             self._tell(trial, state=TrialState.FAIL)
             print(f"trial {trial.number}: FAIL ({reason})")
 
-    def _tell(self, trial: Any, value: float | None = None, state: Any = None) -> None:
+    def _tell(self, trial: Any, values: list[float] | None = None, state: Any = None) -> None:
         """``study.tell``; the grid sampler's "grid exhausted" stop request is not an error.
 
         (GridSampler calls ``study.stop()``, which Optuna allows only inside ``optimize``; the
         trial's state is stored before that, and this loop ends by counting trials anyway.)
         """
         try:
-            self.study.tell(trial, value, state=state)
+            self.study.tell(trial, values, state=state)
         except RuntimeError as error:
             if "Study.stop" not in str(error):
                 raise
 
     def write_results(self, announce: bool = False) -> None:
-        """``optimization_results.yaml``: the best trial and every trial, written atomically."""
+        """``optimization_results.yaml``: the best trial (several objectives: the Pareto front,
+        ``best_trials``) and every trial, written atomically."""
         import yaml
         from optuna.trial import TrialState
 
         trials = self._trials()
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = self.study.best_trial if complete else None
+        single = len(self.directions) == 1
+        best = self.study.best_trial if complete and single else None
+        front = self.study.best_trials if complete else []
         counts: dict[str, int] = {}
         for t in trials:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
-        document = {
+        document: dict[str, Any] = {
             "name": self.spec.study_name,
             "metric": self.metric,
-            "direction": self.direction,
-            "best_params": dict(best.params) if best else None,
-            "best_value": float(best.value) if best and best.value is not None else None,
-            "best_trial": best.number if best else None,
-            "best_run_dir": best.user_attrs.get("run_dir") if best else None,
-            "n_trials": counts,
-            "trials": [
-                {
-                    "number": t.number,
-                    "state": t.state.name,
-                    "value": None if t.value is None else float(t.value),
-                    "params": dict(t.params),
-                    "folds_reported": len(t.intermediate_values),
-                    "run_dir": t.user_attrs.get("run_dir"),
-                    "reason": t.user_attrs.get("reason"),  # why it was PRUNED or FAIL
-                }
-                for t in trials
-            ],
+            "direction": self.directions[0] if single else list(self.directions),
         }
+        if single:
+            document |= {
+                "best_params": dict(best.params) if best else None,
+                "best_value": float(best.value) if best and best.value is not None else None,
+                "best_trial": best.number if best else None,
+                "best_run_dir": best.user_attrs.get("run_dir") if best else None,
+            }
+        else:
+            document["metrics"] = list(self.metrics) or None
+            document["best_trials"] = [_described(t) for t in front]
+        document["n_trials"] = counts
+        document["trials"] = [
+            {
+                **_described(t),
+                "state": t.state.name,
+                "folds_reported": len(t.intermediate_values),
+                "reason": t.user_attrs.get("reason"),  # why it was PRUNED or FAIL
+            }
+            for t in trials
+        ]
         text = yaml.safe_dump(document, sort_keys=False)
         rundir.atomic_write_text(self.sweep_dir / RESULTS_FILE, text)
         if announce and best is not None:
             print(f"best trial {best.number}: {self.metric} = {best.value:.6g}  {best.params}")
+        elif announce and front:
+            print(f"Pareto front ({self.metric}): {len(front)} trial(s)")
+            for t in front:
+                print(f"  trial {t.number}: {', '.join(f'{v:.6g}' for v in t.values)}  {t.params}")
+        if announce:
             print(f"results: {self.sweep_dir / RESULTS_FILE}")
+
+
+def _described(trial: Any) -> dict[str, Any]:
+    """A trial as ``optimization_results.yaml`` lists it: number, value(s), parameters, dirs."""
+    values = None if trial.values is None else [float(v) for v in trial.values]
+    return {
+        "number": trial.number,
+        "value": values[0] if values is not None and len(values) == 1 else None,
+        "values": values,
+        "params": dict(trial.params),
+        "run_dir": trial.user_attrs.get("run_dir"),
+        "job_dir": trial.user_attrs.get("job_dir"),
+    }
 
 
 @dataclass(frozen=True)
 class Objective:
-    """A run's state and, when COMPLETED, its fold-mean selection metric."""
+    """A trial's state and, when COMPLETED, its objective values (one per direction)."""
 
     state: str
     metric: str
-    value: float | None
+    values: list[float] | None
     error: str | None
 
 
-def objective(run_dir: Path) -> Objective:
-    """The fold mean of ``run_dir``'s selection metric at the final epoch (from its results)."""
+def objective(run_dir: Path, metrics: list[str] | None = None) -> Objective:
+    """The fold means of ``run_dir``'s ``metrics`` (default: its selection metric) at the final
+    epoch (from its results)."""
     try:
         status = rundir.read_status(run_dir)
     except rundir.Unreadable as error:
@@ -440,10 +555,41 @@ def objective(run_dir: Path) -> Objective:
         rows = rundir.read_result_rows(run_dir, status.run_key or "")
     except rundir.Unreadable as error:
         return Objective("FAILED", metric, None, str(error))
-    mean = summarize(rows).get(metric, (math.nan, 0.0))[0]
-    if not math.isfinite(mean):
-        return Objective("FAILED", metric, None, f"{metric} is {mean} (no finite fold mean)")
-    return Objective(state, metric, mean, None)
+    summary = summarize(rows)
+    values = []
+    for name in metrics or [metric]:
+        if name not in summary:
+            known = ", ".join(sorted(summary)) or "none"
+            return Objective("FAILED", metric, None, f"the run has no {name} (it has: {known})")
+        mean = summary[name][0]
+        if not math.isfinite(mean):
+            return Objective("FAILED", metric, None, f"{name} is {mean} (no finite fold mean)")
+        values.append(float(mean))
+    return Objective(state, metric, values, None)
+
+
+def returned(job: Any, n_objectives: int) -> Objective:
+    """Another app's objective: what its task function returned (a float, or ``n_objectives``
+    floats), as Hydra's upstream Optuna plug-in reads it; an exception or any other value fails."""
+    try:
+        value = job.return_value  # raises the task's exception
+    except Exception as error:
+        return Objective("FAILED", "", None, f"{type(error).__name__}: {error}")
+    try:
+        values = [float(value)] if n_objectives == 1 else [float(v) for v in value]
+    except (TypeError, ValueError):
+        expected = "a float" if n_objectives == 1 else f"a list of {n_objectives} floats"
+        return Objective(
+            "FAILED", "", None, f"the task function returned {value!r}; expected {expected}"
+        )
+    if len(values) != n_objectives:
+        return Objective(
+            "FAILED", "", None,
+            f"the task function returned {len(values)} values for {n_objectives} directions",
+        )  # fmt: skip
+    if not all(math.isfinite(v) for v in values):
+        return Objective("FAILED", "", None, f"the task function returned {value!r}")
+    return Objective("COMPLETED", "", values, None)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -56,6 +56,25 @@ class Missing(enum.Enum):
     mean = "mean"
 
 
+class Tokenizer(enum.Enum):
+    """How text becomes tokens, fitted on each fold's training rows: whole words (and
+    punctuation marks), characters, or learned subwords (``bpe``, ``wordpiece``)."""
+
+    word = "word"
+    char = "char"
+    bpe = "bpe"
+    wordpiece = "wordpiece"
+
+
+class FinalModel(enum.Enum):
+    """The run's final model, tested once: ``ensemble`` averages the fold models' predictions,
+    ``refit`` retrains one model on every non-test row; ``none``: the fold models alone."""
+
+    none = "none"
+    ensemble = "ensemble"
+    refit = "refit"
+
+
 class StackFolds(enum.Enum):
     """Train a run's folds as one stacked model: ``auto`` when the model is overhead-bound."""
 

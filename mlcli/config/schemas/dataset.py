@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlcli.config.schemas.base import Missing, Normalize, TaskChoice, bound
+from mlcli.config.schemas.base import Missing, Normalize, TaskChoice, Tokenizer, bound
 
 # Cells that count as missing (kept in sync with mlcli.data.tabular.DEFAULT_NA_VALUES; this
 # module must not import pandas).
@@ -101,6 +101,56 @@ class NpzDatasetSchema(BuiltinDatasetSchema):
     task: TaskChoice = TaskChoice.auto
 
 
+@dataclass
+class TokenizedSchema(BuiltinDatasetSchema):
+    """The tokenization of the user's text, fitted on each fold's training rows: the tokens seen
+    ``min_freq`` times there, at most ``vocab_size`` ids (4 special ones included; null = all),
+    each text cut to ``max_length`` tokens."""
+
+    path: str = "???"
+    tokenizer: Tokenizer = Tokenizer.word
+    vocab_size: int | None = bound(None, ge=5)
+    min_freq: int = bound(1, ge=1)
+    lowercase: bool = True
+    max_length: int = bound(64, ge=1)
+    # Token ids are categories, never scaled.
+    normalize: Normalize = Normalize.none
+
+
+@dataclass
+class TextSchema(TokenizedSchema):
+    """One label per text: column ``text`` of a CSV/TSV file labelled by column ``target``."""
+
+    _target_: str = "mlcli.data.text"
+    text: str = "text"
+    target: str = "label"
+    id_column: str | None = None
+    sep: str = ","
+
+
+@dataclass
+class TaggedSchema(TokenizedSchema):
+    """One tag per token: a CoNLL-style file (``token TAG`` a line, blank lines between
+    sentences)."""
+
+    _target_: str = "mlcli.data.tagged"
+    token_column: int = 0
+    tag_column: int = -1
+    sep: str | None = None
+    max_length: int = bound(128, ge=1)
+
+
+@dataclass
+class PairsSchema(TokenizedSchema):
+    """Sentence pairs (seq2seq): two columns of a CSV/TSV file, or two aligned files."""
+
+    _target_: str = "mlcli.data.pairs"
+    source: str = "source"
+    target: str = "target"
+    target_path: str | None = None
+    sep: str = ","
+
+
 SCHEMAS: dict[str, type] = {
     "builtin": BuiltinDatasetSchema,
     "sunspots": SunspotsSchema,
@@ -109,4 +159,7 @@ SCHEMAS: dict[str, type] = {
     "seq_reverse": SeqReverseSchema,
     "csv": CsvDatasetSchema,
     "npz": NpzDatasetSchema,
+    "text": TextSchema,
+    "tagged": TaggedSchema,
+    "pairs": PairsSchema,
 }

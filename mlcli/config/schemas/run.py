@@ -6,7 +6,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlcli.config.schemas.analysis import AnalysisSchema
-from mlcli.config.schemas.base import Device, OnFailure, StackFolds, bound
+from mlcli.config.schemas.base import Device, FinalModel, OnFailure, StackFolds, bound
+
+
+@dataclass
+class EarlyStoppingSchema:
+    """Stop a fold once its monitored val metric has not improved by more than ``min_delta``
+    for ``patience`` epochs (off while ``patience`` is null)."""
+
+    patience: int | None = bound(None, ge=1)
+    min_delta: float = bound(0.0, ge=0.0)
+    monitor: str | None = None  # null: the selection metric (``metric``)
+    restore_best: bool = True
 
 
 @dataclass
@@ -36,6 +47,9 @@ class RunSchema:
     jobs_per_gpu: int = bound(1, ge=1)
     on_failure: OnFailure = OnFailure["continue"]
     checkpoint_every: int = bound(0, ge=0)
+    early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
+    save_models: bool = True
+    final: FinalModel = FinalModel.none
     allow_targets: list[str] = field(default_factory=list)  # modules admitted: command line only
 
 

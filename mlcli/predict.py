@@ -1,0 +1,262 @@
+"""``mlcli predict RUN_DIR --data FILE``: a run's final model on new rows, written as
+``id,<target>`` (a homework's submission file).
+
+The run dir holds everything it needs (``models/``, :mod:`mlcli.rundir.models`): the input
+schema, every fold's weights and fitted preprocessing (and the refit model's). The steps:
+
+1. a reader for the kind of data the run was trained on turns the file into the run's raw
+   feature matrix (:data:`READERS`: a CSV file by column name, extra columns ignored with a note,
+   missing ones an error; an NPZ file's ``X`` array) and finds the id of each row;
+2. the final model predicts (:func:`mlcli.engine.saved.load_predictor`: the refit model, or the
+   mean of the fold models), each model through its own preprocessing;
+3. a writer for the run's task lays the predictions out (:data:`WRITERS`: class names, or one
+   probability column per class with ``--proba``; values in the target's units), named by the
+   target's base name (a target picked as ``tested_positive.2`` is written ``tested_positive``).
+
+Bad input (a missing column, a cell that is not a number, a category the run never saw, a run
+without models) raises a typed error before anything is written; the file is written
+atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlcli import rundir
+from mlcli.data.errors import DataError
+from mlcli.rundir.models import ModelFilesError, read_schema
+
+
+class PredictError(ValueError):
+    """A ``predict`` request that cannot be served (the message says why and how to fix it)."""
+
+
+@dataclass
+class Rows:
+    """What a reader makes of a prediction file: the raw feature matrix, each row's id, the id
+    column's name, and notes for the user."""
+
+    X: np.ndarray
+    ids: np.ndarray
+    id_name: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _ids(
+    found: dict[str, np.ndarray], n: int, id_column: str | None, schema: dict[str, Any], where: str
+) -> tuple[np.ndarray, str, str]:
+    """The rows' ids: ``--id-column``, else a column the run left out of its features (its
+    ``dataset.drop``) that the file has, else the row number; with a note saying which."""
+    if id_column is not None:
+        if id_column not in found:
+            raise DataError(
+                where,
+                f"has no id column {id_column!r} (--id-column)",
+                column=id_column,
+                line=1,
+                fix=f"Columns: {', '.join(list(found)[:30])}",
+                key="--id-column",
+            )
+        return found[id_column], id_column, f"ids from column {id_column!r} (--id-column)"
+    for name in schema.get("id_columns") or []:
+        if name in found:
+            return found[name], name, f"ids from column {name!r} (the run's dataset.drop)"
+    return np.arange(n), "id", "ids are row numbers (0, 1, ...): give --id-column to use a column"
+
+
+def read_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows:
+    """A CSV file with the training columns (the target may be absent; extra columns are
+    ignored, with a note)."""
+    from mlcli.data.reading import listing, read_table
+    from mlcli.data.tabular import feature_rows, renamed_notes
+
+    features = list(schema.get("features") or [])
+    if not features:
+        raise PredictError(
+            f"this run's data ({schema.get('dataset')}) has no named columns: give an .npz file "
+            f"with an array X of shape (rows, {', '.join(map(str, schema['in_shape']))})"
+        )
+    table = read_table(str(path), str(schema.get("sep") or ","), "--data")
+    for feature in features:
+        table.column(str(feature["name"]), "feature ", key="--data")
+    names = {str(f["name"]) for f in features}
+    notes = []
+    notes.extend(renamed_notes(table))
+    ids, id_name, said = _ids(table.cells, len(table.lines), id_column, schema, str(path))
+    target = str(schema.get("target"))
+    extra = [c for c in table.columns if c not in names and c not in (id_name, target)]
+    if extra:
+        notes.append(f"columns not used by the model (ignored): {listing(extra)}")
+    notes.append(said)
+    na = {str(v).strip() for v in schema.get("na_values") or []}
+    X = feature_rows(table, features, na, impute=schema.get("missing") == "mean")
+    return Rows(X, np.asarray(ids), id_name, notes)
+
+
+def read_npz_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows:
+    """An ``.npz`` file whose ``X`` has one example per row, in the run's input shape
+    (``ids``: an optional array of ids)."""
+    from mlcli.data.reading import existing_file
+
+    file = existing_file(str(path), "--data")
+    try:
+        with np.load(file, allow_pickle=False) as arrays:
+            found = {k: arrays[k] for k in arrays.files}
+    except (OSError, ValueError) as error:
+        raise DataError(str(path), f"is not a readable .npz file ({error})", key="--data") from None
+    if "X" not in found:
+        raise DataError(str(path), f"has no array 'X' (it has {sorted(found)})", key="--data")
+    X = found["X"]
+    shape = tuple(int(d) for d in schema["in_shape"])
+    if X.ndim < 1 or tuple(X.shape[1:]) != shape or X.dtype.kind not in "iuf":
+        raise DataError(
+            str(path),
+            f"X is {X.dtype} of shape {X.shape}; the run was trained on numbers of shape "
+            f"(rows, {', '.join(map(str, shape))})",
+            column="X",
+            key="--data",
+        )
+    X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        row = int(np.flatnonzero(~np.isfinite(X.reshape(len(X), -1)).all(axis=1))[0])
+        raise DataError(str(path), f"X has a value that is not a finite number (row {row})",
+                        column="X", key="--data")  # fmt: skip
+    columns = {k: v for k, v in found.items() if k != "X" and v.shape[:1] == (len(X),)}
+    ids, id_name, said = _ids(
+        columns, len(X), id_column or ("ids" if "ids" in columns else None), schema, str(path)
+    )
+    return Rows(X, np.asarray(ids), "id" if id_name == "ids" else id_name, [said])
+
+
+READERS: dict[str, Callable[[Path, dict[str, Any], str | None], Rows]] = {
+    "csv": read_csv_rows,
+    "npz": read_npz_rows,
+}
+"""A reader per kind of prediction file (its suffix: ``.npz``, else CSV)."""
+
+
+def classification_columns(
+    prediction: np.ndarray, schema: dict[str, Any], proba: bool
+) -> dict[str, np.ndarray]:
+    """Class names (or, ``proba``, one probability column per class, named by the class)."""
+    names = [str(n) for n in schema.get("class_names") or range(prediction.shape[1])]
+    if proba:
+        return {name: prediction[:, k] for k, name in enumerate(names)}
+    return {str(schema["target_base"]): np.asarray(names, dtype=object)[prediction.argmax(1)]}
+
+
+def regression_columns(
+    prediction: np.ndarray, schema: dict[str, Any], proba: bool
+) -> dict[str, np.ndarray]:
+    """Values in the target's units."""
+    if proba:
+        raise PredictError("--proba is for classification runs; this run is a regression")
+    return {str(schema["target_base"]): prediction}
+
+
+WRITERS: dict[str, Callable[[np.ndarray, dict[str, Any], bool], dict[str, np.ndarray]]] = {
+    "classification": classification_columns,
+    "regression": regression_columns,
+}
+"""A writer per task: the prediction's output columns (after the id)."""
+
+
+@dataclass
+class Predicted:
+    """What ``predict`` wrote: where, how many rows, its columns, notes."""
+
+    out: Path
+    n_rows: int
+    columns: list[str]
+    notes: list[str]
+
+
+def best_run(sweep_dir: Path) -> tuple[Path, str]:
+    """The run dir of the report's top configuration in ``sweep_dir`` (by the runs' selection
+    metric) that has saved models; and a note saying which it is."""
+    from mlcli.report.aggregate import ReportError, ReportOptions, aggregate
+    from mlcli.report.collect import collect
+
+    try:
+        agg = aggregate(collect([sweep_dir]), ReportOptions())
+    except ReportError as error:
+        raise PredictError(f"--best: {error}") from None
+    for group in agg.table.index:
+        runs = agg.runs[(agg.runs["group"] == group) & (agg.runs["state"] == "COMPLETED")]
+        for shown in runs["run_dir"]:
+            path = Path(str(shown))
+            if (path / rundir.MODELS_DIR / "schema.json").is_file():
+                label = agg.labels.get(group, "")
+                return (
+                    path,
+                    f"--best: {path} (rank {agg.table.loc[group, 'rank']} by "
+                    f"{agg.rank_metric}{': ' + label if label else ''})",
+                )
+    raise PredictError(f"--best: no completed run under {sweep_dir} has saved models")
+
+
+def predict(
+    run_dir: Path,
+    data: Path,
+    out: Path,
+    *,
+    id_column: str | None = None,
+    proba: bool = False,
+    fmt: str | None = None,
+    best: bool = False,
+) -> Predicted:
+    """Predict ``data`` with the final model of the run in ``run_dir`` (``best``: the top run of
+    the sweep in ``run_dir``) and write ``out`` (``fmt``: csv | parquet; default from the
+    suffix)."""
+    from mlcli.engine.saved import load_predictor
+
+    notes: list[str] = []
+    if best:
+        run_dir, said = best_run(run_dir)
+        notes.append(said)
+    kind = fmt or ("parquet" if out.suffix == ".parquet" else "csv")
+    if kind not in ("csv", "parquet"):
+        raise PredictError(f"--format {kind}: choose csv or parquet")
+    if out.is_dir():
+        raise PredictError(f"--out {out}: is a directory; give a file name (e.g. {out}/sub.csv)")
+    try:
+        schema = read_schema(run_dir)
+    except ModelFilesError as error:
+        raise PredictError(str(error)) from None
+    if schema.get("variable_length") or schema.get("vocab_size") is not None:
+        raise PredictError("predict reads fixed-size inputs; this run's are sequences")
+    writer = WRITERS.get(str(schema.get("task")))
+    if writer is None:
+        raise PredictError(f"predict writes classification and regression; this run is a "
+                           f"{schema.get('task')} run")  # fmt: skip
+    reader = READERS["npz" if data.suffix == ".npz" else "csv"]
+    rows = reader(data, schema, id_column)
+    notes.extend(rows.notes)
+    try:
+        predictor = load_predictor(run_dir)
+    except ModelFilesError as error:
+        raise PredictError(str(error)) from None
+    columns = {rows.id_name: rows.ids, **writer(predictor.predict(rows.X), schema, proba)}
+    _write(out, columns, kind)
+    return Predicted(out, len(rows.X), list(columns), notes)
+
+
+def _write(out: Path, columns: dict[str, np.ndarray], kind: str) -> None:
+    """The predictions as CSV or Parquet, written atomically."""
+    import pandas as pd
+
+    frame = pd.DataFrame(columns)
+    if kind == "parquet":
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        data = buffer.getvalue()
+    else:
+        data = frame.to_csv(index=False).encode("utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_bytes(out, data)
