@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mlcli
 from mlcli import rundir
-from mlcli.config import enum_name, security
+from mlcli.config import enum_name, env, security
 from mlcli.config.identity import data_files, run_key
 from mlcli.config.targets import check_target, find_targets, instantiate, root_cause
 from mlcli.cv import plan
@@ -208,6 +208,7 @@ class OpenRun:
             choices=dict(choices or {}),
             overrides=list(overrides or []),
             device=enum_name(cfg.device),
+            gpu=os.environ.get(env.ASSIGNED_GPU),
             threads=int(cfg.threads),
             versions=versions(),
             folds_completed=sorted(kept.folds),

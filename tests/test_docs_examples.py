@@ -27,8 +27,8 @@ from tests import docs
 
 BIN = Path(sys.executable).parent
 CANNOT_RUN_HERE = re.compile(
-    r"hydra/launcher=(slurm|submitit_slurm|ray\w*)\b|^pip |^make |^optuna-dashboard |"
-    r"^\.venv/bin/python bench/|^tensorboard --logdir |^mlflow ui "
+    r"hydra/launcher=(slurm|submitit_slurm|ray\w*)\b|\bdevice=cuda\b|^pip |^make |"
+    r"^optuna-dashboard |^\.venv/bin/python bench/|^tensorboard --logdir |^mlflow ui "
 )
 SMALL_DATA = {
     "seq_reverse": {"dataset.n_samples": "200"},

@@ -164,6 +164,52 @@ def print_problems(problems: list[ConfigProblem], what: str = "mlcli train") -> 
     )
 
 
+DetachOption = Annotated[
+    bool,
+    typer.Option(
+        "--detach",
+        help="With a scheduler's launcher (hydra/launcher=submitit_slurm): return once the "
+        "jobs are queued; `mlcli status SWEEP_DIR` shows them.",
+    ),
+]
+ZipOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--zip",
+        metavar="KEY,KEY",
+        help="With -m: sweep these keys' values together (the i-th of each), not their "
+        "product; repeatable.",
+    ),
+]
+
+
+def _command_args(
+    typed: list[str], resume: Path | None, rerun: bool, fail_fast: bool, zip_keys: list[str] | None
+) -> list[str]:
+    """The command's Hydra arguments: those typed (or recorded in ``--resume``'s sweep dir), with
+    what ``--fail-fast`` and ``--zip`` stand for; a bad request exits 2."""
+    from mlcli.config.pairing import PairingError, zip_overrides
+    from mlcli.sweeps.launch import PlanError, resume_args
+
+    args = list(typed)
+    try:
+        if resume is not None:
+            if rerun:
+                raise PlanError("--resume", "--resume continues a sweep; --rerun starts anew")
+            args = resume_args(resume, args)
+        if fail_fast:
+            args.append("on_failure=stop")
+        if zip_keys:
+            problem = _zip_problem(args)
+            if problem is not None:
+                raise PlanError(problem.key, problem.message)
+            args.extend(zip_overrides(zip_keys))
+    except (PlanError, PairingError) as error:
+        print_problems([ConfigProblem(error.key, str(error))])
+        raise typer.Exit(EXIT_USAGE) from None
+    return args
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help="Run an experiment: mlcli train [HYDRA FLAGS] [GROUP=OPTION] [KEY=VALUE]...\n\n"
@@ -206,27 +252,19 @@ def train(
         bool,
         typer.Option("--fail-fast", help="Start no more jobs after a failure (on_failure=stop)."),
     ] = False,
+    detach: DetachOption = False,
+    zip_keys: ZipOption = None,
 ) -> None:
     """Run an experiment (or a sweep with -m)."""
     from mlcli.config.compose import use_user_config_dirs
-    from mlcli.sweeps.launch import PlanError, check_resume, plan, print_plan, resume_args
+    from mlcli.sweeps.launch import PlanError, check_resume, plan, print_plan
     from mlcli.sweeps.preflight import check
 
-    args = list(overrides or [])
-    typed = list(args)  # what the user typed (not what a sweep dir recorded for --resume)
+    typed = list(overrides or [])  # what the user typed (not what --resume's sweep dir recorded)
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        if resume is not None:
-            if rerun:
-                raise PlanError("--resume", "--resume continues a sweep; --rerun starts anew")
-            args = resume_args(resume, args)
-    except PlanError as error:
-        print_problems([ConfigProblem(error.key, str(error))])
-        raise typer.Exit(EXIT_USAGE) from None
-    if fail_fast:
-        args.append("on_failure=stop")
-    command, problems = check(args, trust_overrides=trust_overrides, typed=typed)
+    args = _command_args(typed, resume, rerun, fail_fast, zip_keys)
+    command, problems = check(args, trust_overrides=trust_overrides, typed=typed, detach=detach)
     if problems:
         print_problems(problems)
         raise typer.Exit(EXIT_USAGE)
@@ -250,7 +288,23 @@ def train(
         if dry_run:
             print_plan(session_plan)
             return
-        _launch(session_plan, args, extra, rerun)
+        _launch(session_plan, args, extra, rerun, detach)
+
+
+def _zip_problem(args: list[str]) -> ConfigProblem | None:
+    """What is wrong with ``--zip`` in a command: no ``-m``, or another sweeper chosen."""
+    from mlcli.config.compose import split_args
+
+    command = split_args(args)
+    if not command.multirun:
+        return ConfigProblem("--zip", "pairs the values of a sweep: add -m (--multirun)")
+    for override in command.overrides:
+        name, _, value = override.partition("=")
+        if name.lstrip("+~") == "hydra/sweeper" and value != "paired":
+            return ConfigProblem(
+                "--zip", f"pairs the basic sweeper's values; hydra/sweeper={value} sweeps itself"
+            )
+    return None
 
 
 @contextlib.contextmanager
@@ -276,7 +330,9 @@ def _session_env(admitted: list[str], trust_overrides: bool) -> Any:
                 os.environ[name] = value
 
 
-def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -> None:
+def _launch(
+    session_plan: Any, args: list[str], extra: list[str], rerun: bool, detach: bool = False
+) -> None:
     from rich.markup import escape
 
     from mlcli.sweeps.session import EXIT_INTERRUPTED, Session
@@ -285,7 +341,11 @@ def _launch(session_plan: Any, args: list[str], extra: list[str], rerun: bool) -
         err_console.print(escape(note))
     if session_plan.continuing:
         err_console.print(f"continuing the sweep in {session_plan.sweep_dir}")
-    outcome = Session(session_plan, rerun).launch(args, extra)
+    outcome = Session(session_plan, rerun, detach).launch(args, extra)
+    if detach and not outcome.interrupted and not outcome.hydra_exit:
+        print(f"queued; sweep dir: {session_plan.sweep_dir}")
+        print(f"follow it with: mlcli status {session_plan.sweep_dir}")
+        return
     # An Optuna study goes on past failed trials (up to max_failures): they are results. One that
     # stopped on max_failures has said so, with the count: its table only lists them.
     study = session_plan.sweeper == "optuna"
@@ -487,6 +547,23 @@ def predict(
     for note in done.notes:
         err_console.print(f"note: {note}")
     typer.echo(f"wrote {done.out}: {done.n_rows} rows, columns {','.join(done.columns[:12])}")
+
+
+@app.command()
+def status(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep dir written by `mlcli train -m`.")],
+) -> None:
+    """Each job of a sweep: queued, running, completed or failed (its run dir and the scheduler)."""
+    from mlcli.sweeps.cluster import print_status, sweep_status
+
+    try:
+        jobs = sweep_status(sweep_dir)
+    except ValueError as error:
+        from rich.panel import Panel
+
+        err_console.print(Panel(str(error), title="mlcli status", border_style="red"))
+        raise typer.Exit(EXIT_USAGE) from None
+    print_status(sweep_dir, jobs)
 
 
 def main() -> None:

@@ -164,9 +164,11 @@ def is_hydra_override(override: str) -> bool:
 
 
 def sweeper_kind(hydra: Any) -> str:
-    """``basic``, ``optuna`` (mlcli's) or ``other``, from a composed ``hydra`` node."""
+    """``basic``, ``optuna`` (mlcli's) or ``other``, from a composed ``hydra`` node.
+
+    mlcli's paired sweeper is a basic sweeper (:func:`expand_jobs` pairs its keys' values)."""
     target = str(hydra.sweeper.get("_target_") or "")
-    if target.endswith("BasicSweeper"):
+    if target.endswith(("BasicSweeper", "mlcli_plugins.paired_sweeper.PairedSweeper")):
         return "basic"
     return "optuna" if target.endswith("mlcli_plugins.optuna_sweeper.OptunaSweeper") else "other"
 
@@ -180,8 +182,11 @@ def base_hydra(command: Command) -> Any:
     return compose_job(fixed, command.config_dir, command.config_name, with_hydra=True).hydra
 
 
-def expand_jobs(overrides: list[str], multirun: bool, sweeper: str = "basic") -> list[list[str]]:
-    """The override list of each job a basic sweep would launch (one job without ``-m``).
+def expand_jobs(
+    overrides: list[str], multirun: bool, sweeper: str = "basic", paired: Any = ()
+) -> list[list[str]]:
+    """The override list of each job a basic sweep would launch (one job without ``-m``);
+    ``paired``: the paired sweeper's key groups (``hydra.sweeper.paired``), swept together.
 
     Other sweepers interpret the sweep syntax themselves: their base config (the overrides
     without sweep syntax) is one job.
@@ -195,6 +200,10 @@ def expand_jobs(overrides: list[str], multirun: bool, sweeper: str = "basic") ->
     parsed = parser.parse_overrides(overrides)
     if sweeper != "basic":
         return [[o for o, p in zip(overrides, parsed, strict=True) if not p.is_sweep_override()]]
+    if paired:
+        from mlcli.config.pairing import paired_jobs
+
+        return paired_jobs(parsed, paired)
     batches = BasicSweeper.split_arguments(parsed, None)
     return [list(job) for batch in batches for job in batch]
 

@@ -28,6 +28,14 @@ RERUN = "MLCLI_RERUN"
 SESSION_PROCESS = "MLCLI_SESSION_PROCESS"
 """The session's ``mlcli`` process (:func:`mlcli.sweeps.procs.identity`): its jobs stop with it."""
 
+DETACH = "MLCLI_DETACH"
+"""``1`` with ``--detach``: the SLURM launcher returns once the jobs are queued."""
+DONE_JOBS = "MLCLI_DONE_JOBS"
+"""The numbers of a sweep's jobs that are done already (comma-separated): the SLURM launcher
+does not submit them again."""
+ASSIGNED_GPU = "MLCLI_ASSIGNED_GPU"
+"""Set in a job's child: the GPU mlcli gave the job (:mod:`mlcli.sweeps.gpus`), in status.json."""
+
 OPTUNA_SPEC = "MLCLI_OPTUNA_SPEC"
 """An Optuna sweep's spec file (storage, study, pruner) that its jobs report their folds to."""
 OPTUNA_TRIAL = "MLCLI_OPTUNA_TRIAL"
@@ -42,6 +50,9 @@ ALL = (
     LEDGER_DIR,
     RERUN,
     SESSION_PROCESS,
+    DETACH,
+    DONE_JOBS,
+    ASSIGNED_GPU,
     OPTUNA_SPEC,
     OPTUNA_TRIAL,
 )

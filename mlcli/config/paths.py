@@ -22,6 +22,7 @@ NON_RESULT_KEYS: tuple[str, ...] = (
     "allow_targets",
     "stack_folds",  # stacked, parallel and sequential folds compute the same results
     "parallel_folds",
+    "jobs_per_gpu",  # which GPU a job ran on changes nothing it computes
     "on_failure",
     "checkpoint_every",
     "logger",  # what is logged where never changes what is computed

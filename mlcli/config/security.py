@@ -348,12 +348,20 @@ def _hydra_config(cfg: Any) -> Any:
     return scope()
 
 
+SUBMITIT_DIR = ".submitit"
+"""submitit's folder in a sweep dir (job pickles, logs, and links of its own to its submission
+scripts); mlcli never writes inside it."""
+
+
 def _symlink_below(directory: Path) -> Path | None:
-    """The first symbolic link inside ``directory`` (its whole tree), or None."""
+    """The first symbolic link inside ``directory`` (its whole tree, but the inside of a sweep
+    dir's ``.submitit`` folder), or None."""
     for parent, subdirs, files in os.walk(directory):
         for name in [*subdirs, *files]:
             if os.path.islink(os.path.join(parent, name)):
                 return Path(parent, name)
+        if Path(parent) == Path(directory) and SUBMITIT_DIR in subdirs:
+            subdirs.remove(SUBMITIT_DIR)
     return None
 
 

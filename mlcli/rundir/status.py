@@ -70,6 +70,8 @@ class Status:
     data_files: dict[str, str] = field(default_factory=dict)
     """The content hashes of the data files the run key covers."""
     device: str | None = None
+    gpu: str | None = None
+    """The GPU mlcli gave the job (its ``CUDA_VISIBLE_DEVICES``), if it assigned one."""
     threads: int | None = None
     versions: dict[str, Any] = field(default_factory=dict)
     trust_overrides: bool | None = None
@@ -139,6 +141,7 @@ _LENIENT: dict[str, tuple[type, ...]] = {
     "pid": (int,),
     "data_files": (dict,),
     "device": (str,),
+    "gpu": (str,),
     "threads": (int,),
     "versions": (dict,),
     "trust_overrides": (bool,),

@@ -44,12 +44,31 @@ __all__ = ["hydra_main", "task"]
 register_schemas()
 
 
-def _train(cfg: DictConfig, run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """Body of the job's child process: run, and describe how it ended (never raises)."""
+def _gpu_slot(cfg: DictConfig, hydra_cfg: Any, outputs_root: Path) -> Any:
+    """The job's GPU slot (:mod:`mlcli.sweeps.gpus`): a context yielding its GPU or None."""
+    import contextlib
+
+    from mlcli.sweeps import gpus
+
+    if not gpus.assigned(enum_name(cfg.device)):
+        return contextlib.nullcontext(None)
+    number = hydra_cfg.job.get("num")
+    return gpus.gpu_slot(outputs_root, int(number or 0), int(cfg.get("jobs_per_gpu") or 1))
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, options: dict[str, Any], gpu: str | None = None
+) -> dict[str, Any]:
+    """Body of the job's child process: run, and describe how it ended (never raises).
+
+    ``gpu``: the only GPU the child sees (set before torch initializes CUDA)."""
     from mlcli import rundir, runner
     from mlcli.config.targets import root_cause
     from mlcli.display import ProgressReporter
+    from mlcli.sweeps import gpus
     from mlcli.sweeps.study import FoldReporter
+
+    gpus.use_gpu(gpu)
 
     reporter = ProgressReporter(str(cfg.metric)) if cfg.progress else None
     try:
@@ -129,7 +148,8 @@ def task(cfg: DictConfig, precomputed: Precomputed | None = None) -> str:
         options = dict(choices=choices, overrides=overrides, session=session.id,
                        precomputed=precomputed)  # fmt: skip
         try:
-            result = procs.call_in_child(lambda: _train(cfg, run_dir, options))
+            with _gpu_slot(cfg, hydra_cfg, outputs_root) as gpu:
+                result = procs.call_in_child(lambda: _train(cfg, run_dir, options, gpu))
         except KeyboardInterrupt:
             session.record({**entry, "state": "INTERRUPTED", "error": "interrupted"})
             raise

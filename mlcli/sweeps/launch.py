@@ -76,6 +76,8 @@ class Plan:
     """Identity of the sweep (the identical command continues it in the same sweep dir)."""
     study: dict[str, Any] = field(default_factory=dict)
     """For the Optuna sweeper: its settings and search space, for --dry-run."""
+    launcher: str = ""
+    """The ``_target_`` of the multirun's Hydra launcher."""
 
 
 def quote(value: str) -> str:
@@ -143,6 +145,7 @@ def plan(command: Command, rerun: bool = False, resume: Path | None = None) -> P
         _plan_sweep_dir(result, command, hydra_cfg, rerun, resume)
 
     launcher = OmegaConf.select(hydra_cfg, "launcher._target_", default="") or ""
+    result.launcher = str(launcher)
     if str(launcher).endswith("JoblibLauncher"):
         threads = max(int(cfg.threads) for cfg in configs)
         limit = max(1, cores() // threads)

@@ -28,6 +28,7 @@ from mlcli.config.compose import (
     translate_error,
     unresolved_interpolations,
 )
+from mlcli.config.pairing import PairingError
 
 
 def study_space(command: Command, hydra: Any) -> Any:
@@ -216,9 +217,14 @@ def _user_dirs(command: Command) -> list[Path]:
 
 
 def check(
-    args: list[str], trust_overrides: bool = False, typed: list[str] | None = None
+    args: list[str],
+    trust_overrides: bool = False,
+    typed: list[str] | None = None,
+    detach: bool = False,
 ) -> tuple[Command, list[ConfigProblem]]:
     """Compose and validate every job of ``mlcli train ARGS``; return the problems found.
+
+    ``detach``: the command returns once its jobs are queued (a scheduler's launcher only).
 
     ``typed``: the arguments the user typed (default ``args``); an ``allow_targets`` entry
     admits code only if it is among them (not when it comes from a file: a config, or the
@@ -250,13 +256,22 @@ def check(
         return command, problems
     try:
         hydra = base_hydra(command) if command.multirun else None
+        if hydra is None and detach:
+            return command, [ConfigProblem("--detach", "detaches from a sweep: add -m")]
+        # Listed after every job's own problems (a dangerous setting among them).
+        from mlcli.sweeps.cluster import launcher_problems
+
+        launcher = launcher_problems(hydra, detach) if hydra is not None else []
         kind = sweeper_kind(hydra) if hydra is not None else "basic"
         if kind == "optuna":
             jobs, problems = _study_jobs(command, hydra)
             if problems:
                 return command, problems
         else:
-            jobs = expand_jobs(command.overrides, command.multirun, kind)
+            paired = hydra.sweeper.get("paired") if hydra is not None else None
+            jobs = expand_jobs(command.overrides, command.multirun, kind, paired or ())
+    except PairingError as error:
+        return command, [ConfigProblem(error.key, str(error))]
     except Exception as error:
         return command, [translate_error(error, command.overrides, command.config_dir)]
     seen: set[str] = set()
@@ -266,6 +281,7 @@ def check(
                 if str(problem) not in seen:
                     seen.add(str(problem))
                     problems.append(problem)
+    problems.extend(launcher)
     if not problems:
         # Bad data is a config problem too: build each distinct dataset once, make its folds.
         problems.extend(check_data([cfg for _, cfg in command.jobs]))

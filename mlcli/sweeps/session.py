@@ -21,6 +21,7 @@ from typing import Any
 
 from mlcli.config import env, security
 from mlcli.sweeps import index, locks, manifest
+from mlcli.sweeps.index import DONE_STATES
 from mlcli.sweeps.launch import Plan, quote
 from mlcli.sweeps.ledger import read_ledger
 
@@ -40,28 +41,52 @@ class Outcome:
 class Session:
     """One ``mlcli train`` command's jobs: their shared id, ledger dir and settings."""
 
-    def __init__(self, result: Plan, rerun: bool) -> None:
+    def __init__(self, result: Plan, rerun: bool, detach: bool = False) -> None:
         self.plan = result
         self.id = uuid.uuid4().hex[:12]
         self.ledger = (locks.state_dir(result.outputs_root) / "sessions" / self.id).resolve()
         self.rerun = rerun
+        self.detach = detach
+        """``--detach``: return once a scheduler has queued the jobs; they outlive the command
+        (no ledger to record into, no session process to stop with)."""
 
-    def overrides(self) -> list[str]:
-        """Hydra overrides that hand the session to every job, in whatever process it runs."""
+    def _values(self) -> dict[str, str]:
+        """The environment every job of the session reads."""
         from mlcli.sweeps import procs
 
         values = {
             env.SESSION: self.id,
-            env.LEDGER_DIR: str(self.ledger),
+            env.LEDGER_DIR: "" if self.detach else str(self.ledger),
             env.RERUN: "1" if self.rerun else "0",
-            env.SESSION_PROCESS: procs.identity(),
+            env.SESSION_PROCESS: "" if self.detach else procs.identity(),
             env.TRUST_OVERRIDES: "1" if security.trusted() else "0",
         }
         admission = os.environ.get(env.ADMITTED_TARGETS)
         if admission is not None:
             values[env.ADMITTED_TARGETS] = admission
-        overrides = [f"+hydra.job.env_set.{k}={quote(v)}" for k, v in values.items()]
+        return values
+
+    def overrides(self) -> list[str]:
+        """Hydra overrides that hand the session to every job, in whatever process it runs."""
+        from mlcli.sweeps import cluster
+
+        overrides = [f"+hydra.job.env_set.{k}={quote(v)}" for k, v in self._values().items()]
+        if cluster.is_slurm(self.plan.launcher):  # submitit's, able to detach and see kills
+            overrides.append(f"hydra.launcher._target_={cluster.MLCLI_SLURM_LAUNCHER}")
         return overrides + self.plan.overrides
+
+    def _launcher_env(self) -> dict[str, str]:
+        """The environment of the launch itself (a launcher runs in this process)."""
+        done = [
+            str(n)
+            for n, job in enumerate(self.plan.jobs)
+            if not self.rerun and job.previous is not None and job.previous.state in DONE_STATES
+        ]
+        return {
+            **self._values(),
+            env.DETACH: "1" if self.detach else "0",
+            env.DONE_JOBS: ",".join(done),
+        }
 
     def launch(self, args: list[str], extra: list[str]) -> Outcome:
         """Run Hydra with ``args``; return how every job ended. Cleans up after an interrupt."""
@@ -77,7 +102,11 @@ class Session:
         before = {p.pid for p in procs.descendants()}
         outcome = Outcome([], [])
         try:
-            with procs.interrupt_on_signals() as signals, composed_once():
+            with (
+                procs.interrupt_on_signals() as signals,
+                composed_once(),
+                _environment(self._launcher_env()),
+            ):
                 try:
                     hydra_main()
                 except SystemExit as exit_:
@@ -154,6 +183,21 @@ def composed_once() -> Iterator[None]:
 
 def _checked_by_the_preflight(self: Any, batch: Any) -> None:
     """The preflight composed every job of the batch already."""
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment for the block, then as they were."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def shutdown_joblib_workers(kill: bool = False) -> None:

@@ -45,6 +45,7 @@ class RunSchema:
     progress: bool = True
     stack_folds: StackFolds = StackFolds.auto
     parallel_folds: int = bound(1, ge=1)
+    jobs_per_gpu: int = bound(1, ge=1)
     on_failure: OnFailure = OnFailure["continue"]
     checkpoint_every: int = bound(0, ge=0)
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
