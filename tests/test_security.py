@@ -761,7 +761,7 @@ def test_an_optuna_storage_that_is_not_a_study_is_refused(cli, tmp_path, trap):
         _assert_refused(result, trap, tmp_path, "hydra.sweeper.storage", "not an Optuna")
     (tmp_path / "conf" / "hydra" / "sweeper").mkdir(parents=True)
     (tmp_path / "conf" / "hydra" / "sweeper" / "shared.yaml").write_text(
-        f"defaults:\n  - optuna\n  - _self_\nstorage: {trap['victim']}\n"
+        f"defaults:\n  - mlcli_optuna\n  - _self_\nstorage: {trap['victim']}\n"
     )
     result = cli("train", *study, "hydra/sweeper=shared")
     _assert_refused(result, trap, tmp_path, "hydra.sweeper.storage")
