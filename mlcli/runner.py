@@ -36,6 +36,7 @@ from mlcli.engine import (
     FoldRows,
     Precomputed,
     checkpoint,
+    count_parameters,
     fit_folds,
     resolve_device,
     seed_everything,
@@ -219,6 +220,7 @@ class OpenRun:
         status.n_test = len(split.test)
         status.splitter = repr(split.splitter)
         status.data_notes = list(dataset.notes)
+        status.n_params = count_parameters(fold_plan)
 
     def write_fold(self, fold: int, rows: FoldRows, fold_plan: FoldPlan) -> None:
         """Queue a finished fold's files: the results with its rows, then the status listing it

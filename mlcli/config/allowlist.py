@@ -53,7 +53,7 @@ BUILDERS: dict[str, tuple[str, ...]] = {
     ),
     "mlcli.data": (
         "breast_cancer", "csv", "curve", "diabetes", "digits", "hmm_tagging", "iris",
-        "japanese_vowels", "mnist1d", "npz", "seq_reverse", "sunspots", "wine",
+        "japanese_vowels", "mnist1d", "npz", "seq_reverse", "sunspots", "surface", "wine",
     ),
     "mlcli.cv": ("group", "holdout", "kfold", "repeated", "stratified", "timeseries"),
     "mlcli.schedules": ("constant", "cosine", "exponential", "inverse_sqrt", "linear", "step"),

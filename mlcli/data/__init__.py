@@ -6,7 +6,7 @@ from mlcli.data.errors import DataError
 from mlcli.data.hmm import hmm_tagging
 from mlcli.data.shipped import japanese_vowels, mnist1d, sunspots
 from mlcli.data.sklearn_sets import breast_cancer, diabetes, digits, iris, wine
-from mlcli.data.synthetic import curve, seq_reverse
+from mlcli.data.synthetic import curve, seq_reverse, surface
 from mlcli.data.tabular import csv
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "npz",
     "seq_reverse",
     "sunspots",
+    "surface",
     "wine",
 ]

@@ -200,6 +200,8 @@ def fit(
     lr_fixed = all(getattr(f, "is_constant", False) for f in getattr(scheduler, "lr_lambdas", [0]))
     watch = DivergenceWatch(1, device) if defers_divergence_check(device) else None
     model.train()
+    if analyzer is not None and start_epoch == 1:
+        rows.extend(analyzer.before_training(model))  # a trajectory's starting point
     for epoch in range(start_epoch, epochs + 1):
         # Running sums stay on the device: one host sync per epoch, not one per step (on the
         # CPU the loss is read at every step anyway, for the divergence check: it is summed

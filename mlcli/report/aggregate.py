@@ -40,7 +40,7 @@ from mlcli.report.configs import (
     value_key,
     where_mask,
 )
-from mlcli.report.diagnose import Rules, diagnose
+from mlcli.report.diagnose import FAILED_LABELS, Rules, diagnose
 from mlcli.rundir import STATES
 from mlcli.tasks import higher_is_better
 
@@ -225,6 +225,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     _fold_means(table, curve_rows, test_rows, names, rank_metric, options.at, notes)
 
     # Diagnosis from the fold-mean curves; configurations without numbers say why.
+    table["n_params"] = _n_params(runs).reindex(table.index).astype("Int64")
     verdicts = _diagnosis(table, runs, configs, curves, options.rules)
     table["diagnosis"] = verdicts["diagnosis"]
     table["train_error"] = verdicts["train_error"].astype(float)
@@ -237,10 +238,17 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
             "a configuration with a DIVERGED run ranks after those without (its numbers are of "
             "the runs that did not diverge)"
         )
+    exploded = table["diagnosis"].isin(FAILED_LABELS) & ~diverged.fillna(False).astype(bool)
+    if (exploded & ranked_value.notna()).any():
+        notes.append(
+            "a configuration diagnosed as diverged (a NaN/infinite or exploding loss) ranks "
+            "after the finite ones"
+        )
+    diverged = diverged.fillna(False).astype(bool) | exploded
     table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged)
     metric_columns = [f"{n}_{s}" for n in names for s in ("mean", "std", "n")]
     ordered = [
-        "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "partial",
+        "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "n_params", "partial",
         "best_epoch", "diagnosis", "train_error", "gap", *metric_columns, "reason",
     ]  # fmt: skip
     table = table[ordered]
@@ -418,12 +426,22 @@ def _diagnosis(
     if "dataset" in configs.columns:
         datasets = configs["dataset"].astype(str).groupby(runs["group"])
         cohort = datasets.agg(lambda s: s.iloc[0] if s.nunique() == 1 else "mixed")
-    verdicts = diagnose(curves.rename(columns={"group": "config"}), rules, cohort)
+    verdicts = diagnose(
+        curves.rename(columns={"group": "config"}), rules, cohort, table["n_params"].astype(float)
+    )
     verdicts = verdicts.reindex(table.index)
     for group in table.index[verdicts["diagnosis"].isna()]:
         label, reason = _not_completed_reason(runs[runs["group"] == group])
         verdicts.loc[group, ["diagnosis", "reason"]] = [label, reason]
     return verdicts
+
+
+def _n_params(runs: pd.DataFrame) -> pd.Series:
+    """Each configuration's number of model parameters (the largest its runs recorded)."""
+    if "n_params" not in runs.columns:
+        return pd.Series(dtype=np.float64)
+    values = pd.to_numeric(runs["n_params"], errors="coerce")
+    return values.groupby(runs["group"]).max()
 
 
 def _run_table(runs: pd.DataFrame, configs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

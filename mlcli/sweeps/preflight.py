@@ -25,6 +25,7 @@ from mlcli.config.compose import (
     is_hydra_override,
     split_args,
     sweeper_kind,
+    sweeper_params,
     translate_error,
     unresolved_interpolations,
 )
@@ -234,7 +235,12 @@ def check(
             if problems:
                 return command, problems
         else:
-            jobs = expand_jobs(command.overrides, command.multirun, kind)
+            params = sweeper_params(hydra)
+            if params and not trust_overrides:
+                problems.extend(security.dangerous_overrides(params))
+                if problems:
+                    return command, problems
+            jobs = expand_jobs(command.overrides, command.multirun, kind, params)
     except Exception as error:
         return command, [translate_error(error, command.overrides, command.config_dir)]
     seen: set[str] = set()

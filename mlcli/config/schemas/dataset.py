@@ -24,6 +24,10 @@ class BuiltinDatasetSchema:
     normalize: Normalize = Normalize.standard
     normalize_target: bool = True
     seed: int = 0
+    max_rows: int | None = bound(None, ge=1)
+    """Keep a random subset of this many rows (seeded by ``seed``; null = all)."""
+    shuffle_labels: bool = False
+    """Permute the targets randomly over the rows (seeded by ``seed``): random labels."""
 
 
 @dataclass
@@ -41,6 +45,16 @@ class CurveSchema(BuiltinDatasetSchema):
     n_samples: int = bound(500, ge=10)
     n_pieces: int = bound(5, ge=1)
     noise_std: float = bound(0.1, ge=0.0)
+    generator_seed: int = 0
+
+
+@dataclass
+class SurfaceSchema(BuiltinDatasetSchema):
+    """Two correlated features, y = w·x: an ill-conditioned quadratic error surface."""
+
+    n_samples: int = bound(256, ge=10)
+    correlation: float = bound(0.95, ge=0.0, lt=1.0)
+    weights: list[float] = field(default_factory=lambda: [1.0, -0.5])
     generator_seed: int = 0
 
 
@@ -105,6 +119,7 @@ SCHEMAS: dict[str, type] = {
     "builtin": BuiltinDatasetSchema,
     "sunspots": SunspotsSchema,
     "curve": CurveSchema,
+    "surface": SurfaceSchema,
     "hmm_tagging": HmmTaggingSchema,
     "seq_reverse": SeqReverseSchema,
     "csv": CsvDatasetSchema,
