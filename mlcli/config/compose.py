@@ -178,7 +178,7 @@ def sweeper_params(hydra: Any) -> list[str]:
         return []
     values = OmegaConf.to_container(params, resolve=False)
     assert isinstance(values, dict)
-    return [f"{key}={value}" for key, value in values.items()]
+    return [f"{key!s}={value!s}" for key, value in values.items()]
 
 
 def expand_jobs(

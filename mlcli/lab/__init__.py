@@ -52,7 +52,7 @@ DEMOS: dict[str, Demo] = {
             "critical_points",
             "critical points: local minimum or saddle point (minimum ratio)",
             "gradient norm, Hessian eigenvalues and minimum ratio at the end of many seeds",
-            ("seed=range(0,6)", "epochs=300"),
+            ("seed=range(0,6)", "epochs=600"),
             optimization.critical_points,
             ("critical_points.png",),
         ),

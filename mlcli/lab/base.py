@@ -10,6 +10,7 @@ missing).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def as_list(value: Any) -> Any:
+    """A config value the report flattened (a list as JSON text) back as a list."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def decide(holds: bool | None) -> str:
     """``yes`` / ``no`` from a rule's outcome (``None``: the runs cannot decide)."""
     if holds is None:
@@ -113,8 +124,9 @@ class LabRuns:
         return len(self.runs)
 
     def value(self, key: str) -> list[Any]:
-        """Each finished run's config value at dotted ``key`` (or group choice)."""
-        return [config.get(key) for config in self.runs["config"]]
+        """Each finished run's config value at dotted ``key`` (or group choice); a list (which
+        the report keeps as JSON text) as a list."""
+        return [as_list(config.get(key)) for config in self.runs["config"]]
 
     def final(self, split: str, metric: str) -> np.ndarray:
         """Each finished run's fold mean of ``split/metric`` at each fold's last epoch."""
@@ -153,8 +165,11 @@ class LabRuns:
         for name in metrics:
             split, metric = name.split("/", 1)
             frame[name] = self.final(split, metric)
-        frame["n_params"] = pd.to_numeric(self.runs.get("n_params"), errors="coerce")
-        frame["duration_s"] = pd.to_numeric(self.runs.get("duration_s"), errors="coerce")
+        for column in ("n_params", "duration_s"):
+            values = (
+                self.runs[column] if column in self.runs else pd.Series(np.nan, self.runs.index)
+            )
+            frame[column] = pd.to_numeric(values, errors="coerce").to_numpy()
         return frame
 
 

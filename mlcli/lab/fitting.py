@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mlcli.lab import figures
 from mlcli.lab.base import INCONCLUSIVE, LabRuns, Verdict, decide
@@ -178,7 +177,7 @@ def holdout_vs_kfold(runs: LabRuns, out: Path) -> Verdict:
     table = runs.table(["cv", "cv.seed"], ["val/acc"])
     spread = table.groupby("cv")["val/acc"].agg(["mean", "std", "count"])
     numbers = {
-        f"{cv} {stat}": float(spread.loc[cv, stat]) for cv in spread.index for stat in spread
+        f"{cv} {stat}": float(value) for cv, row in spread.iterrows() for stat, value in row.items()
     }
     fig, (ax,) = figures.figure()
     names = list(spread.index)
@@ -192,12 +191,8 @@ def holdout_vs_kfold(runs: LabRuns, out: Path) -> Verdict:
     figures.save(fig, out / "holdout_vs_kfold.png", "holdout vs k-fold: spread of the estimate")
     if not {"holdout", "kfold"} <= set(spread.index) or (spread["count"] < 2).any():
         return Verdict(claim, numbers, INCONCLUSIVE, rule, "needs ≥ 2 seeds of each")
-    holdout, kfold = float(spread.loc["holdout", "std"]), float(spread.loc["kfold", "std"])
+    holdout, kfold = float(spread["std"]["holdout"]), float(spread["std"]["kfold"])
     detail = (
         f"std over {int(spread['count'].min())} seeds: holdout {holdout:.4f}, k-fold {kfold:.4f}"
     )
     return Verdict(claim, numbers, decide(kfold < holdout), rule, detail)
-
-
-def _mean_by(table: pd.DataFrame, key: str, column: str) -> pd.Series:
-    return table.groupby(key)[column].mean()

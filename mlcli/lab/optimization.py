@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mlcli.lab import figures
-from mlcli.lab.base import INCONCLUSIVE, LabRuns, Verdict, decide
+from mlcli.lab.base import INCONCLUSIVE, LabRuns, Verdict, as_list, decide
 
 
 def _train_curves(runs: LabRuns, ax: object, labels: list[str], metric: str = "loss") -> None:
@@ -52,7 +52,8 @@ def optimization_issue(runs: LabRuns, out: Path) -> Verdict:
             collect(runs.run_dirs), ReportOptions(by=("model.hidden", "model.batch_norm"))
         )
         for _, row in agg.table.iterrows():
-            depth = len(row["model.hidden"]) if isinstance(row["model.hidden"], list) else 1
+            hidden = as_list(row["model.hidden"])
+            depth = len(hidden) if isinstance(hidden, list) else 1
             key = f"{depth} layer{'s' * (depth > 1)}{' + BN' if row['model.batch_norm'] else ''}"
             diagnosis[key] = row["diagnosis"]
     numbers.update({f"{k} diagnosis": v for k, v in diagnosis.items()})
@@ -63,9 +64,9 @@ def optimization_issue(runs: LabRuns, out: Path) -> Verdict:
     normed = table[table["model.batch_norm"] == True]  # noqa: E712
     if plain["depth"].nunique() < 2 or normed.empty:
         return Verdict(claim, numbers, INCONCLUSIVE, rule, "needs plain deep, shallow and BN runs")
-    deep = plain.loc[plain["depth"].idxmax()]
-    shallow = plain.loc[plain["depth"].idxmin()]
-    deep_bn = normed.loc[normed["depth"].idxmax()]
+    deep = plain.iloc[int(np.argmax(plain["depth"]))]
+    shallow = plain.iloc[int(np.argmin(plain["depth"]))]
+    deep_bn = normed.iloc[int(np.argmax(normed["depth"]))]
     label = diagnosis.get(str(deep["label"]), "")
     holds = (
         deep["train/loss"] > 1.1 * shallow["train/loss"]
@@ -160,12 +161,10 @@ def batch_size(runs: LabRuns, out: Path) -> Verdict:
     }
     fig, axes = figures.figure(3, width=4.0)
     sizes = table["batch_size"].tolist()
-    figures.lines(axes[0], sizes, {"s/epoch": table["s/epoch"]}, "batch size", "seconds per epoch",
-                  log_x=True)  # fmt: skip
-    figures.lines(axes[1], sizes, {"noise": table["noise"]}, "batch size",
-                  "mean |Δ log train loss|", log_x=True)  # fmt: skip
-    figures.lines(axes[2], sizes, {"val acc": table["val/acc"]}, "batch size", "val accuracy",
-                  log_x=True)  # fmt: skip
+    panels = (("s/epoch", "seconds per epoch"), ("noise", "mean |Δ log train loss|"),
+              ("val/acc", "val accuracy"))  # fmt: skip
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        figures.lines(ax, sizes, {column: table[column].tolist()}, "batch size", label, log_x=True)
     figures.save(fig, out / "batch_size.png", "small vs large batch")
     small, large = table.iloc[0], table.iloc[-1]
     holds = small["s/epoch"] > large["s/epoch"] and small["val/acc"] >= large["val/acc"]
@@ -196,7 +195,7 @@ def momentum(runs: LabRuns, out: Path) -> Verdict:
     if table["optim.momentum"].nunique() < 2 or 0.0 not in set(table["optim.momentum"]):
         return Verdict(claim, numbers, INCONCLUSIVE, rule, "needs momentum 0 and another value")
     plain = table.loc[table["optim.momentum"] == 0.0, "train/loss"].mean()
-    best = table.loc[table["optim.momentum"].idxmax()]
+    best = table.iloc[int(np.argmax(table["optim.momentum"]))]
     holds = best["train/loss"] < 0.9 * plain
     detail = (
         f"train loss {plain:.4g} without momentum, {best['train/loss']:.4g} with momentum "

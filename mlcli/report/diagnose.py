@@ -252,7 +252,7 @@ def diagnose(
     val = val_loss.reindex(columns=epochs).to_numpy(dtype=np.float64)
     if not epochs:
         train = val = np.full((len(index), 1), np.nan)
-    numbers = np.asarray(epochs or [0], dtype=np.int64)
+    numbers = np.asarray(epochs if epochs else [0], dtype=np.int64)
     losses = curves[curves["metric"] == "loss"]
     recorded = [set(losses.loc[losses["split"] == split, "config"]) for split in ("train", "val")]
     found = [
@@ -272,7 +272,9 @@ def diagnose(
         if n_params is not None
         else np.full(len(index), np.nan)
     )
-    labels, reasons, best_epochs = [], [], []
+    labels: list[str] = []
+    reasons: list[str] = []
+    best_epochs: list[int] = []
     judged = [_curve_label(c, rules) for c in found]
     finite_loss = np.array(
         [
@@ -298,7 +300,7 @@ def diagnose(
             parts.append(f"next: {NEXT_STEP[label]}")
         labels.append(label)
         reasons.append("; ".join(parts))
-        best_epochs.append(c.numbers()["best_epoch"] if c.has_val else -1)
+        best_epochs.append(int(c.numbers()["best_epoch"]) if c.has_val else -1)
     return pd.DataFrame(
         {
             "diagnosis": labels,
