@@ -249,13 +249,13 @@ def warmup(runs: LabRuns, out: Path) -> Verdict:
         "At a high learning rate a post-LN Transformer trains better with a learning-rate "
         "warmup: lower training loss, better validation accuracy"
     )
-    rule = "with warmup: final train loss < without, and val acc ≥ without"
-    table = runs.table(["scheduler.warmup"], ["train/loss", "val/acc"]).reset_index(drop=True)
+    rule = "with warmup: final train loss < without, and val token accuracy ≥ without"
+    table = runs.table(["scheduler.warmup"], ["train/loss", "val/token_acc"]).reset_index(drop=True)
     labels = [f"warmup={w}" for w in table["scheduler.warmup"]]
     numbers = {}
-    for label, loss, acc in zip(labels, table["train/loss"], table["val/acc"], strict=True):
+    for label, loss, acc in zip(labels, table["train/loss"], table["val/token_acc"], strict=True):
         numbers[f"{label} train loss"] = float(loss)
-        numbers[f"{label} val acc"] = float(acc)
+        numbers[f"{label} val token acc"] = float(acc)
     fig, axes = figures.figure(2)
     _train_curves(runs, axes[0], labels)
     for position, label in enumerate(labels):
@@ -271,7 +271,10 @@ def warmup(runs: LabRuns, out: Path) -> Verdict:
         return Verdict(claim, numbers, INCONCLUSIVE, rule, "needs runs with and without warmup")
     without = by["none"]
     with_ = next(row for name, row in by.items() if name != "none")
-    holds = with_["train/loss"] < without["train/loss"] and with_["val/acc"] >= without["val/acc"]
+    holds = (
+        with_["train/loss"] < without["train/loss"]
+        and with_["val/token_acc"] >= without["val/token_acc"]
+    )
     detail = (
         f"train loss {with_['train/loss']:.4g} with warmup vs {without['train/loss']:.4g} "
         f"without; val acc {with_['val/acc']:.3f} vs {without['val/acc']:.3f}"
