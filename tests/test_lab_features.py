@@ -5,6 +5,7 @@ configuration never ranked above finite ones."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,8 @@ def test_shuffle_labels_reaches_the_run_and_changes_its_key(cli):
     plain = cli("train", *TINY, "dataset=iris", "--dry-run")
     shuffled = cli("train", *TINY, "dataset=iris", "dataset.shuffle_labels=true", "--dry-run")
     assert plain.exit_code == shuffled.exit_code == 0
-    key = [line for line in plain.output.splitlines() if "new" in line][0]
-    assert key not in shuffled.output
+    keys = [set(re.findall(r"\b[0-9a-f]{16}\b", r.output)) for r in (plain, shuffled)]
+    assert len(keys[0]) == len(keys[1]) == 1 and keys[0] != keys[1]
     bad = cli("train", *TINY, "dataset.max_rows=0")
     assert bad.exit_code == 2 and "dataset.max_rows" in bad.output
 
@@ -85,8 +86,9 @@ def _collected(train_losses: dict[str, list[float]], val_loss: dict[str, list[fl
     for run, name in enumerate(names):
         for epoch, (t, v) in enumerate(zip(train_losses[name], val_loss[name], strict=True), 1):
             acc = 0.5 if v != v or v > 10 else 0.3  # the exploded run's accuracy is higher
-            rows += [(run, 0, epoch, "train", "loss", t), (run, 0, epoch, "val", "loss", v),
-                     (run, 0, epoch, "train", "acc", acc), (run, 0, epoch, "val", "acc", acc)]  # fmt: skip
+            for split, metric, value in (("train", "loss", t), ("val", "loss", v),
+                                         ("train", "acc", acc), ("val", "acc", acc)):  # fmt: skip
+                rows.append((run, 0, epoch, split, metric, value))
     results = pd.DataFrame(rows, columns=["run", "fold", "epoch", "split", "metric", "value"])
     results["split"] = results["split"].astype("category")
     results["metric"] = results["metric"].astype("category")
