@@ -231,20 +231,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     table["train_error"] = verdicts["train_error"].astype(float)
     table["gap"] = verdicts["gap"].astype(float)
     table["reason"] = verdicts["reason"]
-    diverged = (runs["state"] == "DIVERGED").groupby(runs["group"]).any().reindex(table.index)
-    ranked_value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
-    if (diverged.fillna(False).astype(bool) & ranked_value.notna()).any():
-        notes.append(
-            "a configuration with a DIVERGED run ranks after those without (its numbers are of "
-            "the runs that did not diverge)"
-        )
-    exploded = table["diagnosis"].isin(FAILED_LABELS) & ~diverged.fillna(False).astype(bool)
-    if (exploded & ranked_value.notna()).any():
-        notes.append(
-            "a configuration diagnosed as diverged (a NaN/infinite or exploding loss) ranks "
-            "after the finite ones"
-        )
-    diverged = diverged.fillna(False).astype(bool) | exploded
+    diverged = _diverged(table, runs, rank_metric, notes)
     table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged)
     metric_columns = [f"{n}_{s}" for n in names for s in ("mean", "std", "n")]
     ordered = [
@@ -434,6 +421,28 @@ def _diagnosis(
         label, reason = _not_completed_reason(runs[runs["group"] == group])
         verdicts.loc[group, ["diagnosis", "reason"]] = [label, reason]
     return verdicts
+
+
+def _diverged(
+    table: pd.DataFrame, runs: pd.DataFrame, rank_metric: str, notes: list[str]
+) -> pd.Series:
+    """The configurations that rank after every finite one: with a DIVERGED run, or diagnosed
+    as diverged (a NaN/infinite or exploding loss in COMPLETED runs); a note says so."""
+    state = (runs["state"] == "DIVERGED").groupby(runs["group"]).any().reindex(table.index)
+    state = state.fillna(False).astype(bool)
+    ranked_value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
+    if (state & ranked_value.notna()).any():
+        notes.append(
+            "a configuration with a DIVERGED run ranks after those without (its numbers are of "
+            "the runs that did not diverge)"
+        )
+    exploded = table["diagnosis"].isin(FAILED_LABELS) & ~state
+    if (exploded & ranked_value.notna()).any():
+        notes.append(
+            "a configuration diagnosed as diverged (a NaN/infinite or exploding loss) ranks "
+            "after the finite ones"
+        )
+    return state | exploded
 
 
 def _n_params(runs: pd.DataFrame) -> pd.Series:

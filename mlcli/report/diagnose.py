@@ -272,6 +272,32 @@ def diagnose(
         if n_params is not None
         else np.full(len(index), np.nan)
     )
+    labels, reasons, best_epochs = _labels(
+        found, rules, groups, sizes, train_error, val_error, measure
+    )
+    return pd.DataFrame(
+        {
+            "diagnosis": labels,
+            "reason": reasons,
+            "best_val_loss_epoch": best_epochs,
+            "train_error": train_error,
+            "val_error": val_error,
+            "gap": val_error - train_error,
+        },
+        index=index,
+    )
+
+
+def _labels(
+    found: list[_Curve],
+    rules: Rules,
+    groups: np.ndarray,
+    sizes: np.ndarray,
+    train_error: np.ndarray,
+    val_error: np.ndarray,
+    measure: np.ndarray,
+) -> tuple[list[str], list[str], list[int]]:
+    """Each configuration's label, reason (numbers, gap, next step) and best val-loss epoch."""
     labels: list[str] = []
     reasons: list[str] = []
     best_epochs: list[int] = []
@@ -301,17 +327,7 @@ def diagnose(
         labels.append(label)
         reasons.append("; ".join(parts))
         best_epochs.append(int(c.numbers()["best_epoch"]) if c.has_val else -1)
-    return pd.DataFrame(
-        {
-            "diagnosis": labels,
-            "reason": reasons,
-            "best_val_loss_epoch": best_epochs,
-            "train_error": train_error,
-            "val_error": val_error,
-            "gap": val_error - train_error,
-        },
-        index=index,
-    )
+    return labels, reasons, best_epochs
 
 
 def _observed(
