@@ -6,11 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: train test test-all check lint imports typecheck pytest bench gallery clean
+.PHONY: train test test-all check lint imports typecheck pytest docs docs-reference docs-images bench gallery clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,optuna]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,optuna,docs]'
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -18,11 +18,11 @@ train: $(STAMP)
 
 test: check
 
-check: lint imports typecheck pytest
+check: lint imports typecheck docs pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check mlcli hydra_plugins tests bench
-	$(BIN)/ruff format --check mlcli hydra_plugins tests bench
+	$(BIN)/ruff check mlcli hydra_plugins tests bench docs
+	$(BIN)/ruff format --check mlcli hydra_plugins tests bench docs
 
 # The layers of mlcli (pyproject.toml [tool.importlinter]): every import counts, in functions too.
 imports: $(STAMP)
@@ -37,6 +37,18 @@ pytest: $(STAMP)
 
 test-all: lint imports typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The documentation site, built as CI builds it: any broken link or reference fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
+
+# Regenerate docs/reference/*.md from conf/, the schemas and `--help` (a test checks them).
+docs-reference: $(STAMP)
+	$(BIN)/python docs/gen_reference.py
+
+# Regenerate the pictures of a report in docs/img/ from the shipped tests/data/runs sweep.
+docs-images: $(STAMP)
+	$(BIN)/python docs/gen_images.py
 
 # Every lab demonstration's full run, then the gallery page (docs/lab.md, figures in docs/lab/);
 # GALLERY_ARGS=--quick for the quick runs.
@@ -54,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/speed.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .site

@@ -4,7 +4,8 @@ Every experiment runs through mlcli's runner (the code path of `mlcli train`, wi
 printed in the table, so each row can be rerun by hand), one thread, seed 0. The references are
 computed in the same run on the same splits: an AR(9) least-squares fit for sunspots, the curve's
 noise variance, the HMM's Bayes-optimal (forward-backward) tagging accuracy on the test rows.
-Prints markdown tables (the README's benchmark section) and writes them to ``--out``/toolbox.md.
+Prints markdown tables (docs/benchmarks.md, "Reference results") and writes them to
+``--out``/toolbox.md.
 
     .venv/bin/python bench/toolbox.py                  # everything (~12 min on one core)
     .venv/bin/python bench/toolbox.py --only cnn curve # some experiments (names: --list)

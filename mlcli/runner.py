@@ -96,8 +96,9 @@ def run(
 
     ``session`` names the ``mlcli train`` command that runs it (recorded in status.json).
     ``reporter`` (optional) gets ``start(n_folds, epochs, done_folds, metric)``, ``epoch(fold,
-    epoch, metrics)`` and ``fold_done(fold)`` calls for a live display. ``fold_hook`` (an Optuna
-    sweep's trial) is called after every fold and may stop the run (state PRUNED).
+    epoch, metrics)``, ``fold_done(fold)`` and, if it has one, ``stacked(n_folds)`` calls for a
+    live display. ``fold_hook`` (an Optuna sweep's trial) is called after every fold and may
+    stop the run (state PRUNED).
     ``precomputed``: this run's folds, trained already by the stacked launcher.
     """
     opened = OpenRun.open(cfg, Path(run_dir), choices, overrides, session, fold_hook)
@@ -107,6 +108,7 @@ def run(
         if reporter is not None:
             reporter.start(len(fold_plan.folds), int(cfg.epochs), opened.done, opened.metric)
             fold_plan.on_epoch = reporter.epoch
+            fold_plan.on_stacked = getattr(reporter, "stacked", None)
         fold_plan.settle = opened.writer.drain  # no write in flight while a fold sets up or forks
         fold_plan.one_at_a_time = fold_hook is not None and fold_hook.prunes
         for fold, rows in fit_folds(fold_plan, precomputed):

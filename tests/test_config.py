@@ -114,3 +114,18 @@ def test_user_conf_dir_is_searched_first(compose, tmp_path):
     )
     assert list(compose().model.hidden) == [7]
     assert list(compose(config_dir=str(CONF)).model.hidden) == [128]
+
+
+def test_a_user_config_yaml_that_replaces_mlcli_s_is_named(cli, tmp_path):
+    """A ./conf/config.yaml without mlcli's defaults list shadows mlcli's own: the error names
+    that file and the way out, instead of 'model: unknown key. Did you mean model?'."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("epochs: 3\n")
+    result = cli("train", "model=linear", "progress=false")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "replaces mlcli's own config.yaml" in text
+    assert str(tmp_path / "conf" / "config.yaml") in "".join(result.output.split())
+    assert "Rename that file" in text
+    assert "Did you mean 'model'" not in text
+    assert not (tmp_path / "outputs").exists()

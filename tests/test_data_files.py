@@ -13,6 +13,7 @@ import pytest
 
 from mlcli import runner
 from mlcli.data import DataError, csv, npz
+from tests import docs
 from tests.conftest import TINY
 
 HOMEWORK = Path(__file__).parent / "data" / "homework.csv"
@@ -279,12 +280,11 @@ def test_bad_npz_is_a_data_error(tmp_path, arrays, expected):
     assert expected in str(error.value) and "bad.npz" in str(error.value)
 
 
-def _readme_commands(*headings: str) -> list[list[str]]:
-    """The ``mlcli train`` commands in the README's bash blocks under ``headings``."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def _readme_commands(*pages: str) -> list[list[str]]:
+    """The ``mlcli train`` commands in the bash blocks of the docs ``pages``."""
     commands = []
-    for heading in headings:
-        section = readme.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    for name in pages:
+        section = docs.page(name)
         for block in section.split("```bash\n")[1:]:
             for line in block.split("```", 1)[0].splitlines():
                 if line.startswith("mlcli train "):
@@ -292,35 +292,10 @@ def _readme_commands(*headings: str) -> list[list[str]]:
     return commands
 
 
-def _write_readme_files(tmp_path: Path) -> None:
-    """The files the README's examples name, shaped as their commands expect."""
-    homework = _lines(HOMEWORK.read_text())
-    (tmp_path / "train.csv").write_text("".join(homework[:121]))
-    (tmp_path / "test.csv").write_text("".join(homework[:1] + homework[121:]))
-    rng = np.random.default_rng(0)
-    area = rng.uniform(40, 160, 60).round(1)
-    district = rng.choice(["north", "south", "east"], 60)
-    price = (area * 3 + (district == "north") * 50 + rng.normal(0, 10, 60)).round(1)
-    houses = pd.DataFrame({"area": area.astype(object), "district": district, "price": price})
-    houses.loc[[4, 20], "area"] = ""
-    houses.to_csv(tmp_path / "houses.csv", index=False)
-    visits = pd.DataFrame(
-        {
-            "patient": [f"p{i % 10}" for i in range(60)],
-            "dose": rng.normal(size=60).round(3),
-            "outcome": rng.integers(0, 2, 60),
-        }
-    )
-    visits.to_csv(tmp_path / "visits.csv", index=False)
-    write_series = pd.DataFrame({"value": np.sin(np.arange(90) / 6).round(4)})
-    write_series.to_csv(tmp_path / "series.csv", index=False)
-    np.savez(tmp_path / "images.npz", X=rng.normal(size=(60, 1, 4, 4)), y=np.arange(60) % 3)
-
-
 def test_readme_data_and_cv_examples_run(cli, tmp_path):
-    commands = _readme_commands("## Your own data", "## Cross-validation and the test set")
+    commands = _readme_commands("guide/data.md", "guide/cross-validation.md")
     assert len(commands) == 8
-    _write_readme_files(tmp_path)
+    docs.write_example_files(tmp_path)
     for args in commands:
         result = cli("train", *args, "epochs=1", "cv.n_splits=2", "progress=false")
         assert result.exit_code == 0, (args, result.output)

@@ -16,6 +16,7 @@ from mlcli.data import BOS, EOS, IGNORE_INDEX, PAD
 from mlcli.data.hmm import HMM, posterior_marginals, random_hmm, sample, tag_accuracy, viterbi
 from mlcli.data.shipped import sunspots_series
 from mlcli.rundir import read_json
+from tests import docs
 
 QUICK = ["epochs=1", "cv=holdout", "progress=false"]
 
@@ -263,15 +264,13 @@ def test_seq_reverse_refuses_more_samples_than_distinct_sequences():
 
 
 def _readme_dataset_commands() -> list[str]:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("## Datasets", 1)[1].split("\n## ", 1)[0]
+    section = docs.page("guide/datasets.md")
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
 
 
 def test_readme_lists_every_dataset_option():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("## Datasets", 1)[1].split("\n## ", 1)[0]
+    section = docs.page("guide/datasets.md")
     for path in (Path(__file__).parents[1] / "conf" / "dataset").glob("*.yaml"):
         assert f"| `{path.stem}` |" in section, path.stem
 

@@ -194,11 +194,12 @@ def test_member_optimizer_matches_torch_optimizers(compose, optim, options):
 
 
 def test_readme_stacked_launcher_commands_are_valid():
-    """Every README command with the stacked launcher passes mlcli's checks and selects it."""
+    """Every docs command with the stacked launcher passes mlcli's checks and selects it."""
     from mlcli.config.compose import compose_job
     from mlcli.sweeps.preflight import check
+    from tests import docs
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = "\n".join(path.read_text(encoding="utf-8") for path in docs.PAGES)
     commands = [
         shlex.split(line.strip(), comments=True)[2:]
         for line in readme.splitlines()

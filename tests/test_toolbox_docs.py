@@ -1,4 +1,4 @@
-"""The README's toolbox section: every option is documented and every example command runs."""
+"""The models page (docs/guide/models.md): every option is documented and every example runs."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ import pytest
 
 from mlcli.config import packaged_conf_dir
 from mlcli.rundir import read_json
+from tests import docs
 
-README = Path(__file__).parents[1] / "README.md"
 # One epoch on one split, and the generated sequence sets made small: enough to run end to end.
 QUICK = ["epochs=1", "cv=holdout", "progress=false"]
 SMALL = {"seq_reverse": ["dataset.n_samples=200"], "hmm_tagging": ["dataset.n_samples=200"]}
 
 
 def _section() -> str:
-    text = README.read_text(encoding="utf-8")
-    return text.split("## Models, optimizers and schedules", 1)[1].split("\n## ", 1)[0]
+    return docs.page("guide/models.md")
 
 
 def _commands() -> list[str]:
@@ -33,7 +32,7 @@ def test_every_option_is_documented(group):
 
 
 @pytest.mark.parametrize("command", _commands())
-def test_readme_example_runs(cli, command):
+def test_docs_example_runs(cli, command):
     args = command.split()
     assert args[:2] == ["mlcli", "train"]
     dataset = next((a.split("=", 1)[1] for a in args if a.startswith("dataset=")), "digits")

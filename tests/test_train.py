@@ -125,12 +125,12 @@ def test_the_task_table_names_exactly_what_a_run_records(compose, tmp_path, task
 
 
 def test_readme_divergence_example(cli, tmp_path):
-    """The README's example: Adam at lr=1e6 ends DIVERGED where its comment says."""
-    from pathlib import Path
+    """The docs' example: Adam at lr=1e6 ends DIVERGED where its comment says."""
 
     from mlcli.rundir import read_json
+    from tests import docs
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = docs.page("guide/training.md")
     (line,) = [ln for ln in readme.splitlines() if ln.startswith("mlcli train optim.lr=1e6")]
     command, comment = line.split("#", 1)
     result = cli(*command.split()[1:], "progress=false")

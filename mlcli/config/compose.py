@@ -132,6 +132,18 @@ def translate_error(
         key = text.split("'", 2)[1]
         parent, _, leaf = key.rpartition(".")
         known = list(GROUPS) if not parent else []
+        if not parent and leaf in known + top_level_keys():
+            shadow = next(
+                (d for d in search_dirs(config_dir)[:-1] if (d / "config.yaml").is_file()), None
+            )
+            where = f"{shadow / 'config.yaml'}" if shadow else "the primary config"
+            return ConfigProblem(
+                key,
+                f"mlcli reads this key, but {where} replaces mlcli's own config.yaml and does not "
+                f"set it. Rename that file (groups and options in your conf folder still add to "
+                f"mlcli's), or start it with the defaults list of "
+                f"{packaged_conf_dir() / 'config.yaml'}",
+            )
         return ConfigProblem(
             key,
             f"unknown key.{did_you_mean(leaf, known + top_level_keys())} "

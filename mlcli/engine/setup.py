@@ -79,10 +79,11 @@ class FoldPlan:
     """A run's folds, planned: what every fold strategy reads (:mod:`mlcli.engine.strategies`).
 
     ``done`` are the folds finished in an earlier attempt (not trained again); ``on_epoch`` is
-    called at every epoch's end of a fold trained in this process; ``settle`` before a fold sets
-    up and before worker processes are forked (the run's writes in flight finish: a run killed
-    meanwhile keeps every fold before). ``one_at_a_time``: the folds must finish one after
-    another (a pruner judges each as it finishes). ``trained_by`` is the name of the strategy
+    called at every epoch's end of a fold trained in this process; ``on_stacked(n)`` when ``n``
+    folds start to train together as one stacked model (a display says so); ``settle`` before a
+    fold sets up and before worker processes are forked (the run's writes in flight finish: a
+    run killed meanwhile keeps every fold before). ``one_at_a_time``: the folds must finish one
+    after another (a pruner judges each as it finishes). ``trained_by`` is the name of the strategy
     that trains the folds once one is chosen, ``trained_info`` what it adds for the status."""
 
     cfg: DictConfig
@@ -93,6 +94,7 @@ class FoldPlan:
     run_dir: Path | None = None
     done: set[int] = field(default_factory=set)
     on_epoch: EpochEnd | None = None
+    on_stacked: Callable[[int], None] | None = None
     settle: Callable[[], None] = lambda: None
     one_at_a_time: bool = False
     trained_by: str | None = None

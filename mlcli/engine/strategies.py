@@ -88,6 +88,8 @@ class Stacked:
 
     def run(self, plan: FoldPlan) -> Iterator[tuple[int, FoldRows]]:
         """Train the stack, then yield its folds."""
+        if plan.on_stacked is not None:
+            plan.on_stacked(len(plan.pending))
         yield from in_fold_order(train_stacked(plan, plan.on_epoch), plan.pending)
 
 

@@ -47,6 +47,9 @@ from mlcli.tasks import higher_is_better
 SPLIT_ORDER = ("val", "test", "train")
 CONFIGURATION = "configuration"
 """The one descriptive column used when nothing varies between the runs."""
+DATASET_KEYS = ("dataset", "dataset.path", "dataset.test_path", "dataset.target", "dataset.task")
+"""Config keys that make runs of different data: a configuration never pools them, and each
+dataset is ranked (and shown) on its own."""
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,24 @@ class Aggregated:
     top: int | None = None
     rules: Rules = field(default_factory=Rules)
     notes: list[str] = field(default_factory=list)
+    sections: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
+    """Group id → its dataset (``dataset=wine``; ``""`` when the runs are of one dataset):
+    each is ranked on its own and shown as a table of its own."""
+    tasks: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
+    """Group id → the task its runs recorded (classification, regression ...; ``""``)."""
 
     @property
     def shown(self) -> pd.DataFrame:
         """The rows to display: the comparison when asked for, else the top-N configurations."""
         if self.compare is not None:
             return self.compare
-        return self.table.head(self.top) if self.top else self.table
+        if not self.top:
+            return self.table
+        if self.sections.empty:
+            return self.table.head(self.top)
+        return self.table.groupby(self.sections.reindex(self.table.index), sort=False).head(
+            self.top
+        )  # the N best of each dataset
 
 
 def _state_counts(states: pd.Series) -> str:
@@ -193,8 +207,9 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     """Group, aggregate, diagnose and rank (see the module docstring for the rules)."""
     notes = list(collected.notes)
     all_runs = collected.runs
-    runs, configs, keys, columns = _configurations(all_runs, options)
+    runs, configs, keys, columns, data_columns = _configurations(all_runs, options, notes)
     table, labels, display_columns = _table(runs, configs, columns)
+    data_shown, sections, tasks = _sections(table, runs, data_columns, columns)
 
     # The result rows that enter the numbers, and each row's configuration.
     rows, pruned = _included_rows(runs, collected.results)
@@ -226,13 +241,10 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
 
     # Diagnosis from the fold-mean curves; configurations without numbers say why.
     table["n_params"] = _n_params(runs).reindex(table.index).astype("Int64")
-    verdicts = _diagnosis(table, runs, configs, curves, options.rules)
-    table["diagnosis"] = verdicts["diagnosis"]
-    table["train_error"] = verdicts["train_error"].astype(float)
-    table["gap"] = verdicts["gap"].astype(float)
-    table["reason"] = verdicts["reason"]
+    # The training errors compared by the bias rule are those of the same dataset.
+    _diagnosis(table, runs, curves, options.rules, sections if data_shown else None)
     diverged = _diverged(table, runs, rank_metric, notes)
-    table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged)
+    table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged, sections)
     metric_columns = [f"{n}_{s}" for n in names for s in ("mean", "std", "n")]
     ordered = [
         "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "n_params", "partial",
@@ -242,7 +254,7 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
 
     compare = None
     if options.compare:
-        within = [c for c in ("dataset",) if c in columns and c != options.compare]
+        within = [c for c in data_shown if c != options.compare]
         compare_keys = table[[*within, options.compare]].map(value_key)
         compare = table[~compare_keys.duplicated()]
     if not (runs["state"] == "COMPLETED").all():
@@ -263,25 +275,40 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
         top=options.top,
         rules=options.rules,
         notes=notes,
+        sections=sections,
+        tasks=tasks,
     )
 
 
 def _configurations(
-    all_runs: pd.DataFrame, options: ReportOptions
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    all_runs: pd.DataFrame, options: ReportOptions, notes: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str], list[str]]:
     """The runs ``--where`` keeps (with a ``group`` column: their configuration's id, numbered
-    in the sorted order of its keys), their flattened configs, their config keys, and the
-    columns that define a configuration (``--by``, or those that vary)."""
+    in the sorted order of its keys), their flattened configs, their config keys, the columns
+    that define a configuration (``--by``, or those that vary; the dataset's always, since a
+    configuration never pools datasets) and the dataset columns (:func:`_data_columns`)."""
     configs = pd.DataFrame.from_records(all_runs["config"].tolist(), index=all_runs.index)
     mask = where_mask(all_runs, configs, options.where)
     runs, configs = all_runs[mask].copy(), configs[mask]
     configs = configs.dropna(axis=1, how="all")
     keys = config_keys(configs)
+    complete = runs["config_complete"].to_numpy(dtype=bool)
+    data_columns = _data_columns(keys[complete] if complete.any() else keys)
     if options.by:
         columns = list(dict.fromkeys(options.by))
         check_keys("--by", columns, sorted(keys.columns))
+        added = [c for c in data_columns if c not in columns]
+        if added:
+            columns = added + columns
+            found = sorted({str(v) for v in configs[added[0]].dropna()})
+            notes.append(
+                f"--by {','.join(options.by)}: the runs are of {len(found)} datasets "
+                f"({', '.join(found[:6])}{', ...' if len(found) > 6 else ''}); grouped by "
+                f"{', '.join(added)} too, since a configuration never pools datasets"
+            )
     else:
         columns = auto_columns(runs, keys)
+        columns = [c for c in data_columns if c not in columns] + columns
     if options.compare:
         check_keys("--compare", [options.compare], sorted(keys.columns))
         if keys[options.compare].nunique() < 2:
@@ -296,7 +323,43 @@ def _configurations(
         runs["group"] = keys[columns].groupby(columns, sort=True).ngroup().astype(int)
     else:
         runs["group"] = 0
-    return runs, configs, keys, columns
+    return runs, configs, keys, columns, data_columns
+
+
+def _data_columns(keys: pd.DataFrame) -> list[str]:
+    """The fewest of :data:`DATASET_KEYS` that tell the runs' datasets apart (``dataset.path``
+    only where it varies within a ``dataset`` option, e.g. two CSV files). Judged on the runs
+    whose config is complete, as :func:`~mlcli.report.configs.auto_columns` does."""
+    chosen: list[str] = []
+    for column in DATASET_KEYS:
+        if column not in keys.columns or keys[column].nunique() <= 1:
+            continue
+        if chosen and keys.groupby(chosen)[column].nunique().max() <= 1:
+            continue  # the keys chosen already determine it
+        chosen.append(column)
+    return chosen
+
+
+def _sections(
+    table: pd.DataFrame, runs: pd.DataFrame, data_columns: list[str], columns: list[str]
+) -> tuple[list[str], pd.Series, pd.Series]:
+    """The dataset columns shown and, per configuration, its dataset (``dataset=wine``; ``""``
+    for runs of one dataset) and the task its runs recorded."""
+    data_shown = [c for c in data_columns if c in columns]
+    sections = pd.Series(
+        [
+            ", ".join(f"{c}={v}" for c, v in zip(data_shown, row, strict=True) if v is not None)
+            for row in table[data_shown].itertuples(index=False)
+        ]
+        if data_shown
+        else "",
+        index=table.index,
+        dtype=object,
+    )
+    tasks = runs.groupby("group")["task"].agg(
+        lambda s: ", ".join(sorted({str(t) for t in s.dropna() if t}))
+    )
+    return data_shown, sections, tasks.reindex(table.index).fillna("")
 
 
 def _table(
@@ -403,16 +466,14 @@ def _fold_means(
 def _diagnosis(
     table: pd.DataFrame,
     runs: pd.DataFrame,
-    configs: pd.DataFrame,
     curves: pd.DataFrame,
     rules: Rules,
-) -> pd.DataFrame:
-    """Each configuration's diagnosis from its fold-mean curves (:mod:`mlcli.report.diagnose`,
-    judged against the configurations on the same dataset); those without numbers say why."""
-    cohort = None
-    if "dataset" in configs.columns:
-        datasets = configs["dataset"].astype(str).groupby(runs["group"])
-        cohort = datasets.agg(lambda s: s.iloc[0] if s.nunique() == 1 else "mixed")
+    cohort: pd.Series | None,
+) -> None:
+    """Into ``table``: each configuration's diagnosis, train error, gap and reason from its
+    fold-mean curves (:mod:`mlcli.report.diagnose`, judged against the configurations of the
+    same ``cohort``: dataset, and with more or fewer parameters); those without numbers say
+    why."""
     verdicts = diagnose(
         curves.rename(columns={"group": "config"}), rules, cohort, table["n_params"].astype(float)
     )
@@ -420,7 +481,10 @@ def _diagnosis(
     for group in table.index[verdicts["diagnosis"].isna()]:
         label, reason = _not_completed_reason(runs[runs["group"] == group])
         verdicts.loc[group, ["diagnosis", "reason"]] = [label, reason]
-    return verdicts
+    table["diagnosis"] = verdicts["diagnosis"]
+    table["train_error"] = verdicts["train_error"].astype(float)
+    table["gap"] = verdicts["gap"].astype(float)
+    table["reason"] = verdicts["reason"]
 
 
 def _diverged(
@@ -493,9 +557,10 @@ def _rank(
     rank_metric: str,
     ascending: bool,
     diverged: pd.Series,
+    sections: pd.Series,
 ) -> pd.DataFrame:
     """Sort best first (complete, then partial, then with a DIVERGED run, then without numbers);
-    ties by config keys."""
+    ties by config keys. Each dataset (``sections``) is ranked on its own, in their sorted order."""
     value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
     has_value = value.notna().to_numpy()
     partial = table["partial"].to_numpy(dtype=bool)
@@ -504,13 +569,15 @@ def _rank(
         [has_value & ~partial & ~some_diverged, has_value & ~some_diverged, has_value], [0, 1, 2], 3
     )
     helper = pd.DataFrame(
-        {"_tier": tier, "_value": value if ascending else -value}, index=table.index
+        {"_section": sections, "_tier": tier, "_value": value if ascending else -value},
+        index=table.index,
     )
     for i, column in enumerate(columns):
         helper[f"_key{i}"] = keys[column].groupby(runs["group"]).first().reindex(table.index)
     order = helper.sort_values(list(helper.columns), kind="mergesort").index
     ranked = table.loc[order]
-    ranks = pd.array(np.arange(1, len(ranked) + 1), dtype="Int64")
+    in_section = sections.loc[order].groupby(sections.loc[order], sort=False).cumcount()
+    ranks = pd.array(in_section.to_numpy() + 1, dtype="Int64")
     ranks[tier[order.to_numpy()] == 3] = pd.NA
     ranked.insert(0, "rank", pd.Series(ranks, index=ranked.index))
     return ranked

@@ -13,14 +13,24 @@ from pathlib import Path
 from mlcli.report.aggregate import Aggregated, ReportOptions, aggregate
 from mlcli.report.collect import ReportError, collect
 from mlcli.report.diagnose import Rules
-from mlcli.report.export import to_csv, to_html, to_json, to_markdown, to_table
+from mlcli.report.export import to_csv, to_html, to_json, to_markdown
+from mlcli.report.terminal import to_table
 from mlcli.rundir import atomic_write_bytes
 
 __all__ = ["ReportError", "render", "run_report"]
 
 
-def render(agg: Aggregated, fmt: str, plots: dict[str, bytes], width: int | None = None) -> str:
-    """The report as text in ``fmt`` (table | markdown | csv | json | html)."""
+def render(
+    agg: Aggregated,
+    fmt: str,
+    plots: dict[str, bytes],
+    width: int | None = None,
+    *,
+    wide: bool = False,
+    explain: bool = False,
+) -> str:
+    """The report as text in ``fmt`` (table | markdown | csv | json | html); ``width``,
+    ``wide`` and ``explain`` shape the terminal table (see :mod:`mlcli.report.terminal`)."""
     if fmt == "csv":
         return to_csv(agg)
     if fmt == "json":
@@ -29,7 +39,7 @@ def render(agg: Aggregated, fmt: str, plots: dict[str, bytes], width: int | None
         return to_markdown(agg)
     if fmt == "html":
         return to_html(agg, plots)
-    return to_table(agg, width)
+    return to_table(agg, width, wide=wide, explain=explain)
 
 
 def run_report(
@@ -47,6 +57,8 @@ def run_report(
     bias_margin: float = 0.05,
     bias_threshold: float | None = None,
     overfit_tolerance: float = 0.05,
+    wide: bool = False,
+    explain: bool = False,
 ) -> Aggregated:
     """Build the report, write it to ``out`` (or stdout) and its plots to ``plots``."""
     keys = None
@@ -74,8 +86,9 @@ def run_report(
         from mlcli.report.plots import render_plots
 
         figures = render_plots(agg)
-    width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 200
-    text = render(agg, fmt, figures, width)
+    # A terminal's own width; a pipe or file gets 100 columns (wider with --wide).
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
+    text = render(agg, fmt, figures, width, wide=wide, explain=explain)
 
     if plots is not None:
         for name, data in figures.items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import re
@@ -230,41 +229,6 @@ def to_markdown(agg: Aggregated) -> str:
     parts.append("Diagnosis: " + "; ".join(map(markdown_text, rules_text(agg.rules))) + ".\n")
     parts += [f"- {markdown_text(note, line_start=True)}\n" for note in agg.notes]
     return "\n".join(parts)
-
-
-def to_table(agg: Aggregated, width: int | None = None) -> str:
-    """Rich tables as text (the terminal output of ``mlcli report``)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=width or 200, color_system=None, highlight=False)
-    shown = display_frame(agg)
-    title = f"{agg.compare_key}: each at its best setting" if agg.compare is not None else None
-    table = Table(title=title or headline(agg), title_justify="left")
-    for column in shown.columns:
-        numeric = column in NUMERIC_COLUMNS or "/" in str(column)
-        table.add_column(
-            str(column),
-            justify="right" if numeric else "left",
-            overflow="fold",
-            ratio=3 if column == "reason" else None,
-            min_width=8 if column == "reason" else None,
-        )
-    for row in shown.itertuples(index=False):
-        table.add_row(*map(str, row))
-    console.print(table)
-    incomplete = incomplete_runs(agg)
-    if len(incomplete):
-        runs = Table(title="Runs that did not complete", title_justify="left")
-        for column in incomplete.columns:
-            runs.add_column(str(column), overflow="fold")
-        for row in incomplete.itertuples(index=False):
-            runs.add_row(*map(str, row))
-        console.print(runs)
-    for line in ["Diagnosis: " + "; ".join(rules_text(agg.rules)), *agg.notes]:
-        console.print(line)
-    return buffer.getvalue()
 
 
 _CSS = """

@@ -20,14 +20,12 @@ class BuiltinDatasetSchema:
     """A dataset that ships with mlcli (generated or loaded from an installed package)."""
 
     _target_: str = "???"
-    test_fraction: float = bound(0.2, ge=0.0, lt=1.0)
-    normalize: Normalize = Normalize.standard
-    normalize_target: bool = True
-    seed: int = 0
-    max_rows: int | None = bound(None, ge=1)
-    """Keep a random subset of this many rows (seeded by ``seed``; null = all)."""
-    shuffle_labels: bool = False
-    """Permute the targets randomly over the rows (seeded by ``seed``): random labels."""
+    test_fraction: float = bound(0.2, ge=0.0, lt=1.0)  # rows held out as the test split
+    normalize: Normalize = Normalize.standard  # feature scaling, fitted per fold on train rows
+    normalize_target: bool = True  # standardize a regression target for training
+    seed: int = 0  # the test split's seed (not the folds', not the weights')
+    max_rows: int | None = bound(None, ge=1)  # keep a random subset of this many rows (seeded)
+    shuffle_labels: bool = False  # permute the targets over the rows (seeded): random labels
 
 
 @dataclass

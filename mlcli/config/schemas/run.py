@@ -35,7 +35,7 @@ class RunSchema:
     parallel_folds: int = bound(1, ge=1)
     on_failure: OnFailure = OnFailure["continue"]
     checkpoint_every: int = bound(0, ge=0)
-    allow_targets: list[str] = field(default_factory=list)
+    allow_targets: list[str] = field(default_factory=list)  # modules admitted: command line only
 
 
 SCHEMAS: dict[str, type] = {"run": RunSchema}

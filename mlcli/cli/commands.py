@@ -19,6 +19,7 @@ from typer.core import TyperCommand
 from mlcli.config import GROUPS, ConfigProblem, group_options
 
 EXIT_USAGE = 2
+ENV_COMPLETION = "_MLCLI_COMPLETION"  # = mlcli.cli.completion.ENV (not imported: --help stays lean)
 
 
 class _ErrConsole:
@@ -38,9 +39,35 @@ class _TrainCommand(TyperCommand):
     """``train --help`` lists the config groups found now (packaged + ./conf), not at import."""
 
     def format_epilog(self, ctx: Any, formatter: Any) -> None:
+        from mlcli.config import catalog
+
         options = group_options()
         with formatter.section("Config groups (choose with GROUP=OPTION)"):
             formatter.write_dl([(group, " | ".join(options[group])) for group in GROUPS])
+        with formatter.section("Run settings (KEY=VALUE; default in brackets)"):
+            formatter.write_dl(
+                [
+                    (f"{k.name} [{catalog.value_text(k.default)}]", _setting_help(k))
+                    for k in catalog.run_settings()
+                ]
+            )
+        with formatter.section("Launchers and sweepers (installed now)"):
+            groups = catalog.HYDRA_GROUPS
+            formatter.write_dl([(g, " | ".join(catalog.hydra_options(g))) for g in groups])
+        formatter.write_paragraph()
+        formatter.write_text(
+            "Each option's keys: mlcli train GROUP=OPTION --cfg job. "
+            'Completion: eval "$(mlcli --show-completion bash)" (or zsh, fish).'
+        )
+
+
+def _setting_help(key: Any) -> str:
+    """A run setting's line in ``train --help``: its comment, type and bounds."""
+    kind = " | ".join(key.choices) if key.choices and key.type == "enum" else key.type
+    if key.choices and " | ".join(key.choices) in key.comment:
+        kind = ""  # the comment lists them
+    facts = ", ".join(x for x in (kind, key.bounds) if x)
+    return " ".join(x for x in (key.comment, f"({facts})" if facts else "") if x)
 
 
 app = typer.Typer(
@@ -49,24 +76,75 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    add_completion=False,  # mlcli's own (mlcli.cli.completion): Typer's does not handle GROUP=<TAB>
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mlcli {version('mlcli')}")
+        raise typer.Exit()
+
+
+class Shell(enum.StrEnum):
+    """Shells whose completion mlcli writes."""
+
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+def _show_completion(shell: Shell | None) -> None:
+    if shell is not None:
+        from mlcli.cli.completion import SCRIPTS
+
+        typer.echo(SCRIPTS[shell.value], nl=False)
+        raise typer.Exit()
+
+
+def _install_completion(shell: Shell | None) -> None:
+    if shell is not None:
+        from mlcli.cli.completion import install
+
+        script, rc = install(shell.value)
+        typer.echo(f"wrote {script}" + (f" and a line in {rc} that loads it" if rc else ""))
+        typer.echo("Open a new shell (or source the file) to use it.")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print mlcli's version and exit."
+        ),
+    ] = False,
+    show_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--show-completion",
+            callback=_show_completion,
+            is_eager=True,
+            metavar="SHELL",
+            help="Print the completion script for SHELL (bash, zsh, fish): "
+            'eval "$(mlcli --show-completion bash)".',
+        ),
+    ] = None,
+    install_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--install-completion",
+            callback=_install_completion,
+            is_eager=True,
+            metavar="SHELL",
+            help="Install completion for SHELL (bash, zsh, fish) in your home directory.",
+        ),
+    ] = None,
+) -> None:
     """Cross-validated deep-learning experiments from Hydra configs."""
-
-
-def complete_override(incomplete: str) -> list[str]:
-    """Shell completion for ``GROUP=OPTION`` and top-level keys."""
-    options = group_options()
-    if "=" in incomplete:
-        group, _, partial = incomplete.partition("=")
-        return [f"{group}={o}" for o in options.get(group, []) if o.startswith(partial)]
-    from mlcli.config.compose import top_level_keys
-
-    keys = [f"{g}=" for g in GROUPS] + [f"{k}=" for k in top_level_keys() if k not in GROUPS]
-    return [k for k in keys if k.startswith(incomplete)]
 
 
 def print_problems(problems: list[ConfigProblem], what: str = "mlcli train") -> None:
@@ -96,7 +174,7 @@ def print_problems(problems: list[ConfigProblem], what: str = "mlcli train") -> 
 def train(
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(help="Hydra overrides and flags.", autocompletion=complete_override),
+        typer.Argument(help="Hydra overrides and flags."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
     trust_overrides: Annotated[
@@ -334,26 +412,27 @@ def report(
             min=0.0, help="Overfitting: val loss up by more than this fraction of its minimum."
         ),
     ] = 0.05,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", help="Table: every column at full width (lines longer than the terminal)."
+        ),
+    ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="Table: each configuration's diagnosis with its reason."),
+    ] = False,
 ) -> None:
     """Summarize runs: one row per configuration, fold mean ± std, ranked and diagnosed."""
     from mlcli.report.command import ReportError, run_report
 
     try:
         run_report(
-            paths or [Path("outputs")],
-            metric=metric,
-            by=by,
-            where=where or [],
-            at=at.value,
-            top=top,
-            compare=compare,
-            plots=plots,
-            fmt=format.value,
-            out=out,
-            bias_margin=bias_margin,
-            bias_threshold=bias_threshold,
-            overfit_tolerance=overfit_tolerance,
-        )
+            paths or [Path("outputs")], metric=metric, by=by, where=where or [], at=at.value,
+            top=top, compare=compare, plots=plots, fmt=format.value, out=out,
+            bias_margin=bias_margin, bias_threshold=bias_threshold,
+            overfit_tolerance=overfit_tolerance, wide=wide, explain=explain,
+        )  # fmt: skip
     except ReportError as error:
         from rich.panel import Panel
 
@@ -498,6 +577,11 @@ def main() -> None:
     ordinary way out.
     """
     try:
+        if ENV_COMPLETION in os.environ:  # a shell asks for completions (mlcli.cli.completion)
+            from mlcli.cli.completion import respond
+
+            respond(typer.main.get_command(app))
+            _leave(0)
         app()
     except SystemExit as exit_:
         code = exit_.code
