@@ -95,7 +95,8 @@ def display_frame(agg: Aggregated) -> pd.DataFrame:
     table = agg.shown
     shown = table[["rank", *agg.group_columns, "status", "n_folds"]].copy()
     shown = shown.rename(columns={"n_folds": "folds"})
-    shown["params"] = table["n_params"]
+    if table["n_params"].notna().any():  # runs of earlier mlcli versions did not record it
+        shown["params"] = table["n_params"]
     shown["best epoch"] = table["best_epoch"]  # of the fold-mean val curve of the rank metric
     for name in agg.metric_names:
         if name.startswith("train/"):
