@@ -10,6 +10,7 @@ import enum
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -228,8 +229,10 @@ def _run_train(
     resume: Path | None = None,
     dry_run: bool = False,
     fail_fast: bool = False,
+    on_plan: Callable[[Any], None] | None = None,
 ) -> None:
-    """``mlcli train ARGS``: check, plan and launch (raises ``typer.Exit`` with its code)."""
+    """``mlcli train ARGS``: check, plan and launch (raises ``typer.Exit`` with its code);
+    ``on_plan`` sees the session's plan before it is launched."""
     from mlcli.config.compose import use_user_config_dirs
     from mlcli.sweeps.launch import PlanError, check_resume, plan, print_plan, resume_args
     from mlcli.sweeps.preflight import check
@@ -271,6 +274,8 @@ def _run_train(
         if dry_run:
             print_plan(session_plan)
             return
+        if on_plan is not None:
+            on_plan(session_plan)
         _launch(session_plan, args, extra, rerun)
 
 
@@ -473,7 +478,9 @@ def lab_list() -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-def _lab_build(name: str, args: list[str], quick: bool, seconds: float | None = None) -> None:
+def _lab_build(
+    name: str, args: list[str], quick: bool, seconds: float | None = None, done_before: int = 0
+) -> None:
     from rich.console import Console
     from rich.markup import escape
 
@@ -485,8 +492,8 @@ def _lab_build(name: str, args: list[str], quick: bool, seconds: float | None = 
         verdict = session.build(name, run_dirs, out)
     except (session.LabError, ValueError) as error:
         raise _lab_problem(error) from None
-    if seconds is not None:
-        session.write_timing(out, seconds, jobs, quick)
+    if seconds is not None and done_before < jobs:  # all skipped: the time is not the run's
+        session.write_timing(out, seconds, jobs, quick, resumed=done_before)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"[bold]{escape(name)}[/bold]: {escape(verdict.claim)}")
     console.print(
@@ -519,15 +526,20 @@ def lab_run(
         args = session.command_args(name, quick, list(overrides or []))
     except session.LabError as error:
         raise _lab_problem(error) from None
+    done: list[int] = []  # the jobs an earlier invocation finished (skipped now)
+
+    def count_done(planned: Any) -> None:
+        done.extend(1 for job in planned.jobs if not rerun and job.status.startswith("done"))
+
     started = time.perf_counter()
     code = 0
     try:
-        _run_train(args, debug=debug, rerun=rerun)
+        _run_train(args, debug=debug, rerun=rerun, on_plan=count_done)
     except typer.Exit as exit_:
         code = exit_.exit_code
         if code == EXIT_USAGE:
             raise
-    _lab_build(name, args, quick, time.perf_counter() - started)
+    _lab_build(name, args, quick, time.perf_counter() - started, len(done))
     if code:
         raise typer.Exit(code)
 

@@ -277,7 +277,8 @@ def warmup(runs: LabRuns, out: Path) -> Verdict:
     )
     detail = (
         f"train loss {with_['train/loss']:.4g} with warmup vs {without['train/loss']:.4g} "
-        f"without; val acc {with_['val/acc']:.3f} vs {without['val/acc']:.3f}"
+        f"without; val token acc {with_['val/token_acc']:.3f} vs "
+        f"{without['val/token_acc']:.3f}"
     )
     return Verdict(claim, numbers, decide(bool(holds)), rule, detail)
 

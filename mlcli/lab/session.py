@@ -92,11 +92,13 @@ def build(name: str, run_dirs: Sequence[Path], out: Path) -> Verdict:
     return verdict
 
 
-def write_timing(out: Path, seconds: float, jobs: int, quick: bool) -> None:
-    """Record how long ``mlcli lab run`` took (the gallery shows it)."""
+def write_timing(out: Path, seconds: float, jobs: int, quick: bool, resumed: int = 0) -> None:
+    """Record how long ``mlcli lab run`` took (the gallery shows it); ``resumed``: the jobs an
+    earlier invocation had finished (the time is then that of the rest only)."""
     from mlcli.rundir import write_json
 
-    write_json(out / TIMING_FILE, {"seconds": round(seconds, 1), "jobs": jobs, "quick": quick})
+    document = {"seconds": round(seconds, 1), "jobs": jobs, "quick": quick, "resumed": resumed}
+    write_json(out / TIMING_FILE, document)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -135,6 +137,8 @@ def gallery(outputs_root: Path, target: Path, quick: bool, machine: str) -> Path
             continue
         seconds = timing.get("seconds")
         took = f"{seconds:.0f} s, {timing.get('jobs')} jobs" if seconds is not None else "n/a"
+        if timing.get("resumed"):
+            took += f" (resumed: {timing['resumed']} jobs were done before)"
         parts += [f"`{command}` ({chosen.what}; took {took}).", ""]
         for figure in chosen.figures:
             if (out / figure).is_file():
