@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: train test check lint imports typecheck pytest docs docs-reference docs-images bench clean
+.PHONY: train test test-all check lint imports typecheck pytest docs docs-reference docs-images bench gallery clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ imports: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The quick run of every lab demonstration (marker lab) is left to test-all.
 pytest: $(STAMP)
+	$(BIN)/python -m pytest -m "not lab" $(PYTEST_ARGS)
+
+test-all: lint imports typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The documentation site, built as CI builds it: any broken link or reference fails it.
@@ -45,6 +49,16 @@ docs-reference: $(STAMP)
 # Regenerate the pictures of a report in docs/img/ from the shipped tests/data/runs sweep.
 docs-images: $(STAMP)
 	$(BIN)/python docs/gen_images.py
+
+# Every lab demonstration's full run, then the gallery page (docs/lab.md, figures in docs/lab/);
+# GALLERY_ARGS=--quick for the quick runs.
+GALLERY_ROOT ?= outputs
+gallery: $(STAMP)
+	for name in $$($(BIN)/python -c "from mlcli.lab import DEMOS; print(*DEMOS)"); do \
+		$(BIN)/mlcli lab run $$name $(GALLERY_ARGS) progress=false outputs_root=$(GALLERY_ROOT) || exit 1; \
+	done
+	$(BIN)/mlcli lab gallery docs/lab $(GALLERY_ARGS) --outputs-root $(GALLERY_ROOT) \
+		--machine "$$(nproc) shared CPU cores, no GPU"
 
 # Training speed against a hand-written loop (bench/README.md lists the other benchmarks);
 # e.g. make bench ARGS="--baseline /tmp/base" compares with another checkout in the same run.

@@ -350,6 +350,7 @@ class Analyzer:
         self,
         hessian: Any = None,
         landscape: Any = None,
+        trajectory: Any = None,
         *,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         out_dir: Path,
@@ -358,6 +359,8 @@ class Analyzer:
     ) -> None:
         self.hessian = hessian
         self.landscape = landscape
+        self.trajectory = trajectory
+        self.path: list[torch.Tensor] = []
         self.loss_fn = loss_fn
         self.out_dir = out_dir
         self.fold = fold
@@ -367,10 +370,10 @@ class Analyzer:
     @property
     def active(self) -> bool:
         """False for ``analysis=none``: the runner then skips the analyzer entirely."""
-        return self.hessian is not None or self.landscape is not None
+        return any(a is not None for a in (self.hessian, self.landscape, self.trajectory))
 
     def _flat_model(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> FlatModel:
-        limit = int((self.hessian or self.landscape).get("max_samples", 2048))
+        limit = int((self.hessian or self.landscape or self.trajectory).get("max_samples", 2048))
         return FlatModel(model, x[:limit], y[:limit], self.loss_fn)
 
     def _analyze(self, flat_model: FlatModel) -> CriticalPoint:
@@ -384,10 +387,61 @@ class Analyzer:
             k=int(h.k),
         )
 
+    def before_training(self, model: nn.Module) -> list[tuple[int, str, str, float]]:
+        """The trajectory's start (epoch 0 rows ``w0``, ``w1`` ...), when one is recorded."""
+        return self._position(model, 0)
+
+    def _position(self, model: nn.Module, epoch: int) -> list[tuple[int, str, str, float]]:
+        if self.trajectory is None:
+            return []
+        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double().cpu()
+        if flat.numel() > int(self.trajectory.max_params):
+            return []
+        self.path.append(flat)
+        return [(epoch, "train", f"w{i}", float(v)) for i, v in enumerate(flat.tolist())]
+
     def after_epoch(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, last: bool
     ) -> list[tuple[int, str, str, float]]:
         """Analyze (and maybe escape a saddle) after ``epoch``; the model is left in train mode."""
+        position = self._position(model, epoch)
+        if last and len(self.path) > 1 and self.path[0].numel() >= 2:
+            model.eval()
+            try:
+                self._surface(self._flat_model(model, x, y))
+            finally:
+                model.train()
+        return position + self._critical(model, x, y, epoch, last)
+
+    def _surface(self, flat_model: FlatModel) -> None:
+        """The training loss on a grid over the first two parameters around the path (the
+        others at their final values): ``analysis/surface_fold{fold}.npz``."""
+        options = self.trajectory
+        path = torch.stack(self.path)[:, :2]
+        low, high = path.min(0).values, path.max(0).values
+        pad = (high - low).clamp(min=1e-3) * float(options.margin)
+        axes = [torch.linspace(float(a), float(b), int(options.points)) for a, b in
+                zip(low - pad, high + pad, strict=True)]  # fmt: skip
+        final = flat_model.flat()
+        loss = np.zeros((len(axes[1]), len(axes[0])))
+        with torch.no_grad():
+            for i, b in enumerate(axes[1]):
+                for j, a in enumerate(axes[0]):
+                    point = final.clone()
+                    point[0], point[1] = a, b
+                    loss[i, j] = float(flat_model.loss(point))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            self.out_dir / f"surface_fold{self.fold}.npz",
+            w0=axes[0].numpy(),
+            w1=axes[1].numpy(),
+            loss=loss,
+            path=torch.stack(self.path).numpy(),
+        )
+
+    def _critical(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, last: bool
+    ) -> list[tuple[int, str, str, float]]:
         h = self.hessian
         every = int(h.get("every") or 0) if h else 0
         due = h is not None and (last or (every > 0 and epoch % every == 0))

@@ -37,6 +37,7 @@ from mlcli.engine import (
     FoldRows,
     Precomputed,
     checkpoint,
+    count_parameters,
     fit_folds,
     resolve_device,
     seed_everything,
@@ -248,6 +249,7 @@ class OpenRun:
         status.n_test = len(split.test)
         status.splitter = repr(split.splitter)
         status.data_notes = list(dataset.notes)
+        status.n_params = count_parameters(fold_plan)
         status.fold_epochs = {}
         for fold in sorted(self.done):
             self._fold_epochs(fold, [r for r in self.rows if r["fold"] == fold], fold_plan)

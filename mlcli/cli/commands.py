@@ -10,6 +10,7 @@ import enum
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -256,11 +257,39 @@ def train(
     zip_keys: ZipOption = None,
 ) -> None:
     """Run an experiment (or a sweep with -m)."""
+    _run_train(
+        list(overrides or []),
+        debug=debug,
+        trust_overrides=trust_overrides,
+        rerun=rerun,
+        resume=resume,
+        dry_run=dry_run,
+        fail_fast=fail_fast,
+        detach=detach,
+        zip_keys=zip_keys,
+    )
+
+
+def _run_train(
+    args: list[str],
+    *,
+    debug: bool = False,
+    trust_overrides: bool = False,
+    rerun: bool = False,
+    resume: Path | None = None,
+    dry_run: bool = False,
+    fail_fast: bool = False,
+    detach: bool = False,
+    zip_keys: list[str] | None = None,
+    on_plan: Callable[[Any], None] | None = None,
+) -> None:
+    """``mlcli train ARGS``: check, plan and launch (raises ``typer.Exit`` with its code);
+    ``on_plan`` sees the session's plan before it is launched."""
     from mlcli.config.compose import use_user_config_dirs
     from mlcli.sweeps.launch import PlanError, check_resume, plan, print_plan
     from mlcli.sweeps.preflight import check
 
-    typed = list(overrides or [])  # what the user typed (not what --resume's sweep dir recorded)
+    typed = list(args)  # what the user typed (not what a sweep dir recorded for --resume)
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     args = _command_args(typed, resume, rerun, fail_fast, zip_keys)
@@ -288,6 +317,8 @@ def train(
         if dry_run:
             print_plan(session_plan)
             return
+        if on_plan is not None:
+            on_plan(session_plan)
         _launch(session_plan, args, extra, rerun, detach)
 
 
@@ -564,6 +595,137 @@ def status(
         err_console.print(Panel(str(error), title="mlcli status", border_style="red"))
         raise typer.Exit(EXIT_USAGE) from None
     print_status(sweep_dir, jobs)
+
+
+lab_app = typer.Typer(
+    name="lab",
+    help="The course's demonstrations: each an mlcli sweep, a figure and a verdict.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(lab_app)
+
+
+def _lab_problem(error: Exception) -> typer.Exit:
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    err_console.print(Panel(escape(str(error)), title="mlcli lab", border_style="red"))
+    return typer.Exit(EXIT_USAGE)
+
+
+@lab_app.command("list")
+def lab_list() -> None:
+    """Each demonstration with its lecture topic."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mlcli.lab import DEMOS
+
+    table = Table(title=f"{len(DEMOS)} demonstrations (mlcli lab run NAME [--quick])")
+    for column in ("name", "lecture topic", "what runs"):
+        table.add_column(column, overflow="fold")
+    for name, demo in DEMOS.items():
+        table.add_row(name, demo.topic, demo.what)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _lab_build(
+    name: str, args: list[str], quick: bool, seconds: float | None = None, done_before: int = 0
+) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from mlcli.lab import session
+
+    try:
+        run_dirs, outputs_root, jobs = session.finished_runs(args)
+        out = session.lab_dir(outputs_root, name, quick)
+        verdict = session.build(name, run_dirs, out)
+    except (session.LabError, ValueError) as error:
+        raise _lab_problem(error) from None
+    if seconds is not None and done_before < jobs:  # all skipped: the time is not the run's
+        session.write_timing(out, seconds, jobs, quick, resumed=done_before)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(f"[bold]{escape(name)}[/bold]: {escape(verdict.claim)}")
+    console.print(
+        f"supported by this run: [bold]{verdict.supported}[/bold]. {escape(verdict.detail)}"
+    )
+    console.print(f"rule: {escape(verdict.rule)}")
+    console.print(f"figure and verdict: {out}")
+
+
+_LAB_ARGS = Annotated[
+    list[str] | None,
+    typer.Argument(help="Extra Hydra overrides for the sweep (e.g. hydra/launcher=joblib)."),
+]
+
+
+@lab_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lab_run(
+    name: Annotated[str, typer.Argument(help="The demonstration (mlcli lab list).")],
+    overrides: _LAB_ARGS = None,
+    quick: Annotated[bool, typer.Option("--quick", help="The shrunk sweep (seconds).")] = False,
+    rerun: Annotated[bool, typer.Option("--rerun", help="Run done jobs again.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+) -> None:
+    """Run a demonstration's sweep (resumable), then write its figure and verdict."""
+    import time
+
+    from mlcli.lab import session
+
+    try:
+        args = session.command_args(name, quick, list(overrides or []))
+    except session.LabError as error:
+        raise _lab_problem(error) from None
+    done: list[int] = []  # the jobs an earlier invocation finished (skipped now)
+
+    def count_done(planned: Any) -> None:
+        done.extend(1 for job in planned.jobs if not rerun and job.status.startswith("done"))
+
+    started = time.perf_counter()
+    code = 0
+    try:
+        _run_train(args, debug=debug, rerun=rerun, on_plan=count_done)
+    except typer.Exit as exit_:
+        code = exit_.exit_code
+        if code == EXIT_USAGE:
+            raise
+    _lab_build(name, args, quick, time.perf_counter() - started, len(done))
+    if code:
+        raise typer.Exit(code)
+
+
+@lab_app.command(
+    "report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def lab_report(
+    name: Annotated[str, typer.Argument(help="The demonstration (mlcli lab list).")],
+    overrides: _LAB_ARGS = None,
+    quick: Annotated[bool, typer.Option("--quick", help="The runs of --quick.")] = False,
+) -> None:
+    """Rebuild a demonstration's figure and verdict from its run dirs (runs nothing)."""
+    from mlcli.lab import session
+
+    try:
+        args = session.command_args(name, quick, list(overrides or []))
+    except session.LabError as error:
+        raise _lab_problem(error) from None
+    _lab_build(name, args, quick)
+
+
+@lab_app.command("gallery")
+def lab_gallery(
+    target: Annotated[Path, typer.Argument(help="Page to write: TARGET.md, figures in TARGET/.")],
+    quick: Annotated[bool, typer.Option("--quick", help="Show the --quick runs.")] = False,
+    outputs_root: Annotated[Path, typer.Option(help="Where the lab runs are.")] = Path("outputs"),
+    machine: Annotated[str, typer.Option(help="The machine, in words.")] = "this machine",
+) -> None:
+    """Write the gallery page of every demonstration's figure, verdict and time."""
+    from mlcli.lab import session
+
+    page = session.gallery(outputs_root, target, quick, machine)
+    err_console.print(f"gallery: {page}")
 
 
 def main() -> None:

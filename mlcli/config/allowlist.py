@@ -54,8 +54,8 @@ BUILDERS: dict[str, tuple[str, ...]] = {
     ),
     "mlcli.data": (
         "breast_cancer", "csv", "curve", "diabetes", "digits", "hmm_tagging", "images", "iris",
-        "japanese_vowels", "mnist1d", "npz", "pairs", "seq_reverse", "sunspots", "tagged", "text",
-        "wine",
+        "japanese_vowels", "mnist1d", "npz", "pairs", "seq_reverse", "sunspots", "surface",
+        "tagged", "text", "wine",
     ),
     "mlcli.data.augment": ("flip_crop", "none", "randaugment", "standard"),
     "mlcli.cv": ("group", "holdout", "kfold", "repeated", "stratified", "timeseries"),

@@ -182,14 +182,33 @@ def base_hydra(command: Command) -> Any:
     return compose_job(fixed, command.config_dir, command.config_name, with_hydra=True).hydra
 
 
+def sweeper_params(hydra: Any) -> list[str]:
+    """The basic sweeper's ``hydra.sweeper.params`` (a config's sweep, e.g. an ``experiment=``
+    preset's) as overrides, in the order Hydra's basic sweeper reads them."""
+    from omegaconf import OmegaConf
+
+    params = hydra.sweeper.get("params") if hydra is not None else None
+    if not params:
+        return []
+    values = OmegaConf.to_container(params, resolve=False)
+    assert isinstance(values, dict)
+    return [f"{key!s}={value!s}" for key, value in values.items()]
+
+
 def expand_jobs(
-    overrides: list[str], multirun: bool, sweeper: str = "basic", paired: Any = ()
+    overrides: list[str],
+    multirun: bool,
+    sweeper: str = "basic",
+    paired: Any = (),
+    params: list[str] | None = None,
 ) -> list[list[str]]:
     """The override list of each job a basic sweep would launch (one job without ``-m``);
     ``paired``: the paired sweeper's key groups (``hydra.sweeper.paired``), swept together.
 
-    Other sweepers interpret the sweep syntax themselves: their base config (the overrides
-    without sweep syntax) is one job.
+    ``params``: the config's ``hydra.sweeper.params`` (:func:`sweeper_params`); the basic
+    sweeper reads them first and the command's overrides after them, as Hydra's does. Other
+    sweepers interpret the sweep syntax themselves: their base config (the overrides without
+    sweep syntax) is one job.
     """
     if not multirun:
         return [overrides]
@@ -200,6 +219,8 @@ def expand_jobs(
     parsed = parser.parse_overrides(overrides)
     if sweeper != "basic":
         return [[o for o, p in zip(overrides, parsed, strict=True) if not p.is_sweep_override()]]
+    if params:
+        parsed = parser.parse_overrides([*params, *overrides])
     if paired:
         from mlcli.config.pairing import paired_jobs
 

@@ -7,7 +7,7 @@ from mlcli.data.hmm import hmm_tagging
 from mlcli.data.images import images
 from mlcli.data.shipped import japanese_vowels, mnist1d, sunspots
 from mlcli.data.sklearn_sets import breast_cancer, diabetes, digits, iris, wine
-from mlcli.data.synthetic import curve, seq_reverse
+from mlcli.data.synthetic import curve, seq_reverse, surface
 from mlcli.data.tabular import csv
 from mlcli.data.textfiles import pairs, tagged, text
 
@@ -33,6 +33,7 @@ __all__ = [
     "pairs",
     "seq_reverse",
     "sunspots",
+    "surface",
     "tagged",
     "text",
     "wine",

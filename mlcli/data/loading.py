@@ -15,7 +15,9 @@ from typing import Any
 
 from mlcli.data.base import Dataset
 
-RUNNER_DATASET_KEYS = ("test_fraction", "normalize", "normalize_target", "seed")
+RUNNER_DATASET_KEYS = (
+    "test_fraction", "normalize", "normalize_target", "seed", "max_rows", "shuffle_labels"
+)  # fmt: skip
 """Dataset keys read by the runner (test split, preprocessing) rather than by the builder."""
 
 
@@ -77,8 +79,50 @@ def _shared(dataset: Dataset) -> Dataset:
 def build_dataset(cfg: Any) -> Dataset:
     """Build ``cfg.dataset`` with its builder (the runner's own keys removed).
 
-    A dataset of mlcli's own builders is built once per process and shared read-only.
+    A dataset of mlcli's own builders is built once per process and shared read-only. Then
+    ``dataset.max_rows`` keeps a seeded random subset of the rows and ``dataset.shuffle_labels``
+    permutes the targets (both seeded by ``dataset.seed``): :func:`reshaped`.
     """
+    return reshaped(
+        _built(cfg),
+        cfg.dataset.get("max_rows"),
+        bool(cfg.dataset.get("shuffle_labels", False)),
+        int(cfg.dataset.get("seed", 0)),
+    )
+
+
+def reshaped(dataset: Dataset, max_rows: int | None, shuffle_labels: bool, seed: int) -> Dataset:
+    """``dataset`` with at most ``max_rows`` rows (a random subset, kept in their order) and,
+    with ``shuffle_labels``, its targets randomly permuted over the rows (every label, test rows
+    included: the course's "random labels" experiment; a network that fits them has memorized
+    them). Both are drawn from ``seed``; ``dataset`` itself is left as it is."""
+    import numpy as np
+
+    if (max_rows is None or len(dataset.y) <= int(max_rows)) and not shuffle_labels:
+        return dataset
+    rng = np.random.default_rng([int(seed), 7919])
+    changes: dict[str, Any] = {"notes": list(dataset.notes)}
+    n = len(dataset.y)
+    if max_rows is not None and n > int(max_rows):
+        keep = np.sort(rng.choice(n, size=int(max_rows), replace=False))
+        for name in ("X", "y", "groups", "lengths"):
+            array = getattr(dataset, name)
+            changes[name] = None if array is None else array[keep]
+        if dataset.test_index is not None:
+            position = np.full(n, -1, dtype=np.int64)
+            position[keep] = np.arange(len(keep))
+            mapped = position[dataset.test_index]
+            changes["test_index"] = mapped[mapped >= 0]
+        changes["notes"].append(f"max_rows={max_rows}: a random {len(keep)} of the {n} rows")
+    if shuffle_labels:
+        y = changes.get("y", dataset.y)
+        changes["y"] = y[rng.permutation(len(y))]
+        changes["notes"].append("shuffle_labels: the targets are randomly permuted over the rows")
+    return dataclasses.replace(dataset, **changes)
+
+
+def _built(cfg: Any) -> Dataset:
+    """``cfg.dataset`` as its builder makes it (cached for mlcli's own builders)."""
     from omegaconf import OmegaConf
 
     from mlcli.config.targets import instantiate

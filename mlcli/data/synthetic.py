@@ -106,3 +106,37 @@ def seq_reverse(
         vocab_size=n_symbols + FIRST_CONTENT_TOKEN,
         meta={"n_symbols": n_symbols, "min_length": min_length, "max_length": max_length},
     )
+
+
+def surface(
+    n_samples: int = 256,
+    correlation: float = 0.95,
+    weights: tuple[float, float] = (1.0, -0.5),
+    generator_seed: int = 0,
+) -> Dataset:
+    """An ill-conditioned error surface: linear regression on two correlated features.
+
+    ``x₁ ~ N(0, 1)``, ``x₂ = ρ·x₁ + √(1 − ρ²)·z`` and ``y = w·x`` without noise. With
+    ``model=linear`` the mean squared error is a quadratic bowl in the two weights whose Hessian
+    is the features' covariance ``[[1, ρ], [ρ, 1]]`` (after standardization): eigenvalues
+    ``1 ± ρ``, a condition number of ``(1 + ρ)/(1 − ρ)`` (39 at ρ = 0.95), a long narrow valley
+    that plain gradient descent zig-zags along and adaptive learning rates cope with. The
+    weights' trajectory is recorded by ``analysis=trajectory``.
+    """
+    if not 0.0 <= correlation < 1.0:
+        raise ValueError(f"correlation must be in [0, 1), got {correlation}")
+    rng = np.random.default_rng(generator_seed)
+    x1 = rng.normal(size=n_samples)
+    x2 = correlation * x1 + np.sqrt(1.0 - correlation**2) * rng.normal(size=n_samples)
+    X = np.stack([x1, x2], axis=1)
+    w = np.asarray(weights, dtype=np.float64)
+    condition = (1.0 + correlation) / (1.0 - correlation)
+    return Dataset(
+        name="surface",
+        X=X,
+        y=X @ w,
+        task="regression",
+        feature_names=["x1", "x2"],
+        source=f"generated: y = w·x on two features of correlation {correlation}",
+        meta={"correlation": correlation, "condition_number": condition, "weights": list(w)},
+    )

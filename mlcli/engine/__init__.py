@@ -21,7 +21,14 @@ from __future__ import annotations
 
 from mlcli.engine.divergence import DivergedError
 from mlcli.engine.loop import EpochEnd, FoldRows, MetricRow
-from mlcli.engine.setup import FoldPlan, FoldSetup, resolve_device, seed_everything, set_up_fold
+from mlcli.engine.setup import (
+    FoldPlan,
+    FoldSetup,
+    count_parameters,
+    resolve_device,
+    seed_everything,
+    set_up_fold,
+)
 from mlcli.engine.strategies import FoldStrategy, Precomputed, fit_folds
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "FoldStrategy",
     "MetricRow",
     "Precomputed",
+    "count_parameters",
     "fit_folds",
     "resolve_device",
     "seed_everything",

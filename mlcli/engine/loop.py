@@ -224,6 +224,8 @@ def fit(
     watch = DivergenceWatch(1, device) if defers_divergence_check(device) else None
     model.train()
     last_epoch = start_epoch - 1
+    if analyzer is not None and start_epoch == 1:
+        rows.extend(analyzer.before_training(model))  # a trajectory's starting point
     for epoch in range(start_epoch, epochs + 1):
         if stopper is not None and stopper.stopped:
             break  # (a fold resumed from the checkpoint of its last epoch)

@@ -201,3 +201,14 @@ def set_up_fold(
     model = build_model(data.in_shape).to(plan.device)
     generator = torch.Generator().manual_seed(derived_seed(int(cfg.seed), fold, 1))
     return FoldSetup(fold, data, seed, model, generator)
+
+
+def count_parameters(plan: FoldPlan) -> int:
+    """The number of trainable parameters of the model every fold of ``plan`` builds (built
+    once more here, on the CPU; the global random state is left as it was)."""
+    state = torch.random.get_rng_state()
+    try:
+        model = plan.builders().model(tuple(plan.dataset.X.shape[1:]))
+    finally:
+        torch.random.set_rng_state(state)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -102,7 +102,7 @@ def config_reason(cfg: DictConfig, dataset: Dataset) -> str | None:
         return f"optimizer {target} is not one of the elementwise {sorted(STACKABLE_OPTIMIZERS)}"
     if cfg.optim.get("amsgrad") or cfg.optim.get("fused"):
         return "amsgrad/fused optimizer options"
-    if cfg.analysis.get("hessian") is not None or cfg.analysis.get("landscape") is not None:
+    if any(cfg.analysis.get(name) is not None for name in ("hessian", "landscape", "trajectory")):
         return "an analysis is configured (it inspects one model at a time)"
     if dataset.pictures is not None:
         return "the pictures are read from disk per batch (dataset.cache=none)"

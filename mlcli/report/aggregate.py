@@ -40,7 +40,7 @@ from mlcli.report.configs import (
     value_key,
     where_mask,
 )
-from mlcli.report.diagnose import Rules, diagnose
+from mlcli.report.diagnose import FAILED_LABELS, Rules, diagnose
 from mlcli.rundir import STATES
 from mlcli.tasks import higher_is_better
 
@@ -240,19 +240,14 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     _fold_means(table, curve_rows, test_rows, names, rank_metric, options.at, notes)
 
     # Diagnosis from the fold-mean curves; configurations without numbers say why.
-    # The training errors compared by the high-bias rule are those of the same dataset.
+    table["n_params"] = _n_params(runs).reindex(table.index).astype("Int64")
+    # The training errors compared by the bias rule are those of the same dataset.
     _diagnosis(table, runs, curves, options.rules, sections if data_shown else None)
-    diverged = (runs["state"] == "DIVERGED").groupby(runs["group"]).any().reindex(table.index)
-    ranked_value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
-    if (diverged.fillna(False).astype(bool) & ranked_value.notna()).any():
-        notes.append(
-            "a configuration with a DIVERGED run ranks after those without (its numbers are of "
-            "the runs that did not diverge)"
-        )
+    diverged = _diverged(table, runs, rank_metric, notes)
     table = _rank(table, keys, runs, columns, rank_metric, ascending, diverged, sections)
     metric_columns = [f"{n}_{s}" for n in names for s in ("mean", "std", "n")]
     ordered = [
-        "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "partial",
+        "rank", *display_columns, "status", "n_runs", "n_seeds", "n_folds", "n_params", "partial",
         "best_epoch", "diagnosis", "train_error", "gap", *metric_columns, "reason",
     ]  # fmt: skip
     table = table[ordered]
@@ -490,8 +485,11 @@ def _diagnosis(
 ) -> None:
     """Into ``table``: each configuration's diagnosis, train error, gap and reason from its
     fold-mean curves (:mod:`mlcli.report.diagnose`, judged against the configurations of the
-    same ``cohort``: dataset); those without numbers say why."""
-    verdicts = diagnose(curves.rename(columns={"group": "config"}), rules, cohort)
+    same ``cohort``: dataset, and with more or fewer parameters); those without numbers say
+    why."""
+    verdicts = diagnose(
+        curves.rename(columns={"group": "config"}), rules, cohort, table["n_params"].astype(float)
+    )
     verdicts = verdicts.reindex(table.index)
     for group in table.index[verdicts["diagnosis"].isna()]:
         label, reason = _not_completed_reason(runs[runs["group"] == group])
@@ -500,6 +498,36 @@ def _diagnosis(
     table["train_error"] = verdicts["train_error"].astype(float)
     table["gap"] = verdicts["gap"].astype(float)
     table["reason"] = verdicts["reason"]
+
+
+def _diverged(
+    table: pd.DataFrame, runs: pd.DataFrame, rank_metric: str, notes: list[str]
+) -> pd.Series:
+    """The configurations that rank after every finite one: with a DIVERGED run, or diagnosed
+    as diverged (a NaN/infinite or exploding loss in COMPLETED runs); a note says so."""
+    state = (runs["state"] == "DIVERGED").groupby(runs["group"]).any().reindex(table.index)
+    state = state.fillna(False).astype(bool)
+    ranked_value = table.get(f"{rank_metric}_mean", pd.Series(np.nan, index=table.index))
+    if (state & ranked_value.notna()).any():
+        notes.append(
+            "a configuration with a DIVERGED run ranks after those without (its numbers are of "
+            "the runs that did not diverge)"
+        )
+    exploded = table["diagnosis"].isin(FAILED_LABELS) & ~state
+    if (exploded & ranked_value.notna()).any():
+        notes.append(
+            "a configuration diagnosed as diverged (a NaN/infinite or exploding loss) ranks "
+            "after the finite ones"
+        )
+    return state | exploded
+
+
+def _n_params(runs: pd.DataFrame) -> pd.Series:
+    """Each configuration's number of model parameters (the largest its runs recorded)."""
+    if "n_params" not in runs.columns:
+        return pd.Series(dtype=np.float64)
+    values = pd.to_numeric(runs["n_params"], errors="coerce")
+    return values.groupby(runs["group"]).max()
 
 
 def _run_table(runs: pd.DataFrame, configs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -48,7 +48,8 @@ class Collected:
     """What was read: ``runs`` (one row per run dir) and ``results`` (long form)."""
 
     runs: pd.DataFrame
-    """Columns: run_dir (as shown), state, run_key, metric, task, n_folds, folds_completed,
+    """Columns: run_dir (as shown), state, run_key, metric, task, n_folds, n_params (of the
+    model; None when the run did not record it), duration_s, folds_completed,
     overrides, error (one line or ""), config (flattened dict: dotted keys + group choices +
     ``data_files``: the data files' short content hashes, when the run recorded them),
     config_complete (False when config.yaml was unreadable and the config comes from overrides,
@@ -176,6 +177,8 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], list[str]]:
         "metric": status.metric,
         "task": status.task,
         "n_folds": status.n_folds,
+        "n_params": status.n_params,
+        "duration_s": status.duration_s,
         "folds_completed": list(status.folds_completed),
         "overrides": overrides,
         "error": status.error_line,

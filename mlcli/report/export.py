@@ -95,6 +95,8 @@ def display_frame(agg: Aggregated) -> pd.DataFrame:
     table = agg.shown
     shown = table[["rank", *agg.group_columns, "status", "n_folds"]].copy()
     shown = shown.rename(columns={"n_folds": "folds"})
+    if table["n_params"].notna().any():  # runs of earlier mlcli versions did not record it
+        shown["params"] = table["n_params"]
     shown["best epoch"] = table["best_epoch"]  # of the fold-mean val curve of the rank metric
     for name in agg.metric_names:
         if name.startswith("train/"):
@@ -134,13 +136,24 @@ def rules_text(rules: Rules) -> list[str]:
     bias = f"train error > best in the set + {rules.bias_margin:g}"
     if rules.bias_threshold is not None:
         bias += f", or > {rules.bias_threshold:g}"
+    rise = (
+        "val loss lowest at an epoch before the last, then up by more than "
+        f"{rules.overfit_tolerance:.0%}"
+    )
     return [
         "train error = 1 − acc (classification) or 1 − R² (regression) at the last epoch; "
-        "gap = val error − train error",
-        f"high bias: {bias} (the best is taken over the configurations of the same dataset)",
-        "overfitting: val loss lowest at an epoch before the last, then up by more than "
-        f"{rules.overfit_tolerance:.0%} while train loss keeps falling",
-        "good fit: neither",
+        "gap = val error − train error; the first rule that holds is the diagnosis",
+        f"diverged: a NaN/infinite loss, or the last train loss over {rules.explode_factor:g}× "
+        "the first epoch's",
+        f"unstable: {rise} while train loss did not fall, or the last train loss more than "
+        f"{rules.unstable_tolerance:.0%} above its lowest",
+        f"overfitting: {rise} while train loss keeps falling",
+        "optimization issue: a model with more parameters (same dataset) ends with a train loss "
+        f"more than {rules.optimization_margin:.0%} above a smaller one's",
+        "not converged: train and val loss still falling by more than "
+        f"{rules.converge_tolerance:.0%} per epoch over the last epochs",
+        f"model bias: {bias} (the best is taken over the configurations of the same dataset)",
+        "good fit: none of these",
     ]
 
 

@@ -93,6 +93,8 @@ class Status:
     data_notes: list[str] | None = None
     fold_training: str | None = None
     """How the folds were trained (the fold strategy's name)."""
+    n_params: int | None = None
+    """The number of trainable parameters of the run's model (of one fold's)."""
     stacked_grid: dict[str, Any] | None = None
     trial: dict[str, Any] | None = None
     """The Optuna trial the run is (study, number)."""
@@ -124,7 +126,7 @@ class Status:
 
 _LATER = frozenset(
     ["task", "metric", "n_folds", "n_test", "splitter", "data_notes", "fold_training",
-     "stacked_grid", "trial", "fold_epochs", "final_model"]
+     "stacked_grid", "trial", "fold_epochs", "final_model", "n_params"]
 )  # fmt: skip
 _STRICT: dict[str, tuple[type, ...]] = {
     "state": (str,),
@@ -154,6 +156,7 @@ _LENIENT: dict[str, tuple[type, ...]] = {
     "splitter": (str,),
     "data_notes": (list,),
     "fold_training": (str,),
+    "n_params": (int,),
     "stacked_grid": (dict,),
     "trial": (dict,),
 }

@@ -25,6 +25,7 @@ from mlcli.config.compose import (
     is_hydra_override,
     split_args,
     sweeper_kind,
+    sweeper_params,
     translate_error,
     unresolved_interpolations,
 )
@@ -269,7 +270,12 @@ def check(
                 return command, problems
         else:
             paired = hydra.sweeper.get("paired") if hydra is not None else None
-            jobs = expand_jobs(command.overrides, command.multirun, kind, paired or ())
+            params = sweeper_params(hydra)
+            if params and not trust_overrides:
+                problems.extend(security.dangerous_overrides(params))
+                if problems:
+                    return command, problems
+            jobs = expand_jobs(command.overrides, command.multirun, kind, paired or (), params)
     except PairingError as error:
         return command, [ConfigProblem(error.key, str(error))]
     except Exception as error:

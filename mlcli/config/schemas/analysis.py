@@ -41,6 +41,17 @@ class LandscapeSchema:
 
 
 @dataclass
+class TrajectorySchema:
+    """The parameters at every epoch's end (and at the start), and the loss on a grid around
+    the path they took: an optimizer's trajectory on an error surface."""
+
+    max_params: int = bound(4, ge=1)  # record only models this small (each parameter a row)
+    points: int = bound(41, ge=3)  # grid points per axis of the loss surface (first two)
+    margin: float = bound(0.3, ge=0.0)  # the grid spans the path's box plus this fraction
+    max_samples: int = bound(2048, ge=1)
+
+
+@dataclass
 class AnalysisSchema:
     """Which analyses run; options combine: ``analysis=[hessian,landscape]``."""
 
@@ -48,6 +59,7 @@ class AnalysisSchema:
     _partial_: bool = True
     hessian: HessianSchema | None = None
     landscape: LandscapeSchema | None = None
+    trajectory: TrajectorySchema | None = None
 
 
 SCHEMAS: dict[str, type] = {"base": AnalysisSchema}

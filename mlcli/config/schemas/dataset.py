@@ -26,6 +26,8 @@ class BuiltinDatasetSchema:
     normalize: Normalize = Normalize.standard  # feature scaling, fitted per fold on train rows
     normalize_target: bool = True  # standardize a regression target for training
     seed: int = 0  # the test split's seed (not the folds', not the weights')
+    max_rows: int | None = bound(None, ge=1)  # keep a random subset of this many rows (seeded)
+    shuffle_labels: bool = False  # permute the targets over the rows (seeded): random labels
 
 
 @dataclass
@@ -43,6 +45,16 @@ class CurveSchema(BuiltinDatasetSchema):
     n_samples: int = bound(500, ge=10)
     n_pieces: int = bound(5, ge=1)
     noise_std: float = bound(0.1, ge=0.0)
+    generator_seed: int = 0
+
+
+@dataclass
+class SurfaceSchema(BuiltinDatasetSchema):
+    """Two correlated features, y = w·x: an ill-conditioned quadratic error surface."""
+
+    n_samples: int = bound(256, ge=10)
+    correlation: float = bound(0.95, ge=0.0, lt=1.0)
+    weights: list[float] = field(default_factory=lambda: [1.0, -0.5])
     generator_seed: int = 0
 
 
@@ -191,6 +203,7 @@ SCHEMAS: dict[str, type] = {
     "builtin": BuiltinDatasetSchema,
     "sunspots": SunspotsSchema,
     "curve": CurveSchema,
+    "surface": SurfaceSchema,
     "hmm_tagging": HmmTaggingSchema,
     "seq_reverse": SeqReverseSchema,
     "csv": CsvDatasetSchema,
