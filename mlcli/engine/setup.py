@@ -30,6 +30,8 @@ from mlcli.tasks import selection_metric
 
 VOCABULARY_FILE = "models/fold-{fold}.vocab.json"
 """Where a fold's fitted vocabulary (a text dataset) is saved in its run dir, as JSON."""
+FINAL_VOCABULARY_FILE = "models/final.vocab.json"
+"""Where the ``final=refit`` model's vocabulary is saved."""
 
 ModelBuilder = Callable[[tuple[int, ...] | None], torch.nn.Module]
 
@@ -145,6 +147,15 @@ class FoldSetup:
     generator: torch.Generator
 
 
+def save_vocabulary(plan: FoldPlan, name: str, data: FoldData) -> None:
+    """A text dataset's fitted vocabulary, saved in the run dir as ``name`` (so new text is
+    tokenized as the model's rows were); nothing for other data."""
+    if data.vocabulary is not None and plan.run_dir is not None:
+        path = plan.run_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, data.vocabulary.state())
+
+
 def set_up_fold(
     plan: FoldPlan, fold: int, build_model: ModelBuilder, data: FoldData | None = None
 ) -> FoldSetup:
@@ -158,11 +169,7 @@ def set_up_fold(
         data = fold_tensors(
             plan.dataset, train_idx, val_idx, plan.test_idx, cfg.dataset, plan.device
         )
-        if data.vocabulary is not None and plan.run_dir is not None:
-            # Saved with the run, so new text is tokenized as this fold's rows were.
-            path = plan.run_dir / VOCABULARY_FILE.format(fold=fold)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, data.vocabulary.state())
+        save_vocabulary(plan, VOCABULARY_FILE.format(fold=fold), data)
     seed = derived_seed(int(cfg.seed), fold)
     seed_everything(seed)
     model = build_model(tuple(data.x_train.shape[1:])).to(plan.device)
