@@ -131,8 +131,9 @@ def write_example_files(directory: Path) -> None:
     """The files the docs' examples name, shaped as their commands expect: the course's
     homework CSV as train.csv/test.csv, the first homework's layout as covid.train.csv/
     covid.test.csv, small CSVs with categories, groups and a time series, text files of each kind
-    (and rows of each to predict), an npz of pictures, a ``./conf`` model of one's own with its module, and copies of the shipped
-    sweep (``tests/data/runs``, and in ``outputs/`` as a sweep and two runs)."""
+    (and rows of each to predict), an npz of pictures, a ``./conf`` model of one's own with its
+    module, and copies of the shipped sweep (``tests/data/runs``, and in ``outputs/`` as a sweep
+    and two runs)."""
     homework = (DATA / "homework.csv").read_text().splitlines(keepends=True)
     (directory / "train.csv").write_text("".join(homework[:121]))
     (directory / "test.csv").write_text("".join(homework[:1] + homework[121:]))
