@@ -376,7 +376,8 @@ def predict(
     if not text and (schema.get("variable_length") or schema.get("vocab_size") is not None):
         raise PredictError(
             "predict reads fixed-size inputs and the user's text (dataset=text|tagged|pairs); "
-            "this run's are sequences of another kind"
+            "this run's are sequences of another kind (a text run saved before predict read "
+            "text: train it again, mlcli train <the same overrides> --rerun)"
         )
     writer = WRITERS.get(str(schema.get("task")))
     if writer is None:

@@ -150,6 +150,7 @@ def test_bad_prediction_files_exit_2_naming_the_file_and_line(cli, tmp_path):
     bad = [
         ("empty.csv", "id,text\n0,a good film\n1,  \n2,bad\n", ["empty.csv", "an empty text",
                                                                 "line 3"]),
+        ("header.csv", "id,text\n", ["header.csv", "no data rows"]),
         ("nocolumn.csv", "id,review\n0,a good film\n", ["nocolumn.csv", "no text column 'text'",
                                                          "line 1"]),
     ]  # fmt: skip
