@@ -178,3 +178,25 @@ def test_bad_prediction_files_exit_2_naming_the_file_and_line(cli, tmp_path):
                  "hydra.run.dir=tagged")  # fmt: skip
     assert result.exit_code == 0, result.output[-3000:]
     check("tagged", tagged_bad)
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "char", "bpe", "wordpiece"])
+def test_pieces_decode_as_their_ids_do(tmp_path, tokenizer):
+    # Ensemble decoding works on tokens by name: they must read back as the ids would.
+    from mlcli.data import pairs
+    from mlcli.data.tokenize import tokenize_fold
+
+    write("pairs", tmp_path / "pairs.csv", 80)
+    size = 40 if tokenizer in ("bpe", "wordpiece") else None
+    dataset = pairs(str(tmp_path / "pairs.csv"), tokenizer=tokenizer, vocab_size=size)
+    vocabulary = tokenize_fold(dataset.text, dataset.X, dataset.y, np.arange(60)).vocabulary
+    pieces = vocabulary.pieces()
+    assert pieces[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and len(set(pieces)) == len(pieces)
+    rng = np.random.default_rng(0)
+    texts = set()
+    for _ in range(200):
+        ids = rng.integers(0, min(len(pieces), vocabulary.size), rng.integers(0, 9)).tolist()
+        text = vocabulary.decode(ids)
+        assert vocabulary.decode_pieces([pieces[i] for i in ids]) == text, ids
+        texts.add(text)
+    assert len(texts) > 100
