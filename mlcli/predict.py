@@ -6,12 +6,14 @@ schema, every fold's weights and fitted preprocessing (and the refit model's). T
 
 1. a reader for the kind of data the run was trained on turns the file into the run's raw
    feature matrix (:data:`READERS`: a CSV file by column name, extra columns ignored with a note,
-   missing ones an error; an NPZ file's ``X`` array) and finds the id of each row;
+   missing ones an error; an NPZ file's ``X`` array; a text run's file split into tokens as its
+   training file was: a CSV text or source column, CoNLL sentences) and finds the id of each row;
 2. the final model predicts (:func:`mlcli.engine.saved.load_predictor`: the refit model, or the
    mean of the fold models), each model through its own preprocessing;
 3. a writer for the run's task lays the predictions out (:data:`WRITERS`: class names, or one
-   probability column per class with ``--proba``; values in the target's units), named by the
-   target's base name (a target picked as ``tested_positive.2`` is written ``tested_positive``).
+   probability column per class with ``--proba``; values in the target's units; a tag per
+   token, one row each; a decoded text), named by the target's base name (a target picked as
+   ``tested_positive.2`` is written ``tested_positive``).
 
 Bad input (a missing column, a cell that is not a number, a category the run never saw, a run
 without models) raises a typed error before anything is written; the file is written
