@@ -6,12 +6,14 @@ schema, every fold's weights and fitted preprocessing (and the refit model's). T
 
 1. a reader for the kind of data the run was trained on turns the file into the run's raw
    feature matrix (:data:`READERS`: a CSV file by column name, extra columns ignored with a note,
-   missing ones an error; an NPZ file's ``X`` array) and finds the id of each row;
+   missing ones an error; an NPZ file's ``X`` array; a text run's file split into tokens as its
+   training file was: a CSV text or source column, CoNLL sentences) and finds the id of each row;
 2. the final model predicts (:func:`mlcli.engine.saved.load_predictor`: the refit model, or the
    mean of the fold models), each model through its own preprocessing;
 3. a writer for the run's task lays the predictions out (:data:`WRITERS`: class names, or one
-   probability column per class with ``--proba``; values in the target's units), named by the
-   target's base name (a target picked as ``tested_positive.2`` is written ``tested_positive``).
+   probability column per class with ``--proba``; values in the target's units; a tag per
+   token, one row each; a decoded text), named by the target's base name (a target picked as
+   ``tested_positive.2`` is written ``tested_positive``).
 
 Bad input (a missing column, a cell that is not a number, a category the run never saw, a run
 without models) raises a typed error before anything is written; the file is written
@@ -49,10 +51,16 @@ class Rows:
 
 
 def _ids(
-    found: dict[str, np.ndarray], n: int, id_column: str | None, schema: dict[str, Any], where: str
+    found: dict[str, np.ndarray],
+    n: int,
+    id_column: str | None,
+    schema: dict[str, Any],
+    where: str,
+    origin: str = "dataset.drop",
 ) -> tuple[np.ndarray, str, str]:
     """The rows' ids: ``--id-column``, else a column the run left out of its features (its
-    ``dataset.drop``) that the file has, else the row number; with a note saying which."""
+    ``dataset.drop``; a text run's ``dataset.id_column``: ``origin``) that the file has, else
+    the row number; with a note saying which."""
     if id_column is not None:
         if id_column not in found:
             raise DataError(
@@ -66,7 +74,7 @@ def _ids(
         return found[id_column], id_column, f"ids from column {id_column!r} (--id-column)"
     for name in schema.get("id_columns") or []:
         if name in found:
-            return found[name], name, f"ids from column {name!r} (the run's dataset.drop)"
+            return found[name], name, f"ids from column {name!r} (the run's {origin})"
     return np.arange(n), "id", "ids are row numbers (0, 1, ...): give --id-column to use a column"
 
 
@@ -134,11 +142,116 @@ def read_npz_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> 
     return Rows(X, np.asarray(ids), "id" if id_name == "ids" else id_name, [said])
 
 
+def _text_column_rows(
+    path: Path, schema: dict[str, Any], id_column: str | None, column: str, what: str
+) -> Rows:
+    """Rows of one text column of a CSV/TSV file (``what``: the column's role), split into
+    tokens as the run's file was; an empty text is an error naming its line."""
+    from mlcli.data.reading import as_text, listing, read_table
+    from mlcli.data.textfiles import tokenized
+
+    text = schema["text"]
+    table = read_table(str(path), str(text.get("sep") or ","), "--data")
+    table.column(column, f"{what} ", key="--data")
+    texts = [str(t) for t in as_text(table[column]).tolist()]
+    tokens = tokenized(
+        str(path), column, texts, table.lines, text["tokenizer"], text["lowercase"], "--data"
+    )
+    named = [text["id_column"]] if text.get("id_column") else []
+    ids, id_name, said = _ids(
+        table.cells, len(texts), id_column, {"id_columns": named}, str(path), "dataset.id_column"
+    )
+    notes = []
+    extra = [c for c in table.columns if c not in (column, id_name)]
+    if extra:
+        notes.append(f"columns not used by the model (ignored): {listing(extra)}")
+    notes.append(said)
+    return Rows(_objects(tokens), np.asarray(ids), id_name, notes)
+
+
+def _objects(rows: list[list[str]]) -> np.ndarray:
+    """A list of token rows as a 1-D object array (one row of tokens a cell)."""
+    out = np.empty(len(rows), dtype=object)
+    out[:] = rows
+    return out
+
+
+def read_text_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows:
+    """A CSV/TSV file with the run's text column (``dataset.text``; its labels, if any, are
+    ignored): ``X`` holds each text's raw tokens."""
+    return _text_column_rows(path, schema, id_column, str(schema["text"]["column"]), "text")
+
+
+def read_source_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows:
+    """Sources to decode: the run's source column (``dataset.source``) of a CSV/TSV file, or,
+    for a run trained on two aligned files, one sentence a line."""
+    text = schema["text"]
+    if not text.get("lines"):
+        return _text_column_rows(path, schema, id_column, str(text["column"]), "source")
+    from mlcli.data.reading import existing_file
+    from mlcli.data.textfiles import tokenized
+
+    file = existing_file(str(path), "--data")
+    try:
+        lines = file.read_text(encoding="utf-8-sig").removesuffix("\n").split("\n")
+    except UnicodeDecodeError:
+        raise DataError(
+            str(path), "is not UTF-8 text", fix="Save it as UTF-8", key="--data"
+        ) from None
+    lines = [line.removesuffix("\r") for line in lines]
+    tokens = tokenized(str(path), None, lines, np.arange(1, len(lines) + 1), text["tokenizer"],
+                       text["lowercase"], "--data")  # fmt: skip
+    if id_column is not None:
+        raise PredictError(f"--id-column {id_column}: {path} is one sentence a line, no columns")
+    return Rows(_objects(tokens), np.arange(len(tokens)), "id", ["ids are line numbers - 1"])
+
+
+def read_conll_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows:
+    """A CoNLL-style file of sentences to tag: one token a line (alone, or with the fields of
+    the training file, its tags then ignored), a blank line between sentences; the ids are the
+    sentences' numbers (0, 1, ...)."""
+    from mlcli.data.textfiles import conll_sentences
+
+    text = schema["text"]
+    column = int(text.get("token_column") or 0)
+    sep = text.get("sep")
+    sep = None if sep is None else {"tab": "\t", "\\t": "\t"}.get(sep, sep)
+
+    def first_line(fields: list[str], number: int, line: str) -> None:
+        if len(fields) > 1 and not -len(fields) <= column < len(fields):
+            raise DataError(
+                str(path),
+                f"line {number} has {len(fields)} fields, no token field {column} (the run's "
+                "dataset.token_column)",
+                line=number,
+                fix="Write one token a line, or the fields of the training file",
+                key="--data",
+            )
+
+    sentences, starts = conll_sentences(str(path), sep, first_line, "--data")
+    if id_column is not None:
+        raise PredictError(f"--id-column {id_column}: a CoNLL file has no columns; its "
+                           "sentences are numbered")  # fmt: skip
+    pick = 0 if len(sentences[0][0]) == 1 else column
+    tokens = [[fields[pick] for fields in sentence] for sentence in sentences]
+    if text["lowercase"]:
+        tokens = [[t.lower() for t in sentence] for sentence in tokens]
+    notes = [f"ids are the sentences' numbers (0, 1, ...; sentence 0 starts at line {starts[0]})"]
+    if len(sentences[0][0]) > 1:
+        notes.append(f"tokens from field {column} of each line (the other fields are ignored)")
+    return Rows(_objects(tokens), np.arange(len(tokens)), "id", notes)
+
+
 READERS: dict[str, Callable[[Path, dict[str, Any], str | None], Rows]] = {
     "csv": read_csv_rows,
     "npz": read_npz_rows,
+    "text": read_text_rows,
+    "tagged": read_conll_rows,
+    "pairs": read_source_rows,
 }
-"""A reader per kind of prediction file (its suffix: ``.npz``, else CSV)."""
+"""A reader per kind of prediction file: a text run's (``text``: a CSV text column,
+``tagged``: CoNLL sentences, ``pairs``: sources to decode), else by its suffix (``.npz``, else
+CSV)."""
 
 
 def classification_columns(
@@ -160,11 +273,43 @@ def regression_columns(
     return {str(schema["target_base"]): prediction}
 
 
+ROW = "_row"
+"""A writer's column giving each output row's input row, when a row gives several (one a
+token): ``predict`` repeats the ids by it and leaves it out of the file."""
+
+
+def tagging_columns(
+    prediction: np.ndarray, schema: dict[str, Any], proba: bool
+) -> dict[str, np.ndarray]:
+    """One row a token: its index in the sentence and its tag's name (``proba``: one
+    probability column per tag), from per-token probabilities ``(N, T, C)`` (NaN past each
+    sentence's end)."""
+    names = [str(n) for n in schema.get("class_names") or range(prediction.shape[2])]
+    rows, index = np.nonzero(~np.isnan(prediction[:, :, 0]))
+    kept = prediction[rows, index]
+    columns: dict[str, np.ndarray] = {ROW: rows, "token_index": index}
+    if proba:
+        return columns | {name: kept[:, k] for k, name in enumerate(names)}
+    return columns | {"tag": np.asarray(names, dtype=object)[kept.argmax(1)]}
+
+
+def seq2seq_columns(
+    prediction: np.ndarray, schema: dict[str, Any], proba: bool
+) -> dict[str, np.ndarray]:
+    """Each source's decoded text."""
+    if proba:
+        raise PredictError("--proba is for classification and tagging runs; this run decodes text")
+    return {str(schema["target_base"]): prediction}
+
+
 WRITERS: dict[str, Callable[[np.ndarray, dict[str, Any], bool], dict[str, np.ndarray]]] = {
     "classification": classification_columns,
     "regression": regression_columns,
+    "tagging": tagging_columns,
+    "seq2seq": seq2seq_columns,
 }
-"""A writer per task: the prediction's output columns (after the id)."""
+"""A writer per task: the prediction's output columns (after the id; :data:`ROW` when a row
+gives several)."""
 
 
 @dataclass
@@ -214,7 +359,7 @@ def predict(
     """Predict ``data`` with the final model of the run in ``run_dir`` (``best``: the top run of
     the sweep in ``run_dir``) and write ``out`` (``fmt``: csv | parquet; default from the
     suffix)."""
-    from mlcli.engine.saved import load_predictor
+    from mlcli.engine.saved import TextPredictor, load_predictor
 
     notes: list[str] = []
     if best:
@@ -229,22 +374,43 @@ def predict(
         schema = read_schema(run_dir)
     except ModelFilesError as error:
         raise PredictError(str(error)) from None
-    if schema.get("variable_length") or schema.get("vocab_size") is not None:
-        raise PredictError("predict reads fixed-size inputs; this run's are sequences")
+    text = schema.get("text")
+    if not text and (schema.get("variable_length") or schema.get("vocab_size") is not None):
+        raise PredictError(
+            "predict reads fixed-size inputs and the user's text (dataset=text|tagged|pairs); "
+            "this run's are sequences of another kind (a text run saved before predict read "
+            "text: train it again, mlcli train <the same overrides> --rerun)"
+        )
     writer = WRITERS.get(str(schema.get("task")))
     if writer is None:
-        raise PredictError(f"predict writes classification and regression; this run is a "
-                           f"{schema.get('task')} run")  # fmt: skip
-    reader = READERS["npz" if data.suffix == ".npz" else "csv"]
+        raise PredictError(f"predict writes classification, regression, tagging and seq2seq; "
+                           f"this run is a {schema.get('task')} run")  # fmt: skip
+    if text:
+        reader = READERS[str(text["kind"])]
+    else:
+        reader = READERS["npz" if data.suffix == ".npz" else "csv"]
     rows = reader(data, schema, id_column)
     notes.extend(rows.notes)
     try:
         predictor = load_predictor(run_dir)
     except ModelFilesError as error:
         raise PredictError(str(error)) from None
-    columns = {rows.id_name: rows.ids, **writer(predictor.predict(rows.X), schema, proba)}
+    if isinstance(predictor, TextPredictor):
+        try:
+            prediction = predictor.predict(list(rows.X))
+        except ValueError as error:  # an ensemble of models that cannot decode together
+            raise PredictError(str(error)) from None
+        if predictor.cut:
+            notes.append(f"{predictor.cut} rows longer than the run's longest training row "
+                         "were cut to its length")  # fmt: skip
+    else:
+        prediction = predictor.predict(rows.X)
+    produced = writer(prediction, schema, proba)
+    repeat = produced.pop(ROW, None)
+    ids = rows.ids if repeat is None else rows.ids[repeat]
+    columns = {rows.id_name: ids, **produced}
     _write(out, columns, kind)
-    return Predicted(out, len(rows.X), list(columns), notes)
+    return Predicted(out, len(ids), list(columns), notes)
 
 
 def _write(out: Path, columns: dict[str, np.ndarray], kind: str) -> None:

@@ -43,7 +43,7 @@ from mlcli.engine import (
     seed_everything,
 )
 from mlcli.engine.fold import fit_refit
-from mlcli.engine.saved import load_predictor, schema_of, score
+from mlcli.engine.saved import TextPredictor, load_predictor, schema_of, score, score_text
 from mlcli.engine.stopping import EarlyStopping, stop_and_best
 from mlcli.loggers import RunLogs
 from mlcli.rundir.models import FINAL, model_name, save_model, write_schema
@@ -312,8 +312,12 @@ class OpenRun:
         if len(test):
             self.writer.drain()  # the models are on disk: score what predict will load
             dataset = fold_plan.dataset
-            prediction = load_predictor(self.run_dir).predict(dataset.X[test])
-            for metric, value in score(dataset.task, prediction, dataset.y[test]).items():
+            predictor = load_predictor(self.run_dir)
+            if isinstance(predictor, TextPredictor):  # the user's text, read as predict reads it
+                values = score_text(predictor, dataset, test)
+            else:
+                values = score(dataset.task, predictor.predict(dataset.X[test]), dataset.y[test])
+            for metric, value in values.items():
                 self.rows.append({"run_key": self.key, "fold": -1, "epoch": epochs,
                                   "split": "final", "metric": metric, "value": value})  # fmt: skip
         self.writer.submit(

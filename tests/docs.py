@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlcli.data import textsamples
 from tests.homework import write_homework
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,8 +130,9 @@ def commands(path: Path) -> list[Command]:
 def write_example_files(directory: Path) -> None:
     """The files the docs' examples name, shaped as their commands expect: the course's
     homework CSV as train.csv/test.csv, the first homework's layout as covid.train.csv/
-    covid.test.csv, small CSVs with categories, groups and a time series, an
-    npz of pictures, a folder of drawn-shape pictures, a ``./conf`` model of one's own with its
+    covid.test.csv, small CSVs with categories, groups and a time series, text files of each kind
+    (and rows of each to predict), an npz of pictures, a folder of drawn-shape pictures, a
+    ``./conf`` model of one's own with its
     module, and copies of the shipped sweep (``tests/data/runs``, and in ``outputs/`` as a sweep
     and two runs)."""
     homework = (DATA / "homework.csv").read_text().splitlines(keepends=True)
@@ -164,6 +166,12 @@ def write_example_files(directory: Path) -> None:
     train.rename(directory / "covid.train.csv")
     test.rename(directory / "covid.test.csv")
     hw1.rmdir()
+    # Text of the three kinds, and other rows of each without their labels, tags or targets.
+    for kind, name, new in (("reviews", "reviews.csv", "new_reviews.csv"),
+                            ("conll", "train.conll", "new.conll"),
+                            ("pairs", "pairs.csv", "new_pairs.csv")):  # fmt: skip
+        textsamples.write(kind, directory / name, 60)
+        textsamples.write(kind, directory / new, 20, seed=1, labels=False)
 
 
 def write_example_config(directory: Path) -> None:

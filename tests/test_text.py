@@ -259,17 +259,27 @@ def _page_commands() -> list[list[str]]:
 
     page = (Path(__file__).parents[1] / "docs" / "guide" / "text.md").read_text()
     blocks = [b.split("```", 1)[0] for b in page.split("```bash\n")[1:]]
-    return [shlex.split(line)[1:] for b in blocks for line in b.splitlines() if line.strip()]
+    lines = [line for b in blocks for line in b.splitlines() if line.strip()]
+    return [shlex.split(line, comments=True)[1:] for line in lines]
 
 
 def test_every_command_of_the_text_page_runs(cli, tmp_path):
-    # Each command of guide/text.md on small files of the page's kinds, one epoch, two folds.
+    # Each command of guide/text.md on small files of the page's kinds, one epoch, two folds;
+    # each prediction then writes its file.
     commands = _page_commands()
-    assert len(commands) >= 5 and all(c[0] == "train" for c in commands)
+    assert len(commands) >= 5 and {c[0] for c in commands} == {"train", "predict"}
     write("reviews", tmp_path / "reviews.csv", 60)
     write("conll", tmp_path / "train.conll", 40)
     write("pairs", tmp_path / "pairs.csv", 60)
+    write("reviews", tmp_path / "new_reviews.csv", 20, seed=1, labels=False)
+    write("conll", tmp_path / "new.conll", 10, seed=1, labels=False)
+    write("pairs", tmp_path / "new_pairs.csv", 20, seed=1, labels=False)
     for args in commands:
+        if args[0] == "predict":
+            result = cli(*args)
+            assert result.exit_code == 0, (args, " ".join(result.output.replace("│", " ").split()))
+            assert (tmp_path / args[args.index("--out") + 1]).is_file()
+            continue
         shrunk = [a for a in args if not a.startswith(("epochs=", "cv.n_splits="))]
         result = cli(*shrunk, "epochs=1", "cv.n_splits=2", "progress=false")
         assert result.exit_code == 0, (args, result.output[-2000:])

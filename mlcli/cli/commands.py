@@ -529,7 +529,10 @@ def predict(
         Path, typer.Argument(help="A run dir (or, with --best, a sweep dir) with saved models.")
     ],
     data: Annotated[
-        Path, typer.Option("--data", help="Rows to predict: a CSV file (or .npz with X).")
+        Path,
+        typer.Option(
+            "--data", help="Rows to predict: a CSV file (or .npz with X; CoNLL for a tagged run)."
+        ),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="The predictions file (id,<target>).")

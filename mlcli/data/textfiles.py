@@ -10,7 +10,7 @@ codes; the ids a model sees come from a vocabulary fitted on each fold's trainin
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +59,17 @@ def _settings(
     return kind
 
 
-def _tokenized(
+def tokenized(
     where: str,
     column: str | None,
     texts: Sequence[str],
     lines: Sequence[int] | np.ndarray,
     tokenizer: str,
     lowercase: bool,
+    key: str = "dataset.path",
 ) -> list[list[str]]:
-    """Each text's raw tokens; a text without any is an error naming its line."""
+    """Each text's raw tokens; a text without any is an error naming its line (``key``: the
+    setting that named the file)."""
     rows = [split(t, tokenizer, lowercase) for t in texts]
     empty = [i for i, row in enumerate(rows) if not row]
     if empty:
@@ -78,6 +80,7 @@ def _tokenized(
             [int(lines[i]) for i in empty],
             [texts[i] for i in empty],
             fix="Give every row some text, or remove those rows",
+            key=key,
         )
     return rows
 
@@ -153,7 +156,7 @@ def text(
     label_column = table.column(target, "label ", "dataset.target")
     texts = [str(t) for t in as_text(table[text_column]).tolist()]
     rows, note = _truncated(
-        _tokenized(path, text_column, texts, table.lines, kind, lowercase), max_length, "texts"
+        tokenized(path, text_column, texts, table.lines, kind, lowercase), max_length, "texts"
     )
     y, class_names = _labels(table, label_column, "dataset.target")
     ids = (
@@ -179,48 +182,35 @@ def text(
     )
 
 
-def _conll_sentences(
-    path: str, token_column: int, tag_column: int, sep: str | None
-) -> tuple[list[list[str]], list[list[str]], list[int]]:
-    """(tokens, tags, first line) of each sentence of a CoNLL-style file: one token a line, its
-    fields split by ``sep`` (None: any whitespace), a blank line between sentences."""
-    file = existing_file(path, "dataset.path")
+def conll_sentences(
+    path: str,
+    sep: str | None,
+    first_line: Callable[[list[str], int, str], None] = lambda fields, number, line: None,
+    key: str = "dataset.path",
+) -> tuple[list[list[list[str]]], list[int]]:
+    """(the fields of each token line, first line) of each sentence of a CoNLL-style file: one
+    token a line, its fields split by ``sep`` (None: any whitespace), a blank line between
+    sentences, every token line with the fields of the first (``first_line(fields, number,
+    line)`` checks that one; ``key``: the setting that named the file)."""
+    file = existing_file(path, key)
     try:
         lines = file.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError:
-        raise DataError(path, "is not UTF-8 text", fix="Save it as UTF-8") from None
-    tokens: list[list[str]] = [[]]
-    tags: list[list[str]] = [[]]
+        raise DataError(path, "is not UTF-8 text", fix="Save it as UTF-8", key=key) from None
+    sentences: list[list[list[str]]] = [[]]
     starts: list[int] = [0]
     width: tuple[int, int] | None = None  # (fields, line) of the first token line
     for number, line in enumerate(lines, start=1):
         line = line.removesuffix("\r")
         if not line.strip() or line.startswith("-DOCSTART-"):
-            if tokens[-1]:  # a new sentence starts at the next token line
-                tokens.append([])
-                tags.append([])
+            if sentences[-1]:  # a new sentence starts at the next token line
+                sentences.append([])
                 starts.append(0)
             continue
         fields = line.split(sep) if sep else line.split()
         if width is None:
             width = (len(fields), number)
-            if len(fields) < 2:
-                raise DataError(
-                    path,
-                    f"line {number} has one field ({line!r}): no tag",
-                    line=number,
-                    fix="Write a token and its tag on each line (token TAG), or set dataset.sep",
-                )
-            for name, column in (("token", token_column), ("tag", tag_column)):
-                if not -len(fields) <= column < len(fields):
-                    raise DataError(
-                        path,
-                        f"line {number} has {len(fields)} fields, no {name} column {column}",
-                        line=number,
-                        fix=f"Set dataset.{name}_column to a field index (0 is the first, -1 "
-                        "the last)",
-                        key=f"dataset.{name}_column",
-                    )
+            first_line(fields, number, line)
         elif len(fields) != width[0]:
             raise DataError(
                 path,
@@ -229,17 +219,47 @@ def _conll_sentences(
                 line=number,
                 fix="Write one token a line with the same fields on every line (token TAG), "
                 "and a blank line between sentences",
+                key=key,
             )
         if not starts[-1]:
             starts[-1] = number
-        tokens[-1].append(fields[token_column])
-        tags[-1].append(fields[tag_column])
-    if not tokens[-1]:
-        tokens.pop()
-        tags.pop()
+        sentences[-1].append(fields)
+    if not sentences[-1]:
+        sentences.pop()
         starts.pop()
-    if not tokens:
-        raise DataError(path, "has no token lines", fix="Write one 'token TAG' pair a line")
+    if not sentences:
+        raise DataError(
+            path, "has no token lines", fix="Write one 'token TAG' pair a line", key=key
+        )
+    return sentences, starts
+
+
+def _conll_sentences(
+    path: str, token_column: int, tag_column: int, sep: str | None
+) -> tuple[list[list[str]], list[list[str]], list[int]]:
+    """(tokens, tags, first line) of each sentence of a CoNLL-style training file."""
+
+    def first_line(fields: list[str], number: int, line: str) -> None:
+        if len(fields) < 2:
+            raise DataError(
+                path,
+                f"line {number} has one field ({line!r}): no tag",
+                line=number,
+                fix="Write a token and its tag on each line (token TAG), or set dataset.sep",
+            )
+        for name, column in (("token", token_column), ("tag", tag_column)):
+            if not -len(fields) <= column < len(fields):
+                raise DataError(
+                    path,
+                    f"line {number} has {len(fields)} fields, no {name} column {column}",
+                    line=number,
+                    fix=f"Set dataset.{name}_column to a field index (0 is the first, -1 the last)",
+                    key=f"dataset.{name}_column",
+                )
+
+    sentences, starts = conll_sentences(path, sep, first_line)
+    tokens = [[fields[token_column] for fields in sentence] for sentence in sentences]
+    tags = [[fields[tag_column] for fields in sentence] for sentence in sentences]
     return tokens, tags, starts
 
 
@@ -357,12 +377,12 @@ def pairs(
         path, source, target, target_path, sep
     )
     source_rows, note = _truncated(
-        _tokenized(path, source if target_path is None else None, sources, lines, kind, lowercase),
+        tokenized(path, source if target_path is None else None, sources, lines, kind, lowercase),
         max_length,
         "sources",
     )
     target_rows, target_note = _truncated(
-        _tokenized(target_where, target_column or None, targets, lines, kind, lowercase),
+        tokenized(target_where, target_column or None, targets, lines, kind, lowercase),
         max_length,
         "targets",
     )

@@ -109,11 +109,12 @@ def reversed_pairs(
 
 def write(kind: str, path: Path, rows: int, seed: int = 0, labels: bool = True) -> None:
     """Write ``rows`` examples of ``kind`` (reviews | conll | pairs) to ``path``
-    (``labels=False``: reviews without their label column, an ``id`` column instead)."""
+    (``labels=False``: what a model predicts left out, a file to predict: reviews without their
+    label column, sentences without their tags, sources without their targets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "conll":
         lines = [
-            "\n".join(f"{token} {tag}" for token, tag in sentence) + "\n"
+            "\n".join(f"{token} {tag}" if labels else token for token, tag in sentence) + "\n"
             for sentence in tagged_sentences(rows, seed)
         ]
         path.write_text("\n".join(lines), encoding="utf-8")
@@ -121,8 +122,8 @@ def write(kind: str, path: Path, rows: int, seed: int = 0, labels: bool = True) 
     with open(path, "w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle)
         if kind == "pairs":
-            out.writerow(["source", "target"])
-            out.writerows(reversed_pairs(rows, seed))
+            out.writerow(["source", "target"] if labels else ["source"])
+            out.writerows(pair[: 2 if labels else 1] for pair in reversed_pairs(rows, seed))
         elif labels:
             out.writerow(["id", "text", "label"])
             out.writerows((i, text, label) for i, (text, label) in enumerate(reviews(rows, seed)))
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", type=Path)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-labels", action="store_true", help="reviews without their labels")
+    parser.add_argument(
+        "--no-labels", action="store_true", help="without labels, tags or targets (to predict)"
+    )
     args = parser.parse_args(argv)
     write(args.kind, args.path, args.rows, args.seed, labels=not args.no_labels)
 

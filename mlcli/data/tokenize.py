@@ -186,6 +186,26 @@ class Vocabulary:
             return str(self.model.decode(kept))
         return ("" if self.tokenizer == "char" else " ").join(self.tokens[i] for i in kept)
 
+    def pieces(self) -> list[str]:
+        """The token (or subword piece) of every id, the special ones first."""
+        if self.model is None:
+            return list(self.tokens)
+        vocab = self.model.get_vocab()
+        return [piece for piece, _ in sorted(vocab.items(), key=lambda item: item[1])]
+
+    def decode_pieces(self, pieces: Sequence[str]) -> str:
+        """Tokens (or pieces) back to text up to the first ``<eos>`` (special ones left out),
+        as :meth:`decode` turns ids into text."""
+        kept: list[str] = []
+        for piece in pieces:
+            if piece == SPECIALS[EOS]:
+                break
+            if piece not in SPECIALS:
+                kept.append(piece)
+        if self.model is not None:
+            return str(self.model.decoder.decode(kept)) if kept else ""
+        return ("" if self.tokenizer == "char" else " ").join(kept)
+
     def state(self) -> dict[str, Any]:
         """A JSON document that :meth:`from_state` turns back into this vocabulary."""
         state: dict[str, Any] = {

@@ -29,7 +29,14 @@ from mlcli.engine.loop import (
     long_rows,
     lr_step_rows,
 )
-from mlcli.engine.setup import Builders, FoldPlan, FoldSetup, set_up_fold
+from mlcli.engine.setup import (
+    FINAL_VOCABULARY_FILE,
+    Builders,
+    FoldPlan,
+    FoldSetup,
+    save_vocabulary,
+    set_up_fold,
+)
 from mlcli.engine.stopping import EarlyStopping
 
 log = logging.getLogger("mlcli")
@@ -164,6 +171,7 @@ def fit_refit(plan: FoldPlan, epochs: int) -> FoldRows:
     cfg, builders = plan.cfg, plan.builders()
     rows = np.setdiff1d(np.arange(len(plan.dataset.y)), plan.test_idx)
     data = fold_tensors(plan.dataset, rows, rows, plan.test_idx, cfg.dataset, plan.device)
+    save_vocabulary(plan, FINAL_VOCABULARY_FILE, data)
     setup = set_up_fold(plan, len(plan.folds), builders.model, data)
     optimizer = builders.optimizer(setup.model.parameters())
     steps_per_epoch = batches_per_epoch(

@@ -31,6 +31,8 @@ from mlcli.tasks import selection_metric
 
 VOCABULARY_FILE = "models/fold-{fold}.vocab.json"
 """Where a fold's fitted vocabulary (a text dataset) is saved in its run dir, as JSON."""
+FINAL_VOCABULARY_FILE = "models/final.vocab.json"
+"""Where the ``final=refit`` model's vocabulary is saved."""
 
 ModelBuilder = Callable[[tuple[int, ...] | None], torch.nn.Module]
 
@@ -170,6 +172,15 @@ class FoldSetup:
     generator: torch.Generator
 
 
+def save_vocabulary(plan: FoldPlan, name: str, data: FoldData) -> None:
+    """A text dataset's fitted vocabulary, saved in the run dir as ``name`` (so new text is
+    tokenized as the model's rows were); nothing for other data."""
+    if data.vocabulary is not None and plan.run_dir is not None:
+        path = plan.run_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, data.vocabulary.state())
+
+
 def set_up_fold(
     plan: FoldPlan, fold: int, build_model: ModelBuilder, data: FoldData | None = None
 ) -> FoldSetup:
@@ -191,11 +202,7 @@ def set_up_fold(
             batch_size=int(cfg.batch_size),
             seed=derived_seed(int(cfg.seed), fold, 2),
         )
-        if data.vocabulary is not None and plan.run_dir is not None:
-            # Saved with the run, so new text is tokenized as this fold's rows were.
-            path = plan.run_dir / VOCABULARY_FILE.format(fold=fold)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, data.vocabulary.state())
+        save_vocabulary(plan, VOCABULARY_FILE.format(fold=fold), data)
     seed = derived_seed(int(cfg.seed), fold)
     seed_everything(seed)
     model = build_model(data.in_shape).to(plan.device)

@@ -6,6 +6,7 @@
   (read with ``allow_pickle=False``);
 * ``final.safetensors`` (+ ``final.preprocess.*``): the model ``final=refit`` trained on every
   non-test row;
+* ``fold-<k>.vocab.json`` (``final.vocab.json``): a text run's fitted vocabulary, JSON;
 * ``schema.json``: the input schema (feature names and kinds, categories, the id column), the
   target (its name and the header's base name), the task, class names, and the model config
   that rebuilds the network.
@@ -123,6 +124,25 @@ def load_model(run_dir: Path, name: str) -> tuple[dict[str, np.ndarray], dict[st
         raise ModelFilesError(f"{folder}/{name}.preprocess.json: not a preprocessing record")
     plain.pop("arrays", None)
     return weights, {**plain, **arrays}
+
+
+def vocabulary_name(name: str) -> str:
+    """The file name of model ``name``'s fitted vocabulary (a text run)."""
+    return f"{name}.vocab.json"
+
+
+def load_vocabulary_state(run_dir: Path, name: str) -> dict[str, Any]:
+    """The vocabulary model ``name`` was trained with, as the JSON document it was saved as."""
+    path = models_dir(run_dir) / vocabulary_name(name)
+    try:
+        state = json.loads(_read(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFilesError(
+            f"{path}: not a vocabulary ({error}); train the run again (--rerun)"
+        ) from None
+    if not isinstance(state, dict):
+        raise ModelFilesError(f"{path}: not a vocabulary (a {type(state).__name__})")
+    return state
 
 
 def model_bytes(run_dir: Path) -> int:
