@@ -275,6 +275,10 @@ class OpenRun:
         self.rows.extend(rows)
         self.done.add(fold)
         self._fold_epochs(fold, rows, fold_plan)
+        shape = (rows.preprocess or {}).get("in_shape")
+        if shape is not None and tuple(shape) != fold_plan.dataset.in_shape:
+            # The fold's preprocessing widened the examples (one-hot): count the model it built.
+            self.status.n_params = count_parameters(fold_plan, tuple(int(d) for d in shape))
         if rows.model is not None and self.saves_models(fold_plan.cfg):
             weights = {k: v.numpy() for k, v in rows.model.items()}
             preprocess = rows.preprocess or {}

@@ -30,6 +30,25 @@ def test_every_run_records_its_number_of_parameters_and_the_report_shows_it(cli)
     assert pd.read_csv(pd.io.common.StringIO(report.stdout))["n_params"].tolist() == [131]
 
 
+def test_the_parameter_count_is_of_the_model_the_folds_built(cli, tmp_path):
+    """One-hot columns widen the examples: 2 numbers + a 3-category column = 5 inputs."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=60),
+            "b": rng.normal(size=60),
+            "color": rng.choice(["red", "green", "blue"], size=60),
+            "y": rng.choice(["yes", "no"], size=60),
+        }
+    )
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    args = ["dataset=csv", "dataset.path=rows.csv", "dataset.target=y", "model.hidden=[4]"]
+    result = cli("train", *TINY, *args)
+    assert result.exit_code == 0, result.output
+    (status,) = Path("outputs").rglob("status.json")
+    assert json.loads(status.read_text())["n_params"] == 5 * 4 + 4 + 4 * 2 + 2
+
+
 def test_max_rows_and_shuffle_labels_are_seeded_and_keep_the_labels():
     data = digits()
     small = reshaped(data, 300, False, seed=0)

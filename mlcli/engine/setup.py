@@ -210,12 +210,14 @@ def set_up_fold(
     return FoldSetup(fold, data, seed, model, generator)
 
 
-def count_parameters(plan: FoldPlan) -> int:
-    """The number of trainable parameters of the model every fold of ``plan`` builds (built
-    once more here, on the CPU; the global random state is left as it was)."""
+def count_parameters(plan: FoldPlan, in_shape: tuple[int, ...] | None = None) -> int:
+    """The number of trainable parameters of the model every fold of ``plan`` builds for
+    examples of ``in_shape`` (default: the dataset's; a fold's preprocessing may widen it, e.g.
+    one-hot columns), built once more here on the CPU; the global random state is left as it
+    was."""
     state = torch.random.get_rng_state()
     try:
-        model = plan.builders().model(tuple(plan.dataset.X.shape[1:]))
+        model = plan.builders().model(in_shape or plan.dataset.in_shape)
     finally:
         torch.random.set_rng_state(state)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
