@@ -249,7 +249,6 @@ class OpenRun:
         status.n_test = len(split.test)
         status.splitter = repr(split.splitter)
         status.data_notes = list(dataset.notes)
-        status.n_params = count_parameters(fold_plan)
         status.fold_epochs = {}
         for fold in sorted(self.done):
             self._fold_epochs(fold, [r for r in self.rows if r["fold"] == fold], fold_plan)
@@ -275,10 +274,6 @@ class OpenRun:
         self.rows.extend(rows)
         self.done.add(fold)
         self._fold_epochs(fold, rows, fold_plan)
-        shape = (rows.preprocess or {}).get("in_shape")
-        if shape is not None and tuple(shape) != fold_plan.dataset.in_shape:
-            # The fold's preprocessing widened the examples (one-hot): count the model it built.
-            self.status.n_params = count_parameters(fold_plan, tuple(int(d) for d in shape))
         if rows.model is not None and self.saves_models(fold_plan.cfg):
             weights = {k: v.numpy() for k, v in rows.model.items()}
             preprocess = rows.preprocess or {}
@@ -289,6 +284,11 @@ class OpenRun:
         self.writer.submit(
             _save_fold, self.run_dir, list(self.rows), self.status.document(), replaces="fold"
         )
+        if self.status.n_params is None:  # after the first fold is queued: its preprocessing
+            # is known (one-hot columns widen the examples); the next status write records it
+            shape = (rows.preprocess or {}).get("in_shape")
+            in_shape = tuple(int(d) for d in shape) if shape is not None else None
+            self.status.n_params = count_parameters(fold_plan, in_shape)
 
     def write_final(self, fold_plan: FoldPlan) -> None:
         """The final model (``final``), once every fold is done: ``refit`` trains and saves one

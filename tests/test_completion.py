@@ -57,7 +57,10 @@ def test_adam_and_sgd_keys_are_read_from_their_files():
          {"analysis.hessian.escape=", "analysis.hessian.escape_step="}),
         ("mlcli train ep", {"epochs="}),
         ("mlcli train hydra/sw", {"hydra/sweeper="}),
-        ("mlcli train hydra/sweeper=", {"hydra/sweeper=basic", "hydra/sweeper=mlcli_optuna"}),
+        (
+            "mlcli train hydra/sweeper=",
+            {"hydra/sweeper=basic", "hydra/sweeper=mlcli_optuna", "hydra/sweeper=paired"},
+        ),
         ("mlcli train --cfg ", {"job", "hydra", "all"}),
         ("mlcli train --dr", {"--dry-run"}),
         ("mlcli report --format m", {"markdown"}),

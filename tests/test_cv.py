@@ -221,9 +221,9 @@ def test_a_csv_run_never_lets_test_rows_reach_training_statistics_or_folds(
     fitted_on: list[np.ndarray] = []
     real_fold_tensors, real_fold_scaler = setup.fold_tensors, preprocess.fold_scaler
 
-    def spy_tensors(dataset, train_idx, val_idx, test_idx, *args):
+    def spy_tensors(dataset, train_idx, val_idx, test_idx, *args, **kwargs):
         seen.append((train_idx, val_idx, test_idx))
-        return real_fold_tensors(dataset, train_idx, val_idx, test_idx, *args)
+        return real_fold_tensors(dataset, train_idx, val_idx, test_idx, *args, **kwargs)
 
     def spy_scaler(dataset, train_idx, cfg):
         fitted_on.append(np.array(train_idx))

@@ -41,7 +41,8 @@ def test_homework_csv_runs_end_to_end_with_only_path_target_and_drop(cli, tmp_pa
     assert inferred in (run_dir / "app.log").read_text()  # Hydra's job log
     assert status["n_test"] == 30 and status["n_folds"] == 2
     frame = pd.read_parquet(run_dir / "results.parquet")
-    assert set(frame["split"]) == {"train", "val", "test"}
+    # (train_step: the lr at each epoch's first optimizer step and wherever it changes)
+    assert set(frame["split"]) == {"train", "train_step", "val", "test"}
     assert {"acc", "loss"} <= set(frame["metric"])
 
 

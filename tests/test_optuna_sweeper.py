@@ -199,7 +199,8 @@ def test_a_multi_objective_study_of_runs_writes_its_pareto_front(cli, tmp_path):
     assert found["metrics"] == ["val/acc", "val/loss"] and found["n_trials"] == {"COMPLETE": 4}
     for trial in found["trials"]:  # each value: the run's fold mean at the final epoch
         rows = pd.read_parquet(Path(trial["run_dir"]) / "results.parquet")
-        final = rows[(rows.split == "val") & (rows.epoch == rows.epoch.max())]
+        val = rows[rows.split == "val"]
+        final = val[val.epoch == val.epoch.max()]
         means = [final[final.metric == m]["value"].mean() for m in ("acc", "loss")]
         assert trial["values"] == pytest.approx(means, rel=1e-6)
     # the front: every trial that no other dominates (acc up, loss down)
