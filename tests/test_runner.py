@@ -84,7 +84,8 @@ def test_run_dir_explains_itself(compose, tmp_path):
     assert status["choices"] == {"model": "mlp"}
     frame = pd.read_parquet(run_dir / "results.parquet")
     assert list(frame.columns) == ["run_key", "fold", "epoch", "split", "metric", "value"]
-    assert set(frame["split"]) == {"train", "val", "test"}
+    # (train_step: the lr at each epoch's first optimizer step and wherever it changes)
+    assert set(frame["split"]) == {"train", "train_step", "val", "test"}
     # The test split is evaluated once per fold, after the last epoch.
     test_rows = frame[frame["split"] == "test"]
     assert set(test_rows["epoch"]) == {1} and len(test_rows) == 2 * 2  # 2 folds x (loss, acc)
