@@ -115,7 +115,7 @@ def test_status_of_a_dir_that_is_no_sweep_is_exit_2(cli, tmp_path):
     assert cluster.read_submissions(tmp_path) == {}
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_six_job_sweep_through_the_fake_slurm(cli, fake_slurm, tmp_path, monkeypatch):
     # The reference: the same six jobs under the basic launcher, in another outputs root.
     basic = cli("train", *SIX, "outputs_root=basic")
@@ -160,7 +160,7 @@ def test_a_six_job_sweep_through_the_fake_slurm(cli, fake_slurm, tmp_path, monke
         pd.testing.assert_frame_equal(results[key], frame, check_exact=True)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_detach_returns_once_queued_and_status_follows_the_jobs(cli, fake_slurm, tmp_path):
     fake_slurm.mkdir()
     (fake_slurm / "hold").touch()  # the cluster starts nothing yet

@@ -59,7 +59,7 @@ def _gpus_by_job(root: Path) -> dict[int, str | None]:
     return found
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_four_parallel_jobs_on_two_faked_gpus_get_0_1_0_1(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setattr(launch, "cores", lambda: 4)  # four joblib workers on this small machine

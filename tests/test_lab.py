@@ -142,7 +142,7 @@ def _verdict(out: Path) -> dict[str, Any]:
     return json.loads((out / "verdict.json").read_text())
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_quick_lab_run_writes_its_figure_and_verdict_and_report_rebuilds_them(cli):
     result = cli("lab", "run", "optimizers", "--quick", "progress=false")
     assert result.exit_code == 0, result.output

@@ -111,7 +111,7 @@ def _statuses(root: Path) -> dict[Path, dict]:
     return {p.parent: json.loads(p.read_text()) for p in root.rglob("status.json")}
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_paired_sweep_runs_under_joblib_and_a_killed_one_resumes(cli, tmp_path, monkeypatch):
     args = [*PAIRS, *FAST, "stack_folds=off", "--zip", "optim.lr,batch_size"]
     result = cli("train", *args, "hydra/launcher=joblib")

@@ -34,7 +34,7 @@ def _train(cli, *overrides: str) -> None:
     assert result.exit_code == 0, result.output[-3000:]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_attention_labels_new_reviews_as_their_held_labels(cli, tmp_path):
     _reviews(tmp_path / "reviews.csv", 1000, seed=0)
     _reviews(tmp_path / "new.csv", 300, seed=1, labels=False)

@@ -217,7 +217,7 @@ def _fold_mean(outcome, metric: str) -> float:
     return float(outcome.summary[metric][0])
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_attention_reads_the_negation_a_bag_of_words_misses(compose, tmp_path):
     # A bag of words gets 0.55 of these reviews right, bigrams 0.76 (the test above).
     path = _reviews_file(tmp_path, 1000)
@@ -229,7 +229,7 @@ def test_attention_reads_the_negation_a_bag_of_words_misses(compose, tmp_path):
     assert _fold_mean(outcome, "val/acc") >= 0.8
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_attention_tags_a_grammar_whose_words_need_context(compose, tmp_path):
     write("conll", tmp_path / "train.conll", 400)
     cfg = compose("dataset=tagged", f"dataset.path={tmp_path / 'train.conll'}", *SMALL_ATTENTION,
@@ -240,7 +240,7 @@ def test_attention_tags_a_grammar_whose_words_need_context(compose, tmp_path):
     assert _fold_mean(outcome, "val/acc") >= 0.95
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_transformer_reverses_sentence_pairs(compose, tmp_path):
     rows = reversed_pairs(1000, seed=0, max_words=5)  # shorter than the docs' pairs: quicker
     (tmp_path / "pairs.csv").write_text("source,target\n" + "".join(f"{s},{t}\n" for s, t in rows))
