@@ -242,16 +242,87 @@ def read_conll_rows(path: Path, schema: dict[str, Any], id_column: str | None) -
     return Rows(_objects(tokens), np.arange(len(tokens)), "id", notes)
 
 
+def read_picture_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows:
+    """A folder of pictures (recursively; labelled by name or folder, or not at all), decoded
+    as the run's were (its channels and size): each picture's file stem is its id (``Id``)."""
+    from mlcli.data.images import folder_pictures
+
+    if id_column is not None:
+        raise PredictError(
+            f"--id-column {id_column}: a folder of pictures has no columns; each picture's id "
+            "is its file name without the extension"
+        )
+    pictures = schema["pictures"]
+    size = (int(pictures["size"][0]), int(pictures["size"][1]))
+    files, X = folder_pictures(path, int(pictures["channels"]), size, "--data")
+    ids = [f.stem for f in files]
+    notes = [f"{len(files)} pictures in {path}, ids are the file names without extension"]
+    if len(set(ids)) < len(ids):  # the same name in two subfolders: the path tells them apart
+        ids = [str(f.relative_to(path).with_suffix("")) for f in files]
+        notes[0] = f"{len(files)} pictures in {path}, ids are their paths in it without extension"
+    return Rows(X, np.asarray(ids, dtype=object), "Id", notes)
+
+
 READERS: dict[str, Callable[[Path, dict[str, Any], str | None], Rows]] = {
     "csv": read_csv_rows,
     "npz": read_npz_rows,
     "text": read_text_rows,
     "tagged": read_conll_rows,
     "pairs": read_source_rows,
+    "pictures": read_picture_rows,
 }
 """A reader per kind of prediction file: a text run's (``text``: a CSV text column,
-``tagged``: CoNLL sentences, ``pairs``: sources to decode), else by its suffix (``.npz``, else
-CSV)."""
+``tagged``: CoNLL sentences, ``pairs``: sources to decode), a picture run's folder
+(``pictures``), else by its suffix (``.npz``, else CSV)."""
+
+
+TTA_SEED = 0
+"""The seed of ``--tta``'s augmented views (a prediction repeats exactly)."""
+
+
+def picture_views(predictor: Any, X: np.ndarray, schema: dict[str, Any], tta: int) -> np.ndarray:
+    """The final model's class probabilities on pictures ``X`` (``(N, C, H, W)`` in [0, 1])
+    averaged over ``tta`` views: the pictures as they are, then ``tta - 1`` views augmented by
+    the run's training augmentation (seeded by :data:`TTA_SEED`; torch's global generator is
+    left as it was). ``tta=1`` is the plain prediction."""
+    prediction = predictor.predict(X)
+    if tta == 1:
+        return np.asarray(prediction)
+    import torch
+    from omegaconf import OmegaConf
+
+    from mlcli.config.targets import factory
+
+    augment = factory(OmegaConf.create(schema["pictures"]["augment"]), "augment")()
+    total = np.asarray(prediction, dtype=np.float64)
+    pixels = torch.from_numpy(X)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TTA_SEED)
+        for _ in range(tta - 1):
+            view = augment(pixels).numpy().astype(np.float32, copy=False)
+            total += predictor.predict(view)
+    return total / tta
+
+
+def check_tta(tta: int, schema: dict[str, Any]) -> None:
+    """Refuse ``--tta`` values that cannot be served: below 1, a run that is not on pictures,
+    or views of a run trained without augmentation."""
+    if tta < 1:
+        raise PredictError(f"--tta {tta}: give the number of views to average, 1 or more")
+    if tta == 1:
+        return
+    pictures = schema.get("pictures")
+    if not pictures:
+        raise PredictError(
+            f"--tta {tta} averages augmented views of pictures; this run's data "
+            f"({schema.get('dataset')}) are not pictures: leave --tta out"
+        )
+    if not pictures.get("augment"):
+        raise PredictError(
+            f"--tta {tta}: the run trained without augmentation (augment=none), so there are no "
+            "augmented views to average; leave --tta out, or train with augment=flip_crop "
+            "(or standard, randaugment)"
+        )
 
 
 def classification_columns(
@@ -355,10 +426,12 @@ def predict(
     proba: bool = False,
     fmt: str | None = None,
     best: bool = False,
+    tta: int = 1,
 ) -> Predicted:
     """Predict ``data`` with the final model of the run in ``run_dir`` (``best``: the top run of
     the sweep in ``run_dir``) and write ``out`` (``fmt``: csv | parquet; default from the
-    suffix)."""
+    suffix). A picture run reads a folder of pictures; ``tta`` averages that many views of them
+    (:func:`picture_views`)."""
     from mlcli.engine.saved import TextPredictor, load_predictor
 
     notes: list[str] = []
@@ -385,8 +458,11 @@ def predict(
     if writer is None:
         raise PredictError(f"predict writes classification, regression, tagging and seq2seq; "
                            f"this run is a {schema.get('task')} run")  # fmt: skip
+    check_tta(tta, schema)
     if text:
         reader = READERS[str(text["kind"])]
+    elif schema.get("pictures"):
+        reader = READERS["pictures"]
     else:
         reader = READERS["npz" if data.suffix == ".npz" else "csv"]
     rows = reader(data, schema, id_column)
@@ -403,6 +479,10 @@ def predict(
         if predictor.cut:
             notes.append(f"{predictor.cut} rows longer than the run's longest training row "
                          "were cut to its length")  # fmt: skip
+    elif schema.get("pictures"):
+        prediction = picture_views(predictor, rows.X, schema, tta)
+        if tta > 1:
+            notes.append(f"probabilities averaged over {tta} views (1 plain, {tta - 1} augmented)")
     else:
         prediction = predictor.predict(rows.X)
     produced = writer(prediction, schema, proba)

@@ -29,6 +29,7 @@ from mlcli.config import enum_name, env, security
 from mlcli.config.identity import data_files, run_key
 from mlcli.config.targets import check_target, find_targets, instantiate, root_cause
 from mlcli.cv import plan
+from mlcli.data.images import picture_rows
 from mlcli.data.loading import build_dataset, split_config
 from mlcli.engine import (
     DivergedError,
@@ -320,7 +321,8 @@ class OpenRun:
             if isinstance(predictor, TextPredictor):  # the user's text, read as predict reads it
                 values = score_text(predictor, dataset, test)
             else:
-                values = score(dataset.task, predictor.predict(dataset.X[test]), dataset.y[test])
+                x_test = picture_rows(dataset, test)  # (pictures on disk: decoded now)
+                values = score(dataset.task, predictor.predict(x_test), dataset.y[test])
             for metric, value in values.items():
                 self.rows.append({"run_key": self.key, "fold": -1, "epoch": epochs,
                                   "split": "final", "metric": metric, "value": value})  # fmt: skip

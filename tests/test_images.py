@@ -217,3 +217,138 @@ def test_the_run_key_changes_when_a_picture_is_added_or_edited(compose, folder):
     assert added != before
     (folder / "3_99.png").write_bytes((folder / "2_0.png").read_bytes() + b"\0" * 7)
     assert run_key(cfg) not in (before, added)
+
+
+# --- mlcli predict on a folder of pictures ----------------------------------------------------
+
+
+def _trained(cli, folder: Path, *overrides: str) -> Path:
+    """Train through the CLI; the run dir."""
+    result = cli("train", "dataset=images", f"dataset.path={folder}", *SMALL, *overrides)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p.parent for p in Path("outputs").rglob("status.json")]
+    return run_dir
+
+
+@pytest.fixture
+def unlabelled(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """A folder of 12 pictures named 00000.png..., and their true classes (labels.csv)."""
+    make_folder(tmp_path / "new" / "test", per_class=3, size=20, n_classes=4, seed=5,
+                layout="unlabelled")  # fmt: skip
+    labels = pd.read_csv(tmp_path / "new" / "labels.csv", dtype={"Id": str})
+    return tmp_path / "new" / "test", labels
+
+
+def test_predict_a_folder_writes_id_category_for_every_picture(cli, folder, unlabelled):
+    from mlcli.engine.saved import load_predictor
+    from mlcli.predict import read_picture_rows
+    from mlcli.rundir.models import read_schema
+
+    run_dir = _trained(cli, folder, "final=ensemble")
+    test, labels = unlabelled
+    result = cli("predict", str(run_dir), "--data", str(test), "--out", "sub.csv")
+    assert result.exit_code == 0, result.output
+    sub = pd.read_csv("sub.csv", dtype={"Id": str, "Category": str})
+    assert list(sub.columns) == ["Id", "Category"]
+    assert sorted(sub["Id"]) == sorted(labels["Id"])  # file stems, every picture once
+    assert set(sub["Category"]) <= {"0", "1", "2", "3"}  # the training class names
+    # The categories are the fold ensemble's argmax on the pictures decoded as in training.
+    schema = read_schema(run_dir)
+    rows = read_picture_rows(test, schema, None)
+    assert rows.X.shape == (12, 3, 16, 16)
+    expected = load_predictor(run_dir).predict(rows.X).argmax(1)
+    np.testing.assert_array_equal(sub["Category"].astype(int), expected)
+    proba = cli("predict", str(run_dir), "--data", str(test), "--out", "p.csv", "--proba")
+    assert proba.exit_code == 0, proba.output
+    table = pd.read_csv("p.csv", dtype={"Id": str})
+    assert list(table.columns) == ["Id", "0", "1", "2", "3"]
+    np.testing.assert_allclose(table[["0", "1", "2", "3"]].sum(axis=1), 1.0, rtol=1e-9)
+    np.testing.assert_array_equal(table[["0", "1", "2", "3"]].to_numpy().argmax(1), expected)
+
+
+def test_predict_uses_the_refit_model_and_matches_the_runs_final_score(cli, tmp_path, folder):
+    make_folder(tmp_path / "held", per_class=3, size=20, n_classes=4, seed=1)
+    held = tmp_path / "held"
+    run_dir = _trained(cli, folder, "final=refit", f"dataset.test_path={held}")
+    assert (run_dir / "models" / "final.safetensors").is_file()
+    result = cli("predict", str(run_dir), "--data", str(held), "--out", "sub.csv")
+    assert result.exit_code == 0, result.output
+    sub = pd.read_csv("sub.csv", dtype={"Id": str, "Category": str})
+    assert len(sub) == 12
+    # The run scored its refit model on the same pictures: predict gives that accuracy.
+    results = pd.read_parquet(run_dir / "results.parquet")
+    (final_acc,) = results[(results.split == "final") & (results.metric == "acc")]["value"]
+    truth = sub["Id"].str.split("_").str[0]  # held/3_1.png is class 3
+    assert np.mean(sub["Category"] == truth) == pytest.approx(final_acc)
+
+
+def test_tta_1_is_the_plain_prediction_and_more_views_repeat(cli, folder, unlabelled):
+    run_dir = _trained(cli, folder, "augment=flip_crop")
+    test, _ = unlabelled
+    outputs = {}
+    for name, extra in (("plain", []), ("one", ["--tta", "1"]), ("four", ["--tta", "4"]),
+                        ("again", ["--tta", "4"])):  # fmt: skip
+        result = cli("predict", str(run_dir), "--data", str(test), "--out", f"{name}.csv",
+                     "--proba", *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[name] = pd.read_csv(f"{name}.csv", dtype={"Id": str})
+    pd.testing.assert_frame_equal(outputs["plain"], outputs["one"])
+    pd.testing.assert_frame_equal(outputs["four"], outputs["again"])  # seeded views
+    plain, four = outputs["plain"].iloc[:, 1:].to_numpy(), outputs["four"].iloc[:, 1:].to_numpy()
+    assert not np.allclose(plain, four)  # the augmented views change the average
+    np.testing.assert_allclose(four.sum(axis=1), 1.0, rtol=1e-9)
+
+
+def test_tta_views_are_the_plain_one_and_augmented_ones():
+    from mlcli.predict import picture_views
+
+    class Mean:
+        """A 'model' whose probabilities are a picture's mean pixel and its complement."""
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            m = x.reshape(len(x), -1).mean(1)
+            return np.stack([m, 1 - m], axis=1)
+
+    x = np.zeros((2, 1, 4, 4), np.float32)
+    x[:, :, :, :1] = 1.0  # a bright left column: a flip moves it, a crop may shift it out
+    schema = {"pictures": {"augment": {"_target_": "mlcli.data.augment.flip_crop",
+                                       "flip": 1.0, "padding": 0}}}  # fmt: skip
+    # Flipped pictures have the same mean: 3 views average to the plain prediction exactly.
+    np.testing.assert_allclose(picture_views(Mean(), x, schema, 3), Mean().predict(x))
+    state = torch.get_rng_state()
+    picture_views(Mean(), x, schema, 3)
+    assert torch.equal(state, torch.get_rng_state())  # torch's generator is left as it was
+
+
+def test_predict_refuses_bad_folders_and_tta_without_augmentation(cli, tmp_path, folder):
+    run_dir = _trained(cli, folder)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no pictures here")
+    result = cli("predict", str(run_dir), "--data", str(tmp_path / "empty"), "--out", "a.csv")
+    assert result.exit_code == 2 and "holds no pictures" in result.output, result.output
+    assert "empty" in result.output and "Traceback" not in result.output
+    make_folder(tmp_path / "bad", per_class=2, size=20, n_classes=2, layout="unlabelled")
+    (tmp_path / "bad" / "00002.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = cli("predict", str(run_dir), "--data", str(tmp_path / "bad"), "--out", "b.csv")
+    assert result.exit_code == 2, result.output
+    assert "00002.png" in result.output and "not a readable picture" in result.output
+    result = cli("predict", str(run_dir), "--data", str(folder), "--out", "c.csv", "--tta", "3")
+    assert result.exit_code == 2 and "augment=none" in result.output, result.output
+    result = cli("predict", str(run_dir), "--data", str(folder), "--out", "d.csv", "--tta", "0")
+    assert result.exit_code == 2 and "--tta 0" in result.output, result.output
+    assert not any(Path(name).exists() for name in ("a.csv", "b.csv", "c.csv", "d.csv"))
+
+
+def test_a_streamed_run_predicts_as_the_in_memory_run(cli, folder, unlabelled):
+    test, _ = unlabelled
+    streamed = _trained(cli, folder, "dataset.cache=none", "final=ensemble")
+    result = cli("predict", str(streamed), "--data", str(test), "--out", "streamed.csv", "--proba")
+    assert result.exit_code == 0, result.output
+    import shutil
+
+    shutil.rmtree("outputs")
+    memory = _trained(cli, folder, "dataset.cache=memory", "final=ensemble")
+    result = cli("predict", str(memory), "--data", str(test), "--out", "memory.csv", "--proba")
+    assert result.exit_code == 0, result.output
+    a, b = pd.read_csv("streamed.csv"), pd.read_csv("memory.csv")
+    np.testing.assert_allclose(a.iloc[:, 1:], b.iloc[:, 1:], rtol=1e-3, atol=1e-5)

@@ -531,7 +531,9 @@ def predict(
     data: Annotated[
         Path,
         typer.Option(
-            "--data", help="Rows to predict: a CSV file (or .npz with X; CoNLL for a tagged run)."
+            "--data",
+            help="Rows to predict: a CSV file (or .npz with X; CoNLL for a tagged run; a folder "
+            "of pictures for a dataset=images run).",
         ),
     ],
     out: Annotated[
@@ -553,6 +555,14 @@ def predict(
         OutFormat | None,
         typer.Option("--format", "-f", help="csv or parquet (default: from --out's suffix)."),
     ] = None,
+    tta: Annotated[
+        int,
+        typer.Option(
+            "--tta",
+            help="Pictures: average N views (the plain one and N-1 augmented by the run's "
+            "training augmentation).",
+        ),
+    ] = 1,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Predict new rows with a run's final model; write id,<target> (a submission file)."""
@@ -569,6 +579,7 @@ def predict(
             proba=proba,
             fmt=format.value if format is not None else None,
             best=best,
+            tta=tta,
         )
     except (PredictError, DataError) as error:
         if debug:

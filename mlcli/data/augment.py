@@ -27,11 +27,15 @@ _DEFINITIONS: list[Any] = []  # keeps the library defined by _torchvision() aliv
 def torchvision() -> ModuleType:
     """Import torchvision, also where its compiled operators cannot load.
 
-    A torchvision wheel built for another torch variant (the CUDA wheel next to a CPU torch)
-    cannot load its C++ operators; torchvision 0.28 then fails at import, registering a fake
-    kernel for its ``nms`` operator that was never defined. mlcli uses none of those operators
-    (detection only): their schemas are declared, so the transforms and models import. Nothing
-    else changes; an intact torchvision imports as it is.
+    Needed with the pins of ``constraints.txt``: torch 2.13.0 is the CPU build (``+cpu``, the
+    wheel on the machine's disk) and torchvision 0.28.0's only wheel on the package index is
+    the CUDA build, whose ``_C.so`` links ``libtorch_cuda.so`` and ``libc10_cuda.so``. It
+    cannot load next to a CPU torch, and ``import torchvision`` then fails with ``RuntimeError:
+    operator torchvision::nms does not exist`` (it registers a fake kernel for an operator that
+    was never defined). mlcli uses none of those operators (detection only): their schemas are
+    declared, so the transforms and models import. Nothing else changes; an intact torchvision
+    (a CUDA torch with the CUDA wheel, or a CPU torch with a CPU torchvision) imports as it is,
+    and any other import error is raised as it was.
     """
     try:
         import torchvision as module
@@ -66,11 +70,16 @@ def augments(node: Any) -> bool:
 
 
 class Augment:
-    """A per-picture transform applied to each picture of a training batch."""
+    """A transform of a training batch: per picture (``transform`` called on each ``(C, H, W)``
+    picture), or ``batched`` (called once on the whole ``(B, C, H, W)`` batch, drawing each
+    picture's own parameters in tensor operations: no Python loop over the pictures)."""
 
-    def __init__(self, name: str, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self, name: str, transform: Callable[[torch.Tensor], torch.Tensor], batched: bool = False
+    ) -> None:
         self.name = name
         self.transform = transform
+        self.batched = batched
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Each picture of ``batch`` ``(B, C, H, W)`` transformed on its own."""
@@ -79,6 +88,8 @@ class Augment:
                 f"augment={self.name} transforms pictures (B, C, H, W), got a batch of shape "
                 f"{tuple(batch.shape)}; use augment=none for this dataset"
             )
+        if self.batched:
+            return self.transform(batch)
         return torch.stack([self.transform(picture) for picture in batch])
 
     def __repr__(self) -> str:
@@ -92,19 +103,28 @@ def _pair(values: Sequence[float]) -> tuple[float, float]:
 
 def flip_crop(flip: float = 0.5, padding: int = 4) -> Augment:
     """Horizontal flip (probability ``flip``), then a random crop of the picture padded by
-    ``padding`` pixels on each side (reflected borders)."""
-    v2 = torchvision().transforms.v2
+    ``padding`` pixels on each side (reflected borders), as torchvision's ``RandomHorizontalFlip``
+    and ``RandomCrop(padding_mode="reflect")`` do, on the whole batch at once: each picture's
+    flip and offsets are drawn together (on the CPU, so a GPU run draws the same ones)."""
 
-    def transform(picture: torch.Tensor) -> torch.Tensor:
-        size = list(picture.shape[-2:])
-        return v2.Compose(
-            [
-                v2.RandomHorizontalFlip(flip),
-                v2.RandomCrop(size, padding=padding, padding_mode="reflect"),
-            ]
-        )(picture)
+    def transform(batch: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = batch.shape
+        flipped = torch.rand(n) < flip
+        out = torch.where(flipped.to(batch.device)[:, None, None, None], batch.flip(-1), batch)
+        if padding <= 0:
+            return out
+        pad = min(padding, height - 1, width - 1)  # reflection needs a border inside the picture
+        padded = torch.nn.functional.pad(out, (pad, pad, pad, pad), mode="reflect")
+        dy = torch.randint(0, 2 * pad + 1, (n,)).to(batch.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,)).to(batch.device)
+        rows = dy[:, None] + torch.arange(height, device=batch.device)  # (B, H)
+        cols = dx[:, None] + torch.arange(width, device=batch.device)  # (B, W)
+        # Each picture's window: rows first (B, C, H, W + 2 pad), then columns.
+        index = rows[:, None, :, None].expand(-1, padded.shape[1], -1, padded.shape[3])
+        out = padded.gather(2, index)
+        return out.gather(3, cols[:, None, None, :].expand(-1, out.shape[1], height, -1))
 
-    return Augment("flip_crop", transform)
+    return Augment("flip_crop", transform, batched=True)
 
 
 def standard(

@@ -356,4 +356,7 @@ def _streamed(
             return stream.normalize(augment(x))
 
     empty = torch.zeros((0,), device=device)
-    return FoldData(empty, empty, empty, empty, train_transform=transform, stream=stream)
+    preprocess = {**stream.state, "target_mean": 0.0, "target_std": 1.0,
+                  "in_shape": list(stream.in_shape)}  # fmt: skip
+    return FoldData(empty, empty, empty, empty, train_transform=transform, stream=stream,
+                    preprocess=preprocess)  # fmt: skip

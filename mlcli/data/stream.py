@@ -87,6 +87,9 @@ class FoldStream:
         self.pin = bool(source.pin_memory) and device.type == "cuda"
         self.loaders: dict[str, DataLoader[Any]] = {}
         self.normalize: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+        # The fitted statistics as :func:`mlcli.data.preprocess.apply_preprocess` reads them
+        # (what predicting needs): none until fit_normalizer has fitted them.
+        self.state: dict[str, Any] = {"kind": "none"}
         workers = int(source.num_workers)
         for split, index in rows.items():
             if split != "train" and not len(index):
@@ -139,6 +142,8 @@ class FoldStream:
         if kind == "channel":
             shift, scale = shift[:, None, None], scale[:, None, None]
         shift_t, scale_t = shift.float().to(self.device), scale.float().to(self.device)
+        self.state = {"kind": "normalize", "shift": shift.float().numpy(),
+                      "scale": scale.float().numpy()}  # fmt: skip
         self.normalize = lambda x: (x - shift_t) / scale_t
 
     def batches(

@@ -19,7 +19,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from mlcli.data.augment import augments
 from mlcli.data.base import BOS, EOS, FIRST_RAW, IGNORE_INDEX, PAD, UNK, Dataset, TextTokens
+from mlcli.data.images import picture_schema
 from mlcli.data.preprocess import apply_preprocess
 from mlcli.data.tokenize import SPECIALS, Vocabulary, pack
 from mlcli.engine.loop import EVAL_CHUNK, mode_dependent, reads_lengths
@@ -345,7 +347,16 @@ def schema_of(cfg: Any, dataset: Dataset, n_folds: int) -> dict[str, Any]:
         "final": enum_name(cfg.get("final", "none")),
         "model": OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True),
         "text": text_schema(node, dataset),
+        "pictures": picture_schema(node, dataset, augment_config(cfg)),
     }
+
+
+def augment_config(cfg: Any) -> dict[str, Any] | None:
+    """The run's ``augment`` node as a plain dict (None: no augmentation)."""
+    node = cfg.get("augment")
+    if not augments(node):
+        return None
+    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=True, enum_to_str=True))
 
 
 TEXT_KINDS = {"classification": "text", "tagging": "tagged", "seq2seq": "pairs"}
