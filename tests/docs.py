@@ -131,10 +131,10 @@ def write_example_files(directory: Path) -> None:
     """The files the docs' examples name, shaped as their commands expect: the course's
     homework CSV as train.csv/test.csv, the first homework's layout as covid.train.csv/
     covid.test.csv, small CSVs with categories, groups and a time series, text files of each kind
-    (and rows of each to predict), an npz of pictures, a folder of drawn-shape pictures, a
-    ``./conf`` model of one's own with its
-    module, and copies of the shipped sweep (``tests/data/runs``, and in ``outputs/`` as a sweep
-    and two runs)."""
+    (and rows of each to predict), an npz of pictures, a folder of drawn-shape pictures (and an
+    unlabelled one to predict, ``new/pictures``), a ``./conf`` model of one's own with its module,
+    and copies of the shipped sweep (``tests/data/runs``, and in ``outputs/`` as a sweep and two
+    runs)."""
     homework = (DATA / "homework.csv").read_text().splitlines(keepends=True)
     (directory / "train.csv").write_text("".join(homework[:121]))
     (directory / "test.csv").write_text("".join(homework[:1] + homework[121:]))
@@ -159,6 +159,7 @@ def write_example_files(directory: Path) -> None:
     from bench.shapes import make_folder
 
     make_folder(directory / "pictures", per_class=6, size=32)  # dataset.path=pictures
+    make_folder(directory / "new" / "pictures", per_class=2, size=32, seed=1, layout="unlabelled")
     # The first homework's layout (repeated per-day header names, no target in the test file).
     hw1 = directory / "hw1"
     hw1.mkdir()

@@ -352,3 +352,83 @@ def test_a_streamed_run_predicts_as_the_in_memory_run(cli, folder, unlabelled):
     assert result.exit_code == 0, result.output
     a, b = pd.read_csv("streamed.csv"), pd.read_csv("memory.csv")
     np.testing.assert_allclose(a.iloc[:, 1:], b.iloc[:, 1:], rtol=1e-3, atol=1e-5)
+
+
+def test_cnn_sizes_itself_for_the_picture():
+    from mlcli.models import cnn
+
+    def layout(model: torch.nn.Module) -> tuple[list[int], bool]:
+        convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        pooled = any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.modules())
+        return convs, pooled
+
+    # 64×64: one more block (maps of 8 px) and global average pooling; the head is small.
+    big = cnn((3, 64, 64), 11)
+    assert layout(big) == ([32, 64, 128], True)
+    assert big(torch.rand(2, 3, 64, 64)).shape == (2, 11)
+    assert next(m for m in big.modules() if isinstance(m, torch.nn.Linear)).in_features == 128
+    assert layout(cnn((3, 128, 96), 5)) == ([32, 64, 128, 256], True)
+    # 8×8 digits and 28×28 keep the blocks asked for and flatten their small maps, as before.
+    assert layout(cnn((1, 8, 8), 10)) == ([32, 64], False)
+    assert layout(cnn((3, 28, 28), 10, channels=[4, 4, 4])) == ([4, 4, 4], False)
+    # The old layout on request; pooling on request.
+    assert layout(cnn((3, 64, 64), 11, max_map_px=0, global_pool="off")) == ([32, 64], False)
+    assert layout(cnn((1, 8, 8), 10, global_pool="on")) == ([32, 64], True)
+    with pytest.raises(ValueError, match="global_pool"):
+        cnn((1, 8, 8), 10, global_pool="sometimes")
+
+
+def test_flip_crop_crops_each_picture_from_its_padded_copy():
+    from mlcli.data.augment import flip_crop
+
+    batch = torch.rand(5, 3, 10, 12, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    out = flip_crop(flip=0.5, padding=3)(batch)
+    torch.manual_seed(1)  # the same draws, applied one picture at a time
+    flipped = torch.rand(5) < 0.5
+    dy, dx = torch.randint(0, 7, (5,)), torch.randint(0, 7, (5,))
+    for i in range(5):
+        picture = batch[i].flip(-1) if flipped[i] else batch[i]
+        padded = torch.nn.functional.pad(picture[None], (3, 3, 3, 3), mode="reflect")[0]
+        expected = padded[:, int(dy[i]) : int(dy[i]) + 10, int(dx[i]) : int(dx[i]) + 12]
+        assert torch.equal(out[i], expected)
+    assert flipped.any() and not flipped.all()  # both branches were taken
+
+
+def _accuracy(submission: Path, labels: Path) -> float:
+    sub = pd.read_csv(submission, dtype=str)
+    truth = pd.read_csv(labels, dtype=str)
+    assert sorted(sub["Id"]) == sorted(truth["Id"])  # a prediction for every picture
+    joined = sub.merge(truth, on="Id", suffixes=("", "_true"))
+    return float((joined["Category"] == joined["Category_true"]).mean())
+
+
+def test_shapes_are_learned_then_predicted_quick(cli, tmp_path):
+    """The must-show's command on a small set (4 classes × 30 pictures of 32 px, 8 epochs)."""
+    make_folder(tmp_path / "shapes", per_class=30, size=32, n_classes=4)
+    make_folder(tmp_path / "new" / "test", per_class=10, size=32, n_classes=4, seed=1,
+                layout="unlabelled")  # fmt: skip
+    result = cli("train", "dataset=images", f"dataset.path={tmp_path}/shapes", "dataset.size=32",
+                 "model=cnn", "epochs=8", "cv.n_splits=3", "progress=false")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p.parent for p in Path("outputs").rglob("status.json")]
+    result = cli("predict", str(run_dir), "--data", str(tmp_path / "new" / "test"), "--out",
+                 "sub.csv")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _accuracy(Path("sub.csv"), tmp_path / "new" / "labels.csv") >= 0.8
+
+
+@pytest.mark.long
+def test_shapes_are_learned_then_predicted_full(cli, tmp_path):
+    """The must-show: 11 classes × 110 drawn shapes of 64×64 (prefix names), the documented
+    command, then predict an unlabelled folder of 330 other shapes: accuracy >= 0.6."""
+    make_folder(tmp_path / "shapes", per_class=110, size=64)
+    make_folder(tmp_path / "new" / "test", per_class=30, size=64, seed=1, layout="unlabelled")
+    result = cli("train", "dataset=images", f"dataset.path={tmp_path}/shapes", "model=cnn",
+                 "epochs=25", "cv.n_splits=3", "progress=false")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p.parent for p in Path("outputs").rglob("status.json")]
+    result = cli("predict", str(run_dir), "--data", str(tmp_path / "new" / "test"), "--out",
+                 "sub.csv")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _accuracy(Path("sub.csv"), tmp_path / "new" / "labels.csv") >= 0.6

@@ -12,6 +12,9 @@ from mlcli.models.basic import activation_layer, choice
 from mlcli.models.sequence import PAD, MaskedBatchNorm1d, input_mask, masked_mean
 
 POOLING = ("max", "avg", "none")
+SWITCH = ("auto", "on", "off")
+GLOBAL_ABOVE = 4
+"""``global_pool=auto`` averages the final maps when they are wider than this many pixels."""
 
 
 def cnn(
@@ -23,26 +26,41 @@ def cnn(
     batch_norm: bool = True,
     hidden: Sequence[int] = (128,),
     dropout: float = 0.0,
+    max_map_px: int = 8,
+    global_pool: str = "auto",
 ) -> nn.Module:
     """Convolution blocks, then a classifier head.
 
     Each block is Conv2d (``kernel_size``, "same" padding) → (BatchNorm) → ReLU → 2×2 pooling
     (``max``/``avg``; skipped once the map is 1 pixel wide, so 8×8 and 28×28 images both work).
-    The head flattens the maps and applies [Dropout → Linear → ReLU] per ``hidden`` size, then a
-    final Linear. ``in_shape`` is ``(C, H, W)`` or ``(H, W)`` (one channel).
+    With pooling, blocks (each twice as wide as the last) are added after ``channels`` until the
+    maps are at most ``max_map_px`` pixels wide (0: exactly the blocks of ``channels``): a 64×64
+    picture gets ``[32, 64, 128]`` from the default ``[32, 64]``, an 8×8 one stays at two.
+    ``global_pool`` averages each final map to one number (``on``; ``auto``: when the maps are
+    still wider than 4 pixels), so the head reads what was found, not where, and stays small;
+    ``off`` flattens the maps. The head applies [Dropout → Linear → ReLU] per ``hidden`` size,
+    then a final Linear. ``in_shape`` is ``(C, H, W)`` or ``(H, W)`` (one channel).
     """
-    pooling = choice(pooling)
+    pooling, global_pool = choice(pooling), choice(global_pool)
     if len(in_shape) == 2:
         in_shape = (1, *in_shape)
     if len(in_shape) != 3:
         raise ValueError(f"cnn needs image inputs (C, H, W), got shape {tuple(in_shape)}")
     if pooling not in POOLING:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
+    if global_pool not in SWITCH:
+        raise ValueError(f"unknown global_pool {global_pool!r}; choose one of {', '.join(SWITCH)}")
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd (same-size padding), got {kernel_size}")
     in_channels, height_px, width_px = in_shape
+    widths = list(channels)
+    if pooling != "none" and max_map_px > 0 and widths:
+        side = min(height_px, width_px) // 2 ** len(widths)
+        while side > max_map_px:
+            widths.append(2 * widths[-1])
+            side //= 2
     layers: list[nn.Module] = []
-    for size in channels:
+    for size in widths:
         layers.append(nn.Conv2d(in_channels, size, kernel_size, padding=kernel_size // 2))
         if batch_norm:
             layers.append(nn.BatchNorm2d(size))
@@ -51,6 +69,9 @@ def cnn(
             layers.append(nn.MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2))
             height_px, width_px = height_px // 2, width_px // 2
         in_channels = size
+    if global_pool == "on" or (global_pool == "auto" and min(height_px, width_px) > GLOBAL_ABOVE):
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        height_px = width_px = 1
     layers.append(nn.Flatten())
     flat = in_channels * height_px * width_px
     for size in hidden:

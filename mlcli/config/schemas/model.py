@@ -32,6 +32,14 @@ class Pooling2d(enum.Enum):
     none = "none"
 
 
+class Switch(enum.Enum):
+    """On, off, or decided from the data (the model builder says how)."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class GlobalPooling(enum.Enum):
     """Pooling over the valid positions of a sequence."""
 
@@ -92,6 +100,8 @@ class CNNSchema:
     batch_norm: bool = True
     hidden: list[int] = field(default_factory=lambda: [128])
     dropout: float = bound(0.0, ge=0.0, lt=1.0)
+    max_map_px: int = bound(8, ge=0)
+    global_pool: Switch = Switch.auto
 
 
 class ResNetStem(enum.Enum):
