@@ -11,8 +11,8 @@ Two layouts are read (``labels``):
 
 Class names sort as numbers when they all are numbers (``2`` before ``10``), so a homework's
 class ``3`` is index 3 when classes 0..K-1 are all present. Pictures are decoded with Pillow,
-converted to RGB (``channels=3``) or grayscale (``channels=1``) and resized then centre-cropped to
-``size`` (Pillow's ``ImageOps.fit``, aspect ratio kept).
+converted to RGB (``channels=3``) or grayscale (``channels=1``) and centre-cropped to ``size``'s
+aspect ratio then resized to it (bilinear, as torchvision's ``Resize``).
 
 ``cache`` decides where decoded pictures live: ``memory`` decodes every picture once into the
 dataset's ``X`` (``N×C×H×W`` float32 in [0, 1]: the in-memory path of every other dataset,
@@ -84,11 +84,24 @@ def picture_size(size: int | Sequence[int], channels: int = 3) -> tuple[int, int
 def decode(path: str, channels: int, size: tuple[int, int]) -> np.ndarray:
     """One picture as ``(channels, height, width)`` float32 in [0, 1] (``OSError``/``ValueError``
     from Pillow when it is not a readable picture)."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     with Image.open(path) as picture:
         picture.load()
-        fitted = ImageOps.fit(picture.convert(MODES[channels]), (size[1], size[0]))
+        converted = picture.convert(MODES[channels])
+    # ImageOps.fit's centred crop of the output's aspect ratio, resized bilinearly (as
+    # torchvision's Resize) with Pillow's reducing_gap: a large picture is first shrunk by an
+    # integer factor (box averaging), several times faster than resampling it all at once.
+    width, height = converted.size
+    ratio = size[1] / size[0]
+    crop_w, crop_h = (height * ratio, height) if width / height >= ratio else (width, width / ratio)
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    fitted = converted.resize(
+        (size[1], size[0]),
+        Image.Resampling.BILINEAR,
+        box=(left, top, left + crop_w, top + crop_h),
+        reducing_gap=2.0,
+    )
     pixels = np.asarray(fitted, dtype=np.float32) / 255.0
     return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
