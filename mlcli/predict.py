@@ -23,7 +23,7 @@ atomically.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,12 +355,19 @@ def predict(
     proba: bool = False,
     fmt: str | None = None,
     best: bool = False,
+    allow: Sequence[str] = (),
 ) -> Predicted:
     """Predict ``data`` with the final model of the run in ``run_dir`` (``best``: the top run of
     the sweep in ``run_dir``) and write ``out`` (``fmt``: csv | parquet; default from the
-    suffix)."""
+    suffix). ``allow``: modules whose callables the run's model config may name (``--allow``,
+    as ``allow_targets`` for ``train``; the run dir's own ``allow_targets`` admit nothing)."""
+    from mlcli.config.allowlist import entry_problem
     from mlcli.engine.saved import TextPredictor, load_predictor
 
+    for entry in allow:
+        problem = entry_problem(entry)
+        if problem is not None:
+            raise PredictError(f"--allow {entry}: {problem}")
     notes: list[str] = []
     if best:
         run_dir, said = best_run(run_dir)
@@ -392,7 +399,7 @@ def predict(
     rows = reader(data, schema, id_column)
     notes.extend(rows.notes)
     try:
-        predictor = load_predictor(run_dir)
+        predictor = load_predictor(run_dir, allow)
     except ModelFilesError as error:
         raise PredictError(str(error)) from None
     if isinstance(predictor, TextPredictor):
