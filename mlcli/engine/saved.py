@@ -26,13 +26,11 @@ from mlcli.data.tokenize import SPECIALS, Vocabulary, pack
 from mlcli.engine.loop import EVAL_CHUNK, mode_dependent, reads_lengths
 from mlcli.models import build_model
 from mlcli.rundir.models import (
-    FINAL,
     MODELS_DIR,
     ModelFilesError,
+    final_model_names,
     load_model,
     load_vocabulary_state,
-    model_name,
-    models_dir,
     read_schema,
     vocabulary_name,
 )
@@ -251,20 +249,7 @@ def load_predictor(run_dir: Path, allow: Sequence[str] = ()) -> Predictor | Text
     come from anyone: what it names is judged, never trusted)."""
     schema = read_schema(run_dir)
     check_model_targets(run_dir, schema, allow)
-    if schema.get("final") == "refit":
-        names = [FINAL]
-    else:
-        names = [model_name(f) for f in range(int(schema.get("n_folds") or 0))]
-    if not names:
-        raise ModelFilesError(f"{run_dir}: its schema lists no fold models")
-    missing = [n for n in names if not (models_dir(run_dir) / f"{n}.safetensors").is_file()]
-    if missing:
-        raise ModelFilesError(
-            f"{run_dir}: a run without saved models for {', '.join(missing)} (no "
-            f"{MODELS_DIR}/{missing[0]}.safetensors: trained with save_models=false, before "
-            "mlcli saved models, or interrupted before they were written). Re-run with "
-            "save_models=true: mlcli train <the same overrides> save_models=true --rerun"
-        )
+    names = final_model_names(run_dir, schema)
     text = schema.get("text")
     models, vocabularies = [], []
     for name in names:
