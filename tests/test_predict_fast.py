@@ -26,8 +26,13 @@ ROOT = Path(__file__).parents[1]
 PLAIN = [
     {"_target_": "mlcli.models.linear"},
     {"_target_": "mlcli.models.mlp", "hidden": [16, 8], "activation": "relu"},
-    {"_target_": "mlcli.models.mlp", "hidden": [12], "activation": "tanh", "batch_norm": True,
-     "dropout": 0.3},  # fmt: skip
+    {
+        "_target_": "mlcli.models.mlp",
+        "hidden": [12],
+        "activation": "tanh",
+        "batch_norm": True,
+        "dropout": 0.3,
+    },
     {"_target_": "mlcli.models.mlp", "hidden": [6, 5], "activation": "sigmoid", "dropout": 0.1},
     {"_target_": "mlcli.models.sigmoid_sum", "n_units": 7},
     {"_target_": "mlcli.models.relu_sum", "n_units": 4},
@@ -144,8 +149,15 @@ def test_the_clean_reader_reads_categories_and_missing_cells_exactly_as_the_care
         lambda text: text.replace(",", ",nope,", 1),  # a row of another width
         lambda text: "\ufeff" + text,
     ],
-    ids=["spaces-in-numbers", "spaces-in-categories", "unknown-category", "blank-lines",
-         "na-marker", "wider-row", "byte-order-mark"],  # fmt: skip
+    ids=[
+        "spaces-in-numbers",
+        "spaces-in-categories",
+        "unknown-category",
+        "blank-lines",
+        "na-marker",
+        "wider-row",
+        "byte-order-mark",
+    ],
 )
 def test_whatever_the_clean_reader_accepts_the_careful_one_reads_the_same(cli, tmp_path, edit):
     """Cells the clean reader cannot vouch for send the file to the careful reader (which reads
