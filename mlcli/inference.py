@@ -65,7 +65,7 @@ def _batch_norm(weights: dict[str, np.ndarray], name: str, width: int) -> Layer 
     parts = [weights.get(f"{name}.{p}") for p in ("weight", "bias", "running_mean", "running_var")]
     if any(p is None or p.shape != (width,) for p in parts):
         return None
-    gamma, beta, mean, var = (np.asarray(p, dtype=np.float32) for p in parts)  # type: ignore[arg-type]
+    gamma, beta, mean, var = (np.asarray(p, dtype=np.float32) for p in parts)
     scale = gamma / np.sqrt(var + np.float32(BATCH_NORM_EPS))
     return lambda x: (x - mean) * scale + beta
 

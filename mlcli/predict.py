@@ -549,11 +549,13 @@ def predict(
     rows = reader(data, schema, id_column)
     notes.extend(rows.notes)
     try:
-        predictor = None if text else load_array_predictor(run_dir)  # no torch import
-        if predictor is None:
+        fast = None if text else load_array_predictor(run_dir)  # no torch import
+        if fast is None:
             from mlcli.engine.saved import load_predictor
 
-            predictor = load_predictor(run_dir, allow)
+            predictor: Any = load_predictor(run_dir, allow)
+        else:
+            predictor = fast
     except ModelFilesError as error:
         raise PredictError(str(error)) from None
     if text:

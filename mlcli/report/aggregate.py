@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -442,7 +443,7 @@ def _fold_stops(runs: pd.DataFrame, rank_metric: str) -> dict[tuple[int, int], i
         return {}
     chosen = runs[runs["best_epochs"].map(bool) & (runs["best_by"] == rank_metric)]
     return {
-        (int(run), int(fold)): int(best)
+        (int(cast(int, run)), int(fold)): int(best)
         for run, epochs in chosen["best_epochs"].items()
         for fold, best in epochs.items()
     }
