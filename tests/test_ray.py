@@ -21,8 +21,6 @@ import pytest
 
 from mlcli.sweeps import local_ray
 
-pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="mlcli[ray] is not installed")
-
 FAST = ["dataset=wine", "model=linear", "epochs=2", "cv.n_splits=2", "progress=false"]
 FOUR = ["-m", "seed=0,1", "optim.lr=0.01,0.1", *FAST]
 # A linear model that raises while ./FAIL exists, and pauses for good (touching ./PAUSED first)
