@@ -8,6 +8,7 @@ Each sweep runs as a user runs it (``python -m mlcli train``, in its own process
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from mlcli.sweeps import local_ray
+from mlcli.sweeps import local_ray, procs
 
 FAST = ["dataset=wine", "model=linear", "epochs=2", "cv.n_splits=2", "progress=false"]
 FOUR = ["-m", "seed=0,1", "optim.lr=0.01,0.1", *FAST]
@@ -193,3 +194,37 @@ def test_sigint_to_mlcli_stops_its_jobs_and_leaves_no_ray(tmp_path, ray_env):
     assert "continuing the sweep in" in again.stderr
     assert {r["state"] for r in _statuses(tmp_path / "outputs").values()} == {"COMPLETED"}
     assert _wait_for_no_ray(ray_env) == []
+
+
+@pytest.mark.long
+def test_a_sweep_on_an_existing_cluster_leaves_it_running(tmp_path, ray_env, monkeypatch):
+    # A cluster of the user's (`ray start`), with token authentication as Ray sets it up.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0123456789abcdef" * 4)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    ray = str(Path(sys.executable).parent / "ray")
+    temp = tempfile.mkdtemp(prefix="ray-test-")
+    start = [ray, "start", "--head", "--port", "6391", "--num-cpus", "2", "--temp-dir", temp,
+             "--include-dashboard", "false", "--node-ip-address", "127.0.0.1"]  # fmt: skip
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    try:
+        cluster = _ray_processes(ray_env)
+        assert any(p.name() == "raylet" for p in cluster)
+        args = [
+            *FOUR[:2],
+            *FAST,
+            "hydra/launcher=ray",
+            "hydra.launcher.ray.init.address=127.0.0.1:6391",
+        ]
+        result = _mlcli(tmp_path, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "joining the Ray cluster at 127.0.0.1:6391" in result.stdout + result.stderr
+        assert "2 jobs: 2 COMPLETED" in result.stderr
+        assert all(p.is_running() for p in cluster)  # the cluster is the user's: it runs on
+    finally:
+        # The test's cluster only (not `ray stop`, which stops every Ray on the machine): the
+        # Ray processes started since the test began (its agents name no temp dir any more).
+        local_ray.stop_leftovers(children, temp)
+        procs.stop_processes(_ray_processes(ray_env))
+        shutil.rmtree(temp, ignore_errors=True)
