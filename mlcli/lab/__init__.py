@@ -58,12 +58,11 @@ DEMOS: dict[str, Demo] = {
         ),
         Demo(
             "batch_size",
-            "batch size: time per epoch, noise, accuracy",
-            "batch sizes 8 to 1024 for the same epochs",
-            ("epochs=4", "batch_size=8,128,1024", "dataset.max_rows=800"),
+            "batch size: time per epoch, noise, accuracy, flat vs sharp minima",
+            "batch sizes 8 to 1024 for the same epochs; the loss between the two extremes",
+            ("batch_size=8,128,1024", "dataset.max_rows=800"),
             optimization.batch_size,
             ("batch_size.png",),
-            pending="the loss between a small- and a large-batch solution needs saved models",
         ),
         Demo(
             "momentum",
