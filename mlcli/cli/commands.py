@@ -349,16 +349,8 @@ def _session_env(admitted: list[str], trust_overrides: bool) -> Any:
     values = {env.ADMITTED_TARGETS: admission.to_env()}
     if trust_overrides:
         values[env.TRUST_OVERRIDES] = "1"
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with env.overridden(values):
         yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _launch(

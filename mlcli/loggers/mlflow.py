@@ -54,6 +54,9 @@ class MLflowLogger:
     """A job's parent run and its folds' child runs (see the module)."""
 
     def __init__(self, info: RunInfo) -> None:
+        # MLflow 3 sends usage telemetry to its makers over the network unless told not to: a
+        # job does not phone home for the user (who may allow it: MLFLOW_DISABLE_TELEMETRY=false).
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
 
         self.info = info
