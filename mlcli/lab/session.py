@@ -93,12 +93,29 @@ def build(name: str, run_dirs: Sequence[Path], out: Path) -> Verdict:
 
 
 def write_timing(out: Path, seconds: float, jobs: int, quick: bool, resumed: int = 0) -> None:
-    """Record how long ``mlcli lab run`` took (the gallery shows it); ``resumed``: the jobs an
-    earlier invocation had finished (the time is then that of the rest only)."""
+    """Record how long ``mlcli lab run`` took (the gallery shows it): ``seconds`` of wall-clock
+    time and the CPU seconds of this process and its finished children (jobs run in child
+    processes), which a loaded machine inflates less; ``resumed``: the jobs an earlier
+    invocation had finished (the time is then that of the rest only)."""
     from mlcli.rundir import write_json
 
-    document = {"seconds": round(seconds, 1), "jobs": jobs, "quick": quick, "resumed": resumed}
+    document = {
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds(), 1),
+        "jobs": jobs,
+        "quick": quick,
+        "resumed": resumed,
+    }
     write_json(out / TIMING_FILE, document)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have ended."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -137,6 +154,8 @@ def gallery(outputs_root: Path, target: Path, quick: bool, machine: str) -> Path
             continue
         seconds = timing.get("seconds")
         took = f"{seconds:.0f} s, {timing.get('jobs')} jobs" if seconds is not None else "n/a"
+        if timing.get("cpu_seconds") is not None:
+            took = took.replace(" s,", f" s wall ({timing['cpu_seconds']:.0f} s CPU),", 1)
         if timing.get("resumed"):
             took += f" (resumed: {timing['resumed']} jobs were done before)"
         parts += [f"`{command}` ({chosen.what}; took {took}).", ""]
