@@ -201,5 +201,3 @@ class Demo:
     analyze: Analysis
     figures: tuple[str, ...] = field(default=())
     """The PNG files ``analyze`` writes (names inside the folder)."""
-    pending: str = ""
-    """A part of the demonstration not built yet, said in its verdict."""

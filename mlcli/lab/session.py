@@ -79,8 +79,6 @@ def build(name: str, run_dirs: Sequence[Path], out: Path) -> Verdict:
     if not run_dirs:
         raise LabError(f"{name}: no finished runs yet; run `mlcli lab run {name}` first")
     verdict = chosen.analyze(LabRuns.read(run_dirs), out)
-    if chosen.pending:
-        verdict.detail = f"{verdict.detail} Not built yet: {chosen.pending}.".strip()
     document = verdict.document() | {
         "demo": name,
         "topic": chosen.topic,
