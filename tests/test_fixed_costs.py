@@ -143,12 +143,16 @@ def test_stacked_folds_compose_only_what_they_build(monkeypatch, tmp_path):
     composed: list[str] = []
     real_factory = targets.factory
     monkeypatch.setattr(
-        targets, "factory", lambda node, key, *a: composed.append(key) or real_factory(node, key, *a)
+        targets,
+        "factory",
+        lambda node, key, *a: composed.append(key) or real_factory(node, key, *a),
     )
     monkeypatch.setattr(optim, "instantiate_factory", targets.factory)
     monkeypatch.setattr(setup, "factory", targets.factory)
     cfg = compose_job(
-        ["epochs=1", "progress=false", "stack_folds=on", "dataset=iris", "model=mlp"], None, "config"
+        ["epochs=1", "progress=false", "stack_folds=on", "dataset=iris", "model=mlp"],
+        None,
+        "config",
     )
     outcome = runner.run(cfg, tmp_path / "run")
     assert outcome.state == "COMPLETED"
