@@ -132,13 +132,16 @@ class FusedAdamStep:
         param: torch.Tensor = group["params"][0]
         state = self.optimizer.state.get(param)
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        scaled = any(
-            getattr(self.optimizer, k, None) is not None for k in ("grad_scale", "found_inf")
-        )
-        if not state or param.grad is None or scaled:
+        optimizer = self.optimizer
+        if not state or param.grad is None:
             return False
-        if any(isinstance(v, torch.Tensor) for v in (lr, beta1, beta2)):
+        if (
+            getattr(optimizer, "grad_scale", None) is not None
+            or getattr(optimizer, "found_inf", None) is not None
+        ):  # (a grad scaler's)
             return False
+        if type(lr) is not float or type(beta1) is not float or type(beta2) is not float:
+            return False  # (a tensor lr or betas)
         steps = [state["step"]]
         with torch.no_grad():
             torch._foreach_add_(steps, 1)
