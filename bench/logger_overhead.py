@@ -4,8 +4,9 @@ The default experiment (`mlcli train`: digits, MLP, Adam, 5 folds x 20 epochs) w
 a logger, interleaved (plain, logged, plain, logged ...), several repeats; medians and the ratio.
 
 * ``--mode process`` (default): each run a whole `mlcli train` process, so the logger's imports
-  (tensorboard, protobuf; mlflow, SQLAlchemy) count; every run into a fresh outputs root (a run
-  key already done would be skipped).
+  (tensorboard, protobuf; mlflow, SQLAlchemy) count; one outputs root per case, a new seed per
+  round (a run key already done would be skipped); the first round, not counted, makes the
+  tracking store (MLflow's SQLite file: its tables take seconds to create, once).
 * ``--mode inprocess``: `runner.run` in one warm process (the imports paid once, before timing):
   the cost per run of writing the events themselves.
 
@@ -50,7 +51,7 @@ def run_inprocess(root: Path, overrides: list[str]) -> tuple[float, float]:
 
     cfg = compose_job(["progress=false", f"outputs_root={root}", *overrides], None, "config")
     started, cpu = time.perf_counter(), time.process_time()
-    outcome = runner.run(cfg, root / "run")
+    outcome = runner.run(cfg, root / f"run{len(list(root.glob('run*')))}")  # a new run dir
     elapsed = time.perf_counter() - started
     if outcome.state != "COMPLETED":
         raise SystemExit(f"{overrides}: {outcome.state} {outcome.error}")
@@ -72,8 +73,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats + 1):  # the first round warms caches up, and is not counted
             for name, extra in cases.items():
-                root = Path(tmp) / f"{name.split('=')[0]}{i}"
-                measured = run(root, [*args.overrides, *extra])
+                # One outputs root per case, as a user has: the tracking store (MLflow's SQLite
+                # file, made in the first, uncounted round) is there for the counted runs; a
+                # new seed each round, so that no run is skipped as done.
+                root = Path(tmp) / name.split("=")[0]
+                measured = run(root, [*args.overrides, *extra, f"seed={1000 + i}"])
                 if i:
                     times[name].append(measured)
     print(f"mode {args.mode}, {args.repeats} interleaved repeats, overrides {args.overrides}")

@@ -246,6 +246,14 @@ def test_mlflow_one_parent_run_per_job_with_its_folds_nested(compose, tmp_path, 
     assert all(
         r.info.artifact_uri.startswith((outputs / "mlflow-artifacts").as_uri()) for r in runs
     )
+    # A job's artifacts are its run dir: MLflow's client lists and downloads its own files.
+    for parent in parents:
+        run_dir = Path(parent.data.tags["mlcli.run_dir"])
+        listed = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {"config.yaml", "results.parquet", "status.json"} <= listed
+        assert listed == {p.name for p in run_dir.iterdir()}
+        got = client.download_artifacts(parent.info.run_id, "results.parquet", str(tmp_path))
+        assert Path(got).read_bytes() == (run_dir / "results.parquet").read_bytes()
 
 
 def test_mlflow_a_continued_job_logs_into_its_own_parent_run(compose, tmp_path, monkeypatch):

@@ -2,9 +2,14 @@
 
 The tracking store is ``sqlite:///<outputs_root>/mlflow.db`` unless the user's environment sets
 ``MLFLOW_TRACKING_URI`` (a config cannot: ``hydra.job.env_set`` is refused); MLflow's file store
-is deprecated. Runs go to the experiment ``mlcli``, whose artifacts live under
-``<outputs_root>/mlflow-artifacts`` (MLflow places artifacts per experiment, not per run; each
-run is tagged with its run dir, ``mlcli.run_dir``, and holds its ``config.yaml``).
+is deprecated. Runs go to the experiment ``mlcli``. A job's artifacts are its run dir:
+MLflow places a run's artifacts under its experiment's location
+(``<outputs_root>/mlflow-artifacts/<experiment>/<run id>/artifacts``, a path it picks and the
+client cannot set), so that path is made a symbolic link to the run dir, and MLflow's UI and
+client list and download the run dir's own files (``config.yaml``, ``results.parquet``,
+``status.json``, ``models/``) without a copy. With a tracking server whose artifacts are not
+local files, the job's ``config.yaml`` is uploaded instead. Each run is tagged with its run
+dir, ``mlcli.run_dir``.
 
 * parent run: params = the resolved config's values (flattened, cut to MLflow's limits), tags
   ``mlcli.run_key``, ``mlcli.run_dir`` and the group choices; metrics = the fold means per epoch
@@ -26,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from mlcli.loggers.base import WRITE_SECONDS, Metrics, RunInfo
@@ -48,6 +54,9 @@ class MLflowLogger:
     """A job's parent run and its folds' child runs (see the module)."""
 
     def __init__(self, info: RunInfo) -> None:
+        # MLflow 3 sends usage telemetry to its makers over the network unless told not to: a
+        # job does not phone home for the user (who may allow it: MLFLOW_DISABLE_TELEMETRY=false).
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
 
         self.info = info
@@ -94,7 +103,17 @@ class MLflowLogger:
         params = [Param(k[:MAX_KEY], v[:MAX_VALUE]) for k, v in self.info.params.items()]
         for i in range(0, len(params), BATCH):
             self.client.log_batch(run_id, params=params[i : i + BATCH])
+        self._link_artifacts(run.info.artifact_uri)
         return run_id
+
+    def _link_artifacts(self, artifact_uri: str) -> None:
+        """The run's local artifact folder made a symbolic link to the run dir (nothing is
+        done for a remote artifact store, or when the folder exists already)."""
+        path = _local_path(artifact_uri)
+        if path is None or path.exists() or path.is_symlink():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(self.info.run_dir.resolve(), target_is_directory=True)
 
     def fold_start(self, fold: int, fresh: bool) -> None:
         """The fold's child run: the one made before (continued from a checkpoint), or a new
@@ -168,7 +187,18 @@ class MLflowLogger:
             if self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_terminated(run_id, status)
         config = self.info.run_dir / "config.yaml"  # on disk by now: the run's writes are done
-        if config.is_file():
-            self.client.log_artifact(self.parent, str(config))
+        linked = _local_path(self.client.get_run(self.parent).info.artifact_uri)
+        if config.is_file() and not (linked is not None and linked.is_symlink()):
+            self.client.log_artifact(self.parent, str(config))  # a remote artifact store
         self.client.set_tag(self.parent, "mlcli.state", state)
         self.client.set_terminated(self.parent, status)
+
+
+def _local_path(artifact_uri: str) -> Path | None:
+    """The folder of a ``file:`` artifact URI; None for any other store."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    return Path(unquote(parsed.path))

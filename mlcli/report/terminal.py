@@ -189,7 +189,8 @@ def _configuration_columns(agg: Aggregated, rows: pd.DataFrame, wide: bool) -> l
         f"{d} (partial)" if p else str(d)
         for d, p in zip(rows["diagnosis"], rows["partial"], strict=True)
     ]
-    columns.append(Column("diagnosis", diagnosis, 1, wrap=True))
+    # A short label, never wrapped: a row on one line matters more than a less important column.
+    columns.append(Column("diagnosis", diagnosis, 1))
     if wide:
         columns.append(Column("reason", [str(r) for r in rows["reason"]], 7, wrap=True))
     return columns

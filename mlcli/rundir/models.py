@@ -114,6 +114,26 @@ def read_schema(run_dir: Path) -> dict[str, Any]:
     return schema
 
 
+def final_model_names(run_dir: Path, schema: dict[str, Any]) -> list[str]:
+    """The models that make the run's final model (``final``: the refit model; else every fold
+    model), each with its weights on disk; :class:`ModelFilesError` saying how to get them."""
+    if schema.get("final") == "refit":
+        names = [FINAL]
+    else:
+        names = [model_name(f) for f in range(int(schema.get("n_folds") or 0))]
+    if not names:
+        raise ModelFilesError(f"{run_dir}: its schema lists no fold models")
+    missing = [n for n in names if not (models_dir(run_dir) / f"{n}.safetensors").is_file()]
+    if missing:
+        raise ModelFilesError(
+            f"{run_dir}: a run without saved models for {', '.join(missing)} (no "
+            f"{MODELS_DIR}/{missing[0]}.safetensors: trained with save_models=false, before "
+            "mlcli saved models, or interrupted before they were written). Re-run with "
+            "save_models=true: mlcli train <the same overrides> save_models=true --rerun"
+        )
+    return names
+
+
 def load_model(run_dir: Path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One saved model's weights (numpy arrays by state-dict name) and its preprocessing."""
     from safetensors.numpy import load
