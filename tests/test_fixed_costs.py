@@ -132,6 +132,36 @@ def test_the_direct_step_leaves_what_it_does_not_cover_to_torch_optim():
         assert step.call_count == 3
 
 
+def test_a_kernel_that_refuses_its_arguments_leaves_the_step_to_torch_optim():
+    """Another torch whose private fused kernel takes other arguments: the step is torch.optim's
+    own, counted once, and later steps never try the kernel again."""
+    from mlcli.engine.optim import FusedAdamStep
+
+    def run(refusing: bool) -> tuple[torch.Tensor, float]:
+        torch.manual_seed(0)
+        flat = torch.randn(4, 50, requires_grad=True)
+        optimizer = torch.optim.Adam([flat], lr=0.01, fused=True)
+        stepper = FusedAdamStep(optimizer)
+        calls = []
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            calls.append(1)
+            raise TypeError("_fused_adam_() got an unexpected keyword argument")
+
+        if refusing:
+            stepper.kernel = refuse
+        for _ in range(5):
+            flat.grad = torch.randn_like(flat)
+            stepper.step()
+        assert len(calls) == (1 if refusing else 0)
+        return flat.detach().clone(), float(optimizer.state[flat]["step"])
+
+    weights, steps = run(refusing=True)
+    expected, expected_steps = run(refusing=False)
+    assert steps == expected_steps == 5.0
+    assert torch.equal(weights, expected)
+
+
 def test_stacked_folds_compose_only_what_they_build(monkeypatch, tmp_path):
     """A stacked run composes its model, its fused optimizer and its schedule once each, and
     neither the per-model optimizer nor the analysis (sequential folds' builders)."""

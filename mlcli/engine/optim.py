@@ -145,21 +145,41 @@ class FusedAdamStep:
         steps = [state["step"]]
         with torch.no_grad():
             torch._foreach_add_(steps, 1)
-            self.kernel(
-                [param],
-                [param.grad],
-                [state["exp_avg"]],
-                [state["exp_avg_sq"]],
-                [],
-                steps,
-                amsgrad=False,
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-                grad_scale=None,
-                found_inf=None,
-            )
+            try:
+                self._call(param, state, steps, lr, beta1, beta2, group)
+            except (TypeError, RuntimeError):  # another torch's private kernel: its own step
+                torch._foreach_sub_(steps, 1)
+                self.kernel = None
+                return False
         return True
+
+    def _call(
+        self,
+        param: torch.Tensor,
+        state: dict[str, Any],
+        steps: list[torch.Tensor],
+        lr: float,
+        beta1: float,
+        beta2: float,
+        group: dict[str, Any],
+    ) -> None:
+        """The kernel on one tensor, with torch.optim's arguments (torch 2.13's signature; a
+        torch whose kernel takes others raises before it changes anything)."""
+        assert self.kernel is not None
+        self.kernel(
+            [param],
+            [param.grad],
+            [state["exp_avg"]],
+            [state["exp_avg_sq"]],
+            [],
+            steps,
+            amsgrad=False,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+            grad_scale=None,
+            found_inf=None,
+        )
