@@ -165,7 +165,7 @@ class FusedAdamStep:
     ) -> None:
         """The kernel on one tensor, with torch.optim's arguments (torch 2.13's signature; a
         torch whose kernel takes others raises before it changes anything)."""
-        assert self.kernel is not None
+        assert self.kernel is not None and param.grad is not None
         self.kernel(
             [param],
             [param.grad],
