@@ -150,12 +150,9 @@ def gallery(outputs_root: Path, target: Path, quick: bool, machine: str) -> Path
         if not verdict:
             parts += [f"`{command}`: not run yet.", ""]
             continue
-        seconds = timing.get("seconds")
-        took = f"{seconds:.0f} s, {timing.get('jobs')} jobs" if seconds is not None else "n/a"
-        if timing.get("cpu_seconds") is not None:
-            took = took.replace(" s,", f" s wall ({timing['cpu_seconds']:.0f} s CPU),", 1)
-        if timing.get("resumed"):
-            took += f" (resumed: {timing['resumed']} jobs were done before)"
+        took = _took(timing)
+        if not quick and (quick_timing := _read(lab_dir(outputs_root, name, True) / TIMING_FILE)):
+            took += f"; its `--quick` run: {_took(quick_timing)}"
         parts += [f"`{command}` ({chosen.what}; took {took}).", ""]
         for figure in chosen.figures:
             if (out / figure).is_file():
@@ -166,3 +163,14 @@ def gallery(outputs_root: Path, target: Path, quick: bool, machine: str) -> Path
     page = target.with_suffix(".md")
     atomic_write_text(page, "\n".join(parts).rstrip() + "\n")
     return page
+
+
+def _took(timing: dict[str, Any]) -> str:
+    """How long a demonstration's sweep took, from its timing file."""
+    seconds = timing.get("seconds")
+    took = f"{seconds:.0f} s, {timing.get('jobs')} jobs" if seconds is not None else "n/a"
+    if timing.get("cpu_seconds") is not None:
+        took = took.replace(" s,", f" s wall ({timing['cpu_seconds']:.0f} s CPU),", 1)
+    if timing.get("resumed"):
+        took += f" (resumed: {timing['resumed']} jobs were done before)"
+    return took
