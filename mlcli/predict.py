@@ -23,7 +23,7 @@ atomically.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,16 +80,166 @@ def _ids(
 
 def read_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows:
     """A CSV file with the training columns (the target may be absent; extra columns are
-    ignored, with a note)."""
-    from mlcli.data.reading import listing, read_table
-    from mlcli.data.tabular import feature_rows, renamed_notes
-
+    ignored, with a note): read by pyarrow when every cell it needs is clean
+    (:func:`_clean_csv_rows`), else cell by cell, which names what is wrong and where."""
     features = list(schema.get("features") or [])
     if not features:
         raise PredictError(
             f"this run's data ({schema.get('dataset')}) has no named columns: give an .npz file "
             f"with an array X of shape (rows, {', '.join(map(str, schema['in_shape']))})"
         )
+    return _clean_csv_rows(path, schema, id_column) or _careful_csv_rows(path, schema, id_column)
+
+
+def _looks_numeric(value: str, finite: bool = False) -> bool:
+    """Whether ``value`` reads as a number (``finite``: as a finite one)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return bool(np.isfinite(number)) or not finite
+
+
+def _clean_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows | None:
+    """The rows of a clean CSV file, read by pyarrow's C++ parser (no Python per cell); None
+    when the careful reader must look at it: the file is not UTF-8, its header has quotes or
+    misses a column, a row has another width, a numeric cell is not a finite number, a cell is
+    missing where the run cannot impute, a category is unknown, or the run's NA markers or
+    categories look like numbers (whose reading depends on the whole column). What it returns
+    equals what the careful reader returns for the same file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pv
+
+    from mlcli.data.reading import Table, dedupe_names, listing
+    from mlcli.data.tabular import renamed_notes
+
+    features = [dict(f) for f in schema.get("features") or []]
+    sep = str(schema.get("sep") or ",")
+    sep = {"tab": "\t", "\\t": "\t"}.get(sep, sep)
+    na = {str(v).strip() for v in schema.get("na_values") or []}
+    categorical = [f for f in features if f.get("kind") == "categorical"]
+    numbers_as_text = any(_looks_numeric(v, finite=True) for v in na) or any(
+        _looks_numeric(str(c)) for f in categorical for c in f.get("categories", [])
+    )
+    if len(sep) != 1 or numbers_as_text or not path.is_file() or len(features) < 1:
+        return None
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    first = raw[: raw.find(b"\n")] if b"\n" in raw else raw
+    header = first.decode("utf-8-sig").removesuffix("\r")
+    if '"' in header or not header.strip():
+        return None
+    columns, renamed = dedupe_names(
+        [name.strip() or f"Unnamed: {i}" for i, name in enumerate(header.split(sep))]
+    )
+    names = [str(f["name"]) for f in features]
+    if not set(names) <= set(columns) or len(columns) < 2:  # one column: blank lines are rows
+        return None
+    if id_column is not None:
+        if id_column not in columns:
+            return None
+        id_name = id_column
+        said = f"ids from column {id_column!r} (--id-column)"
+    else:
+        dropped = [c for c in schema.get("id_columns") or [] if c in columns]
+        id_name = dropped[0] if dropped else "id"
+        said = (
+            f"ids from column {id_name!r} (the run's dataset.drop)"
+            if dropped
+            else "ids are row numbers (0, 1, ...): give --id-column to use a column"
+        )
+    wanted = [*names, *([id_name] if id_name in columns and id_name not in names else [])]
+    types = {str(f["name"]): pa.string() if f in categorical else pa.float64() for f in features}
+    try:
+        table = pv.read_csv(
+            pa.py_buffer(raw),
+            read_options=pv.ReadOptions(column_names=columns, skip_rows=1),
+            parse_options=pv.ParseOptions(delimiter=sep),
+            convert_options=pv.ConvertOptions(
+                column_types=types,
+                include_columns=wanted,
+                null_values=sorted(na),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    n = table.num_rows
+    if n == 0:
+        return None
+    impute = schema.get("missing") == "mean"
+    X = np.empty((n, len(features)), dtype=np.float32)
+    for j, feature in enumerate(features):
+        column = table.column(str(feature["name"]))
+        if column.null_count and not impute:
+            return None
+        if feature in categorical:
+            code_of = {str(c): float(k) for k, c in enumerate(feature.get("categories", []))}
+            cells = pc.utf8_trim_whitespace(column).to_pylist()
+            codes = np.array([code_of.get(c, np.nan) for c in cells], dtype=np.float64)
+            if np.isnan(codes).sum() != column.null_count:  # a category the run never saw
+                return None
+            X[:, j] = codes
+        else:
+            if pc.any(pc.invert(pc.is_finite(column))).as_py():  # nulls skipped: NA cells
+                return None
+            X[:, j] = _as_numpy(column)  # NA cells: NaN, imputed by the preprocessing
+    notes = renamed_notes(Table(str(path), "--data", columns, {}, np.zeros(0), 1, "", renamed))
+    target = str(schema.get("target"))
+    extra = [c for c in columns if c not in set(names) and c not in (id_name, target)]
+    if extra:
+        notes.append(f"columns not used by the model (ignored): {listing(extra)}")
+    notes.append(said)
+    if id_name in columns:
+        id_values = table.column(id_name).combine_chunks()
+        if pa.types.is_integer(id_values.type) or pa.types.is_floating(id_values.type):
+            ids = _as_numpy(id_values) if not id_values.null_count else _python_values(id_values)
+        else:
+            ids = _python_values(id_values)
+    else:
+        ids = np.arange(n)
+    return Rows(X, np.asarray(ids), id_name, notes)
+
+
+def _as_numpy(values: Any) -> np.ndarray:
+    """A numeric Arrow column as a numpy array (int64, or float64 with nulls as NaN), read
+    from its buffers: pyarrow's own conversions import pandas (~0.7 s)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    integer = pa.types.is_integer(values.type) and not values.null_count
+    values = pc.cast(values, pa.int64() if integer else pa.float64())
+    dtype = np.dtype(np.int64 if integer else np.float64)
+    validity, data = values.buffers()[:2]
+    n, offset = len(values), values.offset
+    out = np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize).copy()
+    if values.null_count:
+        bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
+        out[bits[offset : offset + n] == 0] = np.nan
+    return out
+
+
+def _python_values(values: Any) -> np.ndarray:
+    """An Arrow column as a 1-D object array of its Python values."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values.to_pylist()
+    return out
+
+
+def _careful_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -> Rows:
+    """A CSV file read cell by cell (:func:`mlcli.data.reading.read_table`): every problem
+    named with its column and line."""
+    from mlcli.data.reading import listing, read_table
+    from mlcli.data.tabular import feature_rows, renamed_notes
+
+    features = list(schema.get("features") or [])
     table = read_table(str(path), str(schema.get("sep") or ","), "--data")
     for feature in features:
         table.column(str(feature["name"]), "feature ", key="--data")
@@ -355,12 +505,19 @@ def predict(
     proba: bool = False,
     fmt: str | None = None,
     best: bool = False,
+    allow: Sequence[str] = (),
 ) -> Predicted:
     """Predict ``data`` with the final model of the run in ``run_dir`` (``best``: the top run of
     the sweep in ``run_dir``) and write ``out`` (``fmt``: csv | parquet; default from the
-    suffix)."""
-    from mlcli.engine.saved import TextPredictor, load_predictor
+    suffix). ``allow``: modules whose callables the run's model config may name (``--allow``,
+    as ``allow_targets`` for ``train``; the run dir's own ``allow_targets`` admit nothing)."""
+    from mlcli.config.allowlist import entry_problem
+    from mlcli.inference import load_array_predictor
 
+    for entry in allow:
+        problem = entry_problem(entry)
+        if problem is not None:
+            raise PredictError(f"--allow {entry}: {problem}")
     notes: list[str] = []
     if best:
         run_dir, said = best_run(run_dir)
@@ -392,10 +549,19 @@ def predict(
     rows = reader(data, schema, id_column)
     notes.extend(rows.notes)
     try:
-        predictor = load_predictor(run_dir)
+        fast = None if text else load_array_predictor(run_dir)  # no torch import
+        if fast is None:
+            from mlcli.engine.saved import load_predictor
+
+            predictor: Any = load_predictor(run_dir, allow)
+        else:
+            predictor = fast
     except ModelFilesError as error:
         raise PredictError(str(error)) from None
-    if isinstance(predictor, TextPredictor):
+    if text:
+        from mlcli.engine.saved import TextPredictor
+
+        assert isinstance(predictor, TextPredictor)
         try:
             prediction = predictor.predict(list(rows.X))
         except ValueError as error:  # an ensemble of models that cannot decode together
@@ -414,15 +580,33 @@ def predict(
 
 
 def _write(out: Path, columns: dict[str, np.ndarray], kind: str) -> None:
-    """The predictions as CSV or Parquet, written atomically."""
-    import pandas as pd
-
-    frame = pd.DataFrame(columns)
+    """The predictions as CSV (the csv module, quoting only what needs it) or Parquet
+    (pyarrow), written atomically."""
     if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({name: _arrow_column(values) for name, values in columns.items()})
         buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
+        pq.write_table(table, buffer)
         data = buffer.getvalue()
     else:
-        data = frame.to_csv(index=False).encode("utf-8")
+        import csv
+
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(list(columns))
+        writer.writerows(zip(*(np.asarray(v).tolist() for v in columns.values()), strict=True))
+        data = text.getvalue().encode("utf-8")
     out.parent.mkdir(parents=True, exist_ok=True)
     rundir.atomic_write_bytes(out, data)
+
+
+def _arrow_column(values: np.ndarray) -> Any:
+    """One output column as an Arrow array (an object column of names or texts as strings)."""
+    import pyarrow as pa
+
+    values = np.asarray(values)
+    if values.dtype.kind in "OUT":
+        return pa.array([None if v is None else str(v) for v in values.tolist()], pa.string())
+    return pa.array(values)

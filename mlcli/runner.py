@@ -316,7 +316,7 @@ class OpenRun:
         if len(test):
             self.writer.drain()  # the models are on disk: score what predict will load
             dataset = fold_plan.dataset
-            predictor = load_predictor(self.run_dir)
+            predictor = load_predictor(self.run_dir, list(cfg.get("allow_targets") or ()))
             if isinstance(predictor, TextPredictor):  # the user's text, read as predict reads it
                 values = score_text(predictor, dataset, test)
             else:

@@ -269,3 +269,84 @@ def test_a_damaged_or_hostile_run_dir_exits_2_and_runs_nothing(cli, tmp_path, da
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_report_at_best_takes_each_early_stopped_fold_at_its_own_best_epoch(compose, tmp_path):
+    """Folds that stopped at different epochs: ``--at best`` averages each fold's val metric
+    at the epoch it restored (status.json's ``best``), every fold counted."""
+    from mlcli.report.aggregate import ReportOptions, aggregate
+    from mlcli.report.collect import collect
+
+    cfg = compose("dataset=diabetes", "model=mlp", *FAST, "epochs=30",
+                  "early_stopping.patience=2", "optim.lr=0.03")  # fmt: skip
+    run_dir = tmp_path / "run"
+    runner.run(cfg, run_dir)
+    status = rundir.read_json(run_dir / "status.json")
+    bests = {int(f): e["best"] for f, e in status["fold_epochs"].items()}
+    assert len(set(bests.values())) > 1, bests  # the folds' best epochs differ
+    agg = aggregate(collect([run_dir]), ReportOptions(at="best"))
+    assert agg.rank_metric == f"val/{status['metric'].split('/')[-1]}"  # early stopping's monitor
+    rows = pd.read_parquet(run_dir / "results.parquet")
+    val = rows[(rows["split"] == "val") & (rows["metric"] == agg.rank_metric.split("/")[1])]
+    at_best = [val[(val["fold"] == f) & (val["epoch"] == e)]["value"].item()
+               for f, e in bests.items()]  # fmt: skip
+    (row,) = agg.table.to_dict("records")
+    assert row["n_folds"] == 3
+    assert row[f"{agg.rank_metric}_mean"] == pytest.approx(np.mean(at_best), rel=1e-12)
+    assert row["best_epoch"] == round(np.mean(list(bests.values())))
+    assert any("each fold at its own best epoch" in note for note in agg.notes)
+
+
+def _user_model(tmp_path: Path) -> None:
+    """``./mynets.py`` with a builder, and ``./conf/model/tiny.yaml`` naming it."""
+    (tmp_path / "mynets.py").write_text(
+        "import math\nfrom torch import nn\n\n\n"
+        "def Net(in_shape, out_features, width=8):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), width), nn.ReLU(),\n"
+        "                         nn.Linear(width, out_features))\n"
+    )
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "tiny.yaml").write_text("_target_: mynets.Net\nwidth: 8\n")
+
+
+def test_a_run_of_a_user_model_is_predicted_with_allow_and_refused_without(cli, tmp_path):
+    """A run dir names its model's target; ``predict`` builds it only when the user admits
+    its module (``--allow``), never because the run dir's config says ``allow_targets``."""
+    frame = _labelled_csv(tmp_path / "iris.csv")
+    frame.drop(columns=["species"]).to_csv(tmp_path / "new.csv", index=False)
+    _user_model(tmp_path)
+    overrides = [o for o in IRIS_CSV if o != "model=mlp"]
+    result = cli("train", *overrides, "model=tiny", "allow_targets=[mynets]", "final=ensemble")
+    assert result.exit_code == 0, result.output  # the final ensemble is scored with mynets.Net
+    run_dir = _run_dir(tmp_path / "outputs")
+    assert "mynets" in (run_dir / "config.yaml").read_text()
+    result = cli("predict", str(run_dir), "--data", "new.csv", "--out", "labels.csv")
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "'mynets.Net'" in text and "--allow mynets" in text
+    assert "Traceback" not in result.output and not (tmp_path / "labels.csv").exists()
+    result = cli("predict", str(run_dir), "--data", "new.csv", "--out", "labels.csv",
+                 "--allow", "mynets")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    labels = pd.read_csv(tmp_path / "labels.csv")
+    assert labels["id"].tolist() == frame["id"].tolist()
+    assert set(labels["species"]) <= {"setosa", "versicolor", "virginica"}
+    result = cli("predict", str(run_dir), "--data", "new.csv", "--allow", "mlcli.predict")
+    assert result.exit_code == 2 and "mlcli's own code" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("final", ["ensemble", "refit"])
+def test_a_run_whose_model_files_are_gone_says_re_run_with_save_models(cli, tmp_path, final):
+    """A run dir with its schema but not its weights (saved by an older mlcli, or its files
+    deleted): exit 2 with how to get them, no traceback, nothing written."""
+    _labelled_csv(tmp_path / "iris.csv")
+    assert cli("train", *IRIS_CSV, "epochs=1", f"final={final}").exit_code == 0
+    models = _run_dir(tmp_path / "outputs") / "models"
+    gone = "final" if final == "refit" else "fold-1"
+    (models / f"{gone}.safetensors").unlink()
+    result = cli("predict", str(models.parent), "--data", "iris.csv")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "run without saved models" in text and gone in text and "save_models=true" in text
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "predictions.csv").exists()

@@ -349,16 +349,8 @@ def _session_env(admitted: list[str], trust_overrides: bool) -> Any:
     values = {env.ADMITTED_TARGETS: admission.to_env()}
     if trust_overrides:
         values[env.TRUST_OVERRIDES] = "1"
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with env.overridden(values):
         yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _launch(
@@ -459,7 +451,11 @@ def report(
         typer.Option(help="Keep runs with KEY=VALUE[,VALUE...] (repeatable; also state=...)."),
     ] = None,
     at: Annotated[
-        At, typer.Option(help="final: last epoch; best: the epoch of the best fold-mean val curve.")
+        At,
+        typer.Option(
+            help="final: last epoch; best: the epoch of the best fold-mean val curve (each "
+            "fold's own best epoch in runs that stopped early)."
+        ),
     ] = At.final,
     top: Annotated[int | None, typer.Option(min=1, help="Show the N best configurations.")] = None,
     compare: Annotated[
@@ -553,6 +549,15 @@ def predict(
         OutFormat | None,
         typer.Option("--format", "-f", help="csv or parquet (default: from --out's suffix)."),
     ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            metavar="MODULE",
+            help="Admit a module of yours whose model the run names (repeatable; as "
+            "allow_targets=[MODULE] for train).",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Predict new rows with a run's final model; write id,<target> (a submission file)."""
@@ -569,6 +574,7 @@ def predict(
             proba=proba,
             fmt=format.value if format is not None else None,
             best=best,
+            allow=allow or [],
         )
     except (PredictError, DataError) as error:
         if debug:

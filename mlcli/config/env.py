@@ -7,6 +7,10 @@ in); the user sets the first one.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 ALLOW_TARGETS = "MLCLI_ALLOW_TARGETS"
 """Set by the user: module namespaces (comma-separated) whose callables configs may build."""
 ADMITTED_TARGETS = "MLCLI_ADMITTED_TARGETS"
@@ -56,3 +60,18 @@ ALL = (
     OPTUNA_SPEC,
     OPTUNA_TRIAL,
 )
+
+
+@contextlib.contextmanager
+def overridden(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment for the block, then as they were."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from mlcli.config import enum_name
 from mlcli.data.base import Dataset
 from mlcli.data.tokenize import Vocabulary, tokenize_fold
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: apply_preprocess needs none
+    import torch
 
 
 @dataclass
@@ -266,6 +268,8 @@ def fold_tensors(
     vocabulary fitted on them), then move to ``device``. With ``augment``, the training tensors
     stay unnormalized and each training batch is augmented, then normalized (``train_transform``);
     pictures on disk get a :class:`~mlcli.data.stream.FoldStream` (``batch_size``, ``seed``)."""
+    import torch
+
     if dataset.pictures is not None:
         return _streamed(
             dataset, train_idx, val_idx, test_idx, dataset_cfg, device, augment, batch_size, seed
@@ -344,6 +348,8 @@ def _streamed(
 ) -> FoldData:
     """A fold of pictures read per batch: loaders and normalization fitted on its training
     pictures (one pass)."""
+    import torch
+
     from mlcli.data.stream import FoldStream
 
     rows = {"train": train_idx, "val": val_idx, "test": test_idx}

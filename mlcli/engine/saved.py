@@ -10,6 +10,7 @@ predictions and the in-memory models' agree by construction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -25,11 +26,11 @@ from mlcli.data.tokenize import SPECIALS, Vocabulary, pack
 from mlcli.engine.loop import EVAL_CHUNK, mode_dependent, reads_lengths
 from mlcli.models import build_model
 from mlcli.rundir.models import (
-    FINAL,
+    MODELS_DIR,
     ModelFilesError,
+    final_model_names,
     load_model,
     load_vocabulary_state,
-    model_name,
     read_schema,
     vocabulary_name,
 )
@@ -225,28 +226,30 @@ def _dataset_like(schema: dict[str, Any]) -> Dataset:
 
 
 def rebuild(
-    schema: dict[str, Any], weights: dict[str, np.ndarray], preprocess: dict[str, Any]
+    schema: dict[str, Any],
+    weights: dict[str, np.ndarray],
+    preprocess: dict[str, Any],
+    allow: Sequence[str] = (),
 ) -> nn.Module:
     """The network a saved model describes (built by the allowlisted builder its config
-    names), with its weights loaded (every name must match)."""
+    names; ``allow``: the user's modules admitted besides mlcli's builders, as
+    ``allow_targets``), with its weights loaded (every name must match)."""
     node = OmegaConf.create(schema["model"])
     in_shape = tuple(int(d) for d in preprocess["in_shape"])
-    model = build_model(node, _dataset_like(schema), (), in_shape)
+    model = build_model(node, _dataset_like(schema), list(allow), in_shape)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
     return model
 
 
-def load_predictor(run_dir: Path) -> Predictor | TextPredictor:
+def load_predictor(run_dir: Path, allow: Sequence[str] = ()) -> Predictor | TextPredictor:
     """The final model of the run in ``run_dir``: its refit model when it has one, else the
     ensemble of its fold models (a text run's with their vocabularies);
-    :class:`~mlcli.rundir.models.ModelFilesError` when they are missing."""
+    :class:`~mlcli.rundir.models.ModelFilesError` when they are missing, or when the model's
+    ``_target_`` is neither one of mlcli's builders nor in a module of ``allow`` (a run dir may
+    come from anyone: what it names is judged, never trusted)."""
     schema = read_schema(run_dir)
-    if schema.get("final") == "refit":
-        names = [FINAL]
-    else:
-        names = [model_name(f) for f in range(int(schema.get("n_folds") or 0))]
-    if not names:
-        raise ModelFilesError(f"{run_dir}: its schema lists no fold models")
+    check_model_targets(run_dir, schema, allow)
+    names = final_model_names(run_dir, schema)
     text = schema.get("text")
     models, vocabularies = [], []
     for name in names:
@@ -260,7 +263,7 @@ def load_predictor(run_dir: Path) -> Predictor | TextPredictor:
                     "(--rerun)"
                 ) from None
         try:
-            models.append((rebuild(schema, weights, preprocess), preprocess))
+            models.append((rebuild(schema, weights, preprocess, allow), preprocess))
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
             raise ModelFilesError(
                 f"{run_dir}/models/{name}: the model cannot be rebuilt from the run's saved "
@@ -270,6 +273,38 @@ def load_predictor(run_dir: Path) -> Predictor | TextPredictor:
         members = [(m, v, p) for (m, p), v in zip(models, vocabularies, strict=True)]
         return TextPredictor(str(schema["task"]), members)
     return Predictor(str(schema["task"]), models)
+
+
+def check_model_targets(run_dir: Path, schema: dict[str, Any], allow: Sequence[str]) -> None:
+    """Every ``_target_`` of the saved model config judged by the allowlist (mlcli's builders,
+    and the modules of ``allow``) before anything is imported or built;
+    :class:`~mlcli.rundir.models.ModelFilesError` saying how to admit a module one trusts."""
+    from mlcli.config import env
+    from mlcli.config.targets import (
+        TargetNotAllowedError,
+        TargetUnavailableError,
+        admit,
+        find_targets,
+    )
+
+    where = f"{run_dir}/{MODELS_DIR}/schema.json"
+    for key, target in find_targets(schema.get("model") or {}, "model"):
+        try:
+            admit(key, target, list(allow))
+        except TargetNotAllowedError:
+            module = target.rsplit(".", 1)[0] if "." in target else target
+            admitted = ", ".join(allow) if allow else "none"
+            raise ModelFilesError(
+                f"{where}: {key}._target_ {target!r} is not one of mlcli's builders nor in a "
+                f"module you admitted (--allow: {admitted}). A run dir can come from anyone, so "
+                f"what it names is built only when you admit it: if you trust {module}, run "
+                f"mlcli predict ... --allow {module} (or set {env.ALLOW_TARGETS}={module})"
+            ) from None
+        except TargetUnavailableError as error:
+            raise ModelFilesError(
+                f"{where}: {key}._target_: {error}. Run mlcli predict where the module is "
+                "importable (the directory the run was trained in, for a ./module.py)"
+            ) from None
 
 
 def score(task: str, prediction: np.ndarray, y: np.ndarray) -> dict[str, float]:

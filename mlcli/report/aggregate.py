@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -237,7 +238,8 @@ def aggregate(collected: Collected, options: ReportOptions) -> Aggregated:
     ascending = not higher_is_better(rank_metric)
     best = _stopped_best(runs, rank_metric, _best_epochs(curves, rank_metric, ascending))
     table["best_epoch"] = best.reindex(table.index).astype("Int64")
-    _fold_means(table, curve_rows, test_rows, names, rank_metric, options.at, notes)
+    fold_best = _fold_stops(runs, rank_metric)
+    _fold_means(table, curve_rows, test_rows, names, rank_metric, options.at, notes, fold_best)
 
     # Diagnosis from the fold-mean curves; configurations without numbers say why.
     table["n_params"] = _n_params(runs).reindex(table.index).astype("Int64")
@@ -427,9 +429,24 @@ def _stopped_best(runs: pd.DataFrame, rank_metric: str, curve_best: pd.Series) -
     if "best_epochs" not in runs:
         return curve_best
     chosen = runs[runs["best_epochs"].map(bool) & (runs["best_by"] == rank_metric)]
-    epochs = chosen.groupby("group")["best_epochs"].agg(lambda s: [e for run in s for e in run])
+    epochs = chosen.groupby("group")["best_epochs"].agg(
+        lambda s: [e for run in s for e in run.values()]
+    )
     stopped = epochs.map(lambda e: float(max(1, round(float(np.mean(e)))))).astype("float64")
     return stopped.combine_first(curve_best)
+
+
+def _fold_stops(runs: pd.DataFrame, rank_metric: str) -> dict[tuple[int, int], int]:
+    """``(run, fold) -> best epoch`` of every fold that early stopping watched by the ranking
+    metric (its restored weights are that epoch's)."""
+    if "best_epochs" not in runs:
+        return {}
+    chosen = runs[runs["best_epochs"].map(bool) & (runs["best_by"] == rank_metric)]
+    return {
+        (int(cast(int, run)), int(fold)): int(best)
+        for run, epochs in chosen["best_epochs"].items()
+        for fold, best in epochs.items()
+    }
 
 
 def _fold_means(
@@ -440,19 +457,38 @@ def _fold_means(
     rank_metric: str,
     at: str,
     notes: list[str],
+    fold_best: dict[tuple[int, int], int] | None = None,
 ) -> None:
     """Into ``table``: each configuration's folds counted, and each metric's mean, std and n
-    over them, at the final epoch or (``--at best``) at the configuration's best epoch."""
+    over them, at the final epoch or (``--at best``) at the best epoch: each fold's own where
+    early stopping recorded it by the ranking metric (``fold_best``: ``(run, fold) -> epoch``),
+    else the configuration's."""
     run_fold = curve_rows["run"].to_numpy(np.int64) * 1_000_000 + curve_rows["fold"].to_numpy()
     last_epoch = curve_rows["epoch"].groupby(run_fold).transform("max")
     if at == "best":
         wanted = table["best_epoch"].reindex(curve_rows["group"]).to_numpy(dtype=np.float64)
         wanted = np.where(np.isnan(wanted), last_epoch.to_numpy(), wanted)
+        if fold_best:
+            own = pd.Series(
+                list(fold_best.values()),
+                index=[run * 1_000_000 + fold for run, fold in fold_best],
+                dtype="float64",
+            )
+            fold_epoch = own.reindex(run_fold).to_numpy()
+            wanted = np.where(np.isnan(fold_epoch), wanted, fold_epoch)
         chosen = curve_rows[curve_rows["epoch"].to_numpy() == wanted]
+        metric = rank_metric.split("/", 1)[1]
         notes.append(
-            f"--at best: each configuration at the epoch where its fold-mean val "
-            f"{rank_metric.split('/', 1)[1]} is best; test metrics are of the final model (the "
-            "test split is evaluated once, after the last epoch)"
+            f"--at best: each configuration at the epoch where its fold-mean val {metric} is "
+            "best"
+            + (
+                f" (a run that stopped early by val {metric}: each fold at its own best epoch, "
+                "as status.json records it)"
+                if fold_best
+                else ""
+            )
+            + "; test metrics are of the final model (the test split is evaluated once, after "
+            "the last epoch)"
         )
     else:
         chosen = curve_rows[curve_rows["epoch"].to_numpy() == last_epoch.to_numpy()]

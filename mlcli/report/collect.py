@@ -54,8 +54,8 @@ class Collected:
     ``data_files``: the data files' short content hashes, when the run recorded them),
     config_complete (False when config.yaml was unreadable and the config comes from overrides,
     or status.json was unreadable and the group choices are unknown), best_epochs (each fold's
-    best epoch as early stopping recorded it; empty without early stopping), best_by (the metric
-    early stopping monitored)."""
+    best epoch as early stopping recorded it, fold -> epoch; empty without early stopping),
+    best_by (the metric early stopping monitored)."""
     results: pd.DataFrame
     """Columns: run (row number in ``runs``), fold, epoch, split, metric, value; the rows of the
     runs whose state can enter the numbers (COMPLETED, PRUNED) only."""
@@ -190,16 +190,16 @@ def _read_run(path: Path, shown: str) -> tuple[dict[str, Any], list[str]]:
     return row, notes
 
 
-def _stopped_best_epochs(status: rundir.Status, config: dict[str, Any]) -> list[int]:
-    """Each fold's best epoch by early stopping's monitor, as status.json records it
+def _stopped_best_epochs(status: rundir.Status, config: dict[str, Any]) -> dict[int, int]:
+    """Each fold's best epoch by early stopping's monitor, by fold, as status.json records it
     (``fold_epochs``); empty for a run without early stopping."""
     if config.get("early_stopping.patience") is None:
-        return []
-    found = []
-    for epochs in (status.fold_epochs or {}).values():
+        return {}
+    found = {}
+    for fold, epochs in (status.fold_epochs or {}).items():
         best = epochs.get("best") if isinstance(epochs, dict) else None
-        if isinstance(best, int) and not isinstance(best, bool):
-            found.append(best)
+        if isinstance(best, int) and not isinstance(best, bool) and str(fold).lstrip("-").isdigit():
+            found[int(fold)] = best
     return found
 
 

@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from mlcli.rundir.files import Unreadable, atomic_write_bytes, read_bytes, write_json
+from mlcli.rundir.files import (
+    Unreadable,
+    atomic_write_files,
+    json_bytes,
+    read_bytes,
+    write_json,
+)
 
 MODELS_DIR = "models"
 SCHEMA_FILE = "schema.json"
@@ -55,13 +61,18 @@ def save_model(
     folder = models_dir(run_dir)
     folder.mkdir(exist_ok=True)
     tensors = {k: np.ascontiguousarray(v) for k, v in weights.items()}
-    atomic_write_bytes(folder / f"{name}.safetensors", save(tensors))
     arrays = {k: np.asarray(v) for k, v in preprocess.items() if isinstance(v, np.ndarray)}
     plain = {k: v for k, v in preprocess.items() if k not in arrays}
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **arrays)
-    atomic_write_bytes(folder / f"{name}.preprocess.npz", buffer.getvalue())
-    write_json(folder / f"{name}.preprocess.json", {**plain, "arrays": sorted(arrays)})
+    listing = {**plain, "arrays": sorted(arrays)}
+    atomic_write_files(
+        {
+            folder / f"{name}.safetensors": save(tensors),
+            folder / f"{name}.preprocess.npz": buffer.getvalue(),
+            folder / f"{name}.preprocess.json": json_bytes(listing),
+        }
+    )
 
 
 def write_schema(run_dir: Path, schema: dict[str, Any]) -> None:
@@ -101,6 +112,26 @@ def read_schema(run_dir: Path) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise ModelFilesError(f"{path}: not a schema (a {type(schema).__name__})")
     return schema
+
+
+def final_model_names(run_dir: Path, schema: dict[str, Any]) -> list[str]:
+    """The models that make the run's final model (``final``: the refit model; else every fold
+    model), each with its weights on disk; :class:`ModelFilesError` saying how to get them."""
+    if schema.get("final") == "refit":
+        names = [FINAL]
+    else:
+        names = [model_name(f) for f in range(int(schema.get("n_folds") or 0))]
+    if not names:
+        raise ModelFilesError(f"{run_dir}: its schema lists no fold models")
+    missing = [n for n in names if not (models_dir(run_dir) / f"{n}.safetensors").is_file()]
+    if missing:
+        raise ModelFilesError(
+            f"{run_dir}: a run without saved models for {', '.join(missing)} (no "
+            f"{MODELS_DIR}/{missing[0]}.safetensors: trained with save_models=false, before "
+            "mlcli saved models, or interrupted before they were written). Re-run with "
+            "save_models=true: mlcli train <the same overrides> save_models=true --rerun"
+        )
+    return names
 
 
 def load_model(run_dir: Path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

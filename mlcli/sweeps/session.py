@@ -107,7 +107,7 @@ class Session:
             with (
                 procs.interrupt_on_signals() as signals,
                 composed_once(),
-                _environment(self._launcher_env()),
+                env.overridden(self._launcher_env()),
             ):
                 try:
                     hydra_main()
@@ -185,21 +185,6 @@ def composed_once() -> Iterator[None]:
 
 def _checked_by_the_preflight(self: Any, batch: Any) -> None:
     """The preflight composed every job of the batch already."""
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in this process's environment for the block, then as they were."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def shutdown_joblib_workers(kill: bool = False) -> None:
