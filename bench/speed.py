@@ -16,8 +16,10 @@ checkout, and with ``--baseline DIR`` another one (e.g. ``git worktree add /tmp/
 that a change's effect on the ratios is measured in one run, on one machine, under one load.
 Each case is measured ``--repeats`` times after one warm-up, the cases (and the trees) interleaved
 round-robin so that load from other processes hits them alike; the medians, each tree's ratios to
-its own reference (median to median, and min-to-min: fastest repeat to fastest repeat), the load
-average before and after and, with a baseline, the difference of the ratios are printed.
+its own reference (median to median, min-to-min: fastest repeat to fastest repeat, and the CPU
+seconds of the worker process, median to median: on a shared machine the steadiest of the
+three), the load average before and after and, with a baseline, the difference of the ratios
+are printed.
 
     .venv/bin/python bench/speed.py [--repeats 5] [--epochs 20] [--only WORDS] [--baseline DIR]
 """
@@ -191,10 +193,10 @@ def worker(epochs: int) -> None:
     print(MARK + json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         name = json.loads(line)["case"]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         accs = cases[name]()
-        seconds = time.perf_counter() - started
-        print(MARK + json.dumps({"seconds": seconds, "accs": accs}), flush=True)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        print(MARK + json.dumps({"seconds": seconds, "cpu": cpu, "accs": accs}), flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,6 +274,7 @@ def main() -> None:
         trees.append(Tree("baseline", args.baseline.resolve(), args.epochs))
     load_before = os.getloadavg()[0]
     times: dict[str, dict[str, list[float]]] = {t.label: {c: [] for c in cases} for t in trees}
+    cpus: dict[str, dict[str, list[float]]] = {t.label: {c: [] for c in cases} for t in trees}
     accs: dict[str, dict[str, list[float]]] = {t.label: {} for t in trees}
     try:
         for repeat in range(args.repeats + 1):
@@ -280,12 +283,13 @@ def main() -> None:
                     answer = tree.run(case)
                     if repeat:  # the first round is the warm-up (imports, allocator, dynamo)
                         times[tree.label][case].append(answer["seconds"])
+                        cpus[tree.label][case].append(answer["cpu"])
                     if answer["accs"]:
                         accs[tree.label][case] = answer["accs"]
     finally:
         for tree in trees:
             tree.close()
-    _print(args, cases, trees, times, accs, (load_before, os.getloadavg()[0]))
+    _print(args, cases, trees, times, cpus, accs, (load_before, os.getloadavg()[0]))
 
 
 def _print(
@@ -293,6 +297,7 @@ def _print(
     cases: list[str],
     trees: list[Tree],
     times: dict[str, dict[str, list[float]]],
+    cpus: dict[str, dict[str, list[float]]],
     accs: dict[str, dict[str, list[float]]],
     loads: tuple[float, float],
 ) -> None:
@@ -303,6 +308,9 @@ def _print(
     ratio = {t.label: _ratios(med[t.label]) for t in trees}
     # min-to-min: each case's fastest repeat over its reference's fastest (the least disturbed)
     low = {t.label: _ratios({c: min(times[t.label][c]) for c in cases}) for t in trees}
+    # CPU seconds of the worker process (all its threads): what the load of other processes
+    # changes least; a parallel case's CPU is in its fold processes, not counted (-)
+    cpu = {t.label: _ratios({c: statistics.median(cpus[t.label][c]) for c in cases}) for t in trees}
     print(
         f"digits MLP 64-128-10, batch 64, {args.epochs} epochs, 5 folds, Adam, "
         f"torch {torch.__version__}, one thread, median of {args.repeats} interleaved repeats "
@@ -310,9 +318,9 @@ def _print(
         f"{os.cpu_count()} cores (cnn rows: ratio to the cnn on one core)"
     )
     base = "baseline" if len(trees) > 1 else None
-    header = "| case | median s | ratio | min s | min-to-min | target |"
+    header = "| case | median s | ratio | min s | min-to-min | CPU ratio | target |"
     if base:
-        header += " baseline median s | baseline ratio | ratio change |"
+        header += " baseline median s | baseline ratio | ratio change | baseline CPU ratio |"
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for case in cases:
@@ -320,10 +328,14 @@ def _print(
         target = TARGETS.get(case)
         verdict = "" if target is None else f"<= {target}" + (" ok" if r <= target else " MISSED")
         fastest, lowest = min(times["this"][case]), low["this"][case]
-        line = f"| {case} | {value:.3f} | {r:.2f} | {fastest:.3f} | {lowest:.2f} | {verdict} |"
+        c = "-" if "parallel" in case else f"{cpu['this'][case]:.2f}"
+        line = (
+            f"| {case} | {value:.3f} | {r:.2f} | {fastest:.3f} | {lowest:.2f} | {c} | {verdict} |"
+        )
         if base:
             b = ratio[base][case]
-            line += f" {med[base][case]:.3f} | {b:.2f} | {r - b:+.3f} |"
+            bc = "-" if "parallel" in case else f"{cpu[base][case]:.2f}"
+            line += f" {med[base][case]:.3f} | {b:.2f} | {r - b:+.3f} | {bc} |"
         print(line)
     for tree in trees:
         for case, values in accs[tree.label].items():

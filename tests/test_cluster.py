@@ -1,6 +1,7 @@
 """SLURM through Hydra's submitit launcher, against a fake SLURM (tests/fake_slurm: shell shims
 for sbatch, srun, squeue, sacct and scancel that run the job scripts on this machine): the job
-script, results as under the basic launcher, a job the cluster kills, --detach and `mlcli status`.
+script, results as under the basic launcher, a job the cluster kills, --detach and `mlcli status`,
+Ctrl-C cancelling the sweep's jobs.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from mlcli.sweeps import cluster
@@ -197,3 +200,63 @@ def test_detach_returns_once_queued_and_status_follows_the_jobs(cli, fake_slurm,
     _wait(lambda: _plain_state(fake_slurm, second) == "COMPLETED", "job 3 rerun")
     done = cli("status", str(sweep_dir))
     assert "6 completed" in done.output, done.output
+
+
+def _interrupt(tmp_path: Path, args: list[str], ready) -> subprocess.Popen:
+    """``mlcli train ARGS`` in a process of its own, sent SIGINT once ``ready()``; its exit."""
+    log_path = tmp_path / "sweep.log"
+    with open(log_path, "wb") as log:
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "mlcli", "train", *args], cwd=tmp_path, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not ready():
+        assert sweep.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGINT)  # the mlcli process only, as Ctrl-C reaches it
+    assert sweep.wait(timeout=120) == 130, log_path.read_text()
+    return sweep
+
+
+def test_ctrl_c_on_a_slurm_sweep_cancels_its_queued_jobs(fake_slurm, tmp_path):
+    fake_slurm.mkdir()
+    (fake_slurm / "hold").touch()  # the cluster starts nothing: every job stays PENDING
+    args = ["-m", "seed=0,1,2", *FAST, *SLURM]
+    _interrupt(tmp_path, args, lambda: set(_states(fake_slurm, 1000).values()) == {"PENDING"})
+    (job,) = _submissions(fake_slurm)
+    assert _states(fake_slurm, job) == {0: "CANCELLED", 1: "CANCELLED", 2: "CANCELLED"}
+    output = (tmp_path / "sweep.log").read_text()
+    assert "cancelling 3 job(s) of the sweep" in output and "interrupted by SIGINT" in output
+
+
+@pytest.mark.long
+def test_ctrl_c_on_a_slurm_sweep_cancels_its_running_job(fake_slurm, tmp_path):
+    (tmp_path / "PAUSE").touch()  # array task 3 pauses mid-run
+    _interrupt(tmp_path, [*SIX, *SLURM], lambda: (tmp_path / "PAUSED").exists())
+    (job,) = _submissions(fake_slurm)
+    states = _states(fake_slurm, job)
+    assert states[3] == "CANCELLED" and not {"PENDING", "RUNNING"} & set(states.values())
+    pgid = int((fake_slurm / f"{job}_3.pgid").read_text())
+    _wait(lambda: not any(_in_group(p, pgid) for p in psutil.process_iter()), "job 3 gone", 10)
+    # The runs of the cancelled jobs are INTERRUPTED; the identical command runs only those.
+    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    assert json.loads((sweep_dir / "3" / "status.json").read_text())["state"] == "INTERRUPTED"
+    (tmp_path / "PAUSE").unlink()
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("status.json")]
+    done = sum(run["state"] == "COMPLETED" for run in runs)  # (one may end as it is cancelled)
+    assert 0 < done < 6
+    cli_again = subprocess.run(
+        [sys.executable, "-m", "mlcli", "train", *SIX, *SLURM], cwd=tmp_path,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cli_again.returncode == 0, cli_again.stdout + cli_again.stderr
+    assert f"6 jobs: {6 - done} COMPLETED, {done} SKIPPED" in cli_again.stderr
+
+
+def _in_group(process: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(process.pid) == pgid
+    except OSError:
+        return False

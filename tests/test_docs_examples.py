@@ -153,7 +153,7 @@ def test_only_what_cannot_run_here_is_marked_not_run():
     for command in run:
         assert not CANNOT_RUN_HERE.search(command.text), f"{command.page}:{command.line}: mark it"
     # The count, so that a marker added by mistake shows in review.
-    assert len(marked) <= 31 and len(run) >= 85, (len(marked), len(run))
+    assert len(marked) <= 33 and len(run) >= 85, (len(marked), len(run))
 
 
 @pytest.mark.parametrize(("page", "test_file"), COVERED.items())

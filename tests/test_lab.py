@@ -176,7 +176,9 @@ def test_every_quick_demonstration_runs_and_gives_a_verdict(cli, name):
     assert result.exit_code == 0, result.output
     out = Path(f"outputs/lab/{name}-quick")
     verdict = _verdict(out)
-    assert verdict["supported"] in ("yes", "no", "inconclusive")
+    # Each quick preset was chosen so that the lecture's effect shows (checked on 2-3 seeds):
+    # a seeded quick run that stops showing it is a regression of the demonstration.
+    assert verdict["supported"] == "yes", verdict["detail"]
     assert verdict["numbers"]
     for figure in DEMOS[name].figures:
         assert (out / figure).stat().st_size > 5_000

@@ -125,3 +125,26 @@ def test_an_exploded_configuration_ranks_after_every_finite_one():
     assert table["optim.lr"].tolist() == ["0.01", "10"]
     assert any("diagnosed as diverged" in note for note in agg.notes)
     assert table.set_index("optim.lr").loc["10", "diagnosis"] == "diverged"
+
+
+def test_the_gallery_states_each_full_runs_time_and_its_quick_runs(tmp_path):
+    """The full gallery names each demonstration's time (wall and CPU) and its quick run's; a
+    demonstration without results says it was not run."""
+    from mlcli.lab import DEMOS
+    from mlcli.lab.session import gallery, lab_dir
+
+    first, second = list(DEMOS)[:2]
+    for quick, seconds, cpu, jobs in ((False, 121.4, 98.2, 6), (True, 31.0, 24.6, 3)):
+        out = lab_dir(tmp_path, first, quick)
+        out.mkdir(parents=True)
+        (out / "verdict.json").write_text(json.dumps({"claim": "c", "supported": "yes"}))
+        (out / "verdict.md").write_text(f"**Supported by this run: yes.** ({'quick' * quick})")
+        timing = {"seconds": seconds, "cpu_seconds": cpu, "jobs": jobs, "resumed": 0}
+        (out / "timing.json").write_text(json.dumps(timing))
+    page = gallery(tmp_path, tmp_path / "docs" / "lab", False, "a test machine").read_text()
+    assert (
+        f"`mlcli lab run {first}` ({DEMOS[first].what}; took 121 s wall (98 s CPU), 6 jobs; "
+        "its `--quick` run: 31 s wall (25 s CPU), 3 jobs)." in page
+    )
+    assert "**Supported by this run: yes.** ()" in page  # the full run's verdict, not the quick
+    assert f"`mlcli lab run {second}`: not run yet." in page

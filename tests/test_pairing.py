@@ -107,6 +107,22 @@ def test_a_bad_zip_is_one_screen_exit_2_and_writes_nothing(cli, tmp_path, args, 
     assert no_multirun.exit_code == 2 and "add -m" in no_multirun.output
 
 
+def test_resume_with_zip_or_fail_fast_records_their_overrides_once(cli, tmp_path):
+    pairs = ["-m", "optim.lr=0.1,0.01", "batch_size=256,64"]
+    first = cli("train", *pairs, *FAST, "--zip", "optim.lr,batch_size", "--fail-fast")
+    assert first.exit_code == 0, first.output
+    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    recorded = json.loads((sweep_dir / "sweep.json").read_text())["args"]
+    added = [*zip_overrides(["optim.lr,batch_size"]), "on_failure=stop"]
+    assert all(recorded.count(o) == 1 for o in added), recorded
+    # --resume replays the recorded command: --zip and --fail-fast again add nothing twice
+    again = cli("train", "--resume", str(sweep_dir), "--zip", "optim.lr,batch_size", "--fail-fast")
+    assert again.exit_code == 0, again.output
+    assert "2 jobs: 2 SKIPPED" in again.output
+    assert json.loads((sweep_dir / "sweep.json").read_text())["args"] == recorded
+    assert len(list((tmp_path / "outputs" / "sweeps").iterdir())) == 1
+
+
 def _statuses(root: Path) -> dict[Path, dict]:
     return {p.parent: json.loads(p.read_text()) for p in root.rglob("status.json")}
 

@@ -106,3 +106,35 @@ def test_every_file_of_a_sweep_and_its_report_respects_the_umask(cli, tmp_path, 
         assert name in written  # (and Hydra's .hydra/*.yaml, the sweep's manifest, the locks)
     assert "report.md" in modes and any(p.startswith("plots/") for p in modes)
     assert {p: m for p, m in modes.items() if m != oct(0o666 & ~umask)} == {}
+
+
+def test_several_files_written_at_once_replace_their_old_versions(tmp_path):
+    """A model's files are written together (synced at once, then renamed): each holds its new
+    bytes, with the permissions a plain ``open`` gives, and no temp file is left."""
+    from mlcli.rundir.files import atomic_write_files
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "a.bin").write_bytes(b"old")
+    files = {tmp_path / "models" / "a.bin": b"new a", tmp_path / "models" / "b.json": b"{}\n"}
+    atomic_write_files(files)
+    assert {p: p.read_bytes() for p in files} == files
+    assert sorted(os.listdir(tmp_path / "models")) == ["a.bin", "b.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "models" / "b.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_several_files_failing_leave_the_old_ones_and_no_temp_files(tmp_path, monkeypatch):
+    """A sync that fails (a full disk) renames none of the files and removes every temp file."""
+    from mlcli.rundir import files as rundir_files
+
+    (tmp_path / "a.bin").write_bytes(b"old")
+
+    def full(path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir_files, "_fsync_path", full)
+    with pytest.raises(OSError, match="No space"):
+        rundir_files.atomic_write_files({tmp_path / "a.bin": b"new", tmp_path / "b.bin": b"b"})
+    assert os.listdir(tmp_path) == ["a.bin"]
+    assert (tmp_path / "a.bin").read_bytes() == b"old"

@@ -5,10 +5,11 @@ It submits the jobs as one job array exactly as Hydra's launcher does, then:
 
 * records each job's scheduler id in the sweep dir (``mlcli status`` asks the scheduler later);
 * with ``--detach``, returns once the array is queued (the jobs record themselves as they end);
-* otherwise waits for every job, and a job the scheduler ended (killed, out of time, node
-  failure) is recorded as FAILED (run dir and the session's ledger) instead of ending the sweep
-  with submitit's traceback: the other jobs' results count, and the identical command runs it
-  again (:mod:`mlcli.sweeps.cluster`).
+* otherwise waits for every job (Ctrl-C or SIGTERM meanwhile cancels the sweep's jobs that
+  are still queued or running: ``scancel``), and a job the scheduler ended (killed, out of
+  time, node failure) is recorded as FAILED (run dir and the session's ledger) instead of ending
+  the sweep with submitit's traceback: the other jobs' results count, and the identical command
+  runs it again (:mod:`mlcli.sweeps.cluster`).
 """
 
 # No `from __future__ import annotations`: Hydra's plug-in scan executes this module without
@@ -58,18 +59,29 @@ if SlurmLauncher is not None:
                      Singleton.get_state())
                 )  # fmt: skip
             jobs: dict[int, Any] = {}
-            if params:
-                submitted = self._executor().map_array(self, *zip(*params, strict=True))
-                jobs.update({n: job for (n, _), job in zip(to_submit, submitted, strict=True)})
-                cluster.record_submission(sweep_dir, [(n, jobs[n].job_id, o) for n, o in to_submit])
             returns = []
-            for n, overrides in numbered:
-                if n in left:
-                    returns.append(self._left_out(overrides, n, left[n]))
-                elif detach:
-                    returns.append(_returned(overrides, "QUEUED"))
-                else:
-                    returns.append(self._wait(jobs[n], overrides, n))
+            try:
+                if params:
+                    # An interrupt while submitting waits until the jobs' ids are known.
+                    with cluster.deferred_interrupts():
+                        submitted = self._executor().map_array(self, *zip(*params, strict=True))
+                        jobs.update(
+                            {n: job for (n, _), job in zip(to_submit, submitted, strict=True)}
+                        )
+                        cluster.record_submission(
+                            sweep_dir, [(n, jobs[n].job_id, o) for n, o in to_submit]
+                        )
+                for n, overrides in numbered:
+                    if n in left:
+                        returns.append(self._left_out(overrides, n, left[n]))
+                    elif detach:
+                        returns.append(_returned(overrides, "QUEUED"))
+                    else:
+                        returns.append(self._wait(jobs[n], overrides, n))
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting: the sweep's jobs stop
+                if not detach:
+                    cluster.cancel([str(job.job_id) for job in jobs.values()])
+                raise
             return returns
 
         def _left_out(self, overrides: list[str], number: int, why: str) -> JobReturn:

@@ -190,7 +190,7 @@ def _command_args(
     """The command's Hydra arguments: those typed (or recorded in ``--resume``'s sweep dir), with
     what ``--fail-fast`` and ``--zip`` stand for; a bad request exits 2."""
     from mlcli.config.pairing import PairingError, zip_overrides
-    from mlcli.sweeps.launch import PlanError, resume_args
+    from mlcli.sweeps.launch import PlanError, resume_args, with_overrides
 
     args = list(typed)
     try:
@@ -199,12 +199,12 @@ def _command_args(
                 raise PlanError("--resume", "--resume continues a sweep; --rerun starts anew")
             args = resume_args(resume, args)
         if fail_fast:
-            args.append("on_failure=stop")
+            args = with_overrides(args, ["on_failure=stop"])
         if zip_keys:
             problem = _zip_problem(args)
             if problem is not None:
                 raise PlanError(problem.key, problem.message)
-            args.extend(zip_overrides(zip_keys))
+            args = with_overrides(args, zip_overrides(zip_keys))
     except (PlanError, PairingError) as error:
         print_problems([ConfigProblem(error.key, str(error))])
         raise typer.Exit(EXIT_USAGE) from None

@@ -8,6 +8,7 @@ computed on resume, in a worker process or as a member of a stack is the fold co
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from mlcli.data.augment import augments
 from mlcli.data.base import Dataset
 from mlcli.data.preprocess import FoldData, fold_tensors
 from mlcli.engine.loop import EpochEnd, LrSteps
-from mlcli.engine.optim import optimizer_factory
+from mlcli.engine.optim import fused_optimizer_factory, optimizer_factory
 from mlcli.models import model_factory
 from mlcli.rundir.files import write_json
 from mlcli.tasks import selection_metric
@@ -67,30 +68,54 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@dataclass(frozen=True)
 class Builders:
-    """What each fold of a run builds afresh, composed once per run
+    """What each fold of a run builds afresh, each composed once per run, when first asked for
     (:func:`mlcli.config.targets.factory`): ``model(in_shape)``, ``optimizer(params)``,
-    ``scheduler(optimizer, total_steps=...)``, ``analyzer(loss_fn=..., out_dir=..., fold=...,
-    seed=...)``."""
+    ``fused_optimizer(flat)`` (stacked folds), ``scheduler(optimizer, total_steps=...)``,
+    ``analyzer(loss_fn=..., out_dir=..., fold=..., seed=...)``, ``augment`` (None for
+    ``augment=none``). A strategy pays only for what it builds: stacked folds compose neither
+    the per-model optimizer nor the analysis."""
 
-    model: ModelBuilder
-    optimizer: Callable[[Any], torch.optim.Optimizer]
-    scheduler: Callable[..., Any]
-    analyzer: Callable[..., Any]
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    def __init__(self, cfg: DictConfig, dataset: Dataset) -> None:
+        self.cfg, self.dataset = cfg, dataset
+        self.allow = list(cfg.get("allow_targets") or [])
 
     @classmethod
     def for_run(cls, cfg: DictConfig, dataset: Dataset) -> Builders:
-        """The builders of run ``cfg`` on ``dataset`` (targets checked against the allowlist)."""
-        allow = list(cfg.get("allow_targets") or [])
-        return cls(
-            model=model_factory(cfg.model, dataset, allow),
-            optimizer=optimizer_factory(cfg.optim, allow),
-            scheduler=factory(cfg.scheduler, "scheduler", allow),
-            analyzer=factory(cfg.analysis, "analysis", allow),
-            augment=augmentation(cfg, allow),
-        )
+        """The builders of run ``cfg`` on ``dataset`` (targets checked against the allowlist
+        as each is composed)."""
+        return cls(cfg, dataset)
+
+    @functools.cached_property
+    def model(self) -> ModelBuilder:
+        """``in_shape -> model``, a fresh model each call."""
+        return model_factory(self.cfg.model, self.dataset, self.allow)
+
+    @functools.cached_property
+    def optimizer(self) -> Callable[[Any], torch.optim.Optimizer]:
+        """``params -> optimizer`` (:func:`mlcli.engine.optim.optimizer_factory`)."""
+        return optimizer_factory(self.cfg.optim, self.allow)
+
+    @functools.cached_property
+    def fused_optimizer(self) -> Callable[[torch.Tensor], torch.optim.Optimizer]:
+        """``flat -> optimizer`` over one contiguous tensor
+        (:func:`mlcli.engine.optim.fused_optimizer_factory`)."""
+        return fused_optimizer_factory(self.cfg.optim, self.allow)
+
+    @functools.cached_property
+    def scheduler(self) -> Callable[..., Any]:
+        """``(optimizer, total_steps=...) -> schedule``."""
+        return factory(self.cfg.scheduler, "scheduler", self.allow)
+
+    @functools.cached_property
+    def analyzer(self) -> Callable[..., Any]:
+        """``(loss_fn=..., out_dir=..., fold=..., seed=...) -> analyzer``."""
+        return factory(self.cfg.analysis, "analysis", self.allow)
+
+    @functools.cached_property
+    def augment(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The run's augmentation of training batches, None for ``augment=none``."""
+        return augmentation(self.cfg, self.allow)
 
 
 def augmentation(

@@ -46,7 +46,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlcli.config import enum_name
-from mlcli.config.targets import instantiate
 from mlcli.data.augment import augments
 from mlcli.data.base import Dataset, Task
 from mlcli.data.preprocess import FoldData
@@ -68,10 +67,9 @@ from mlcli.engine.loop import (
     long_rows,
     lr_step_rows,
 )
-from mlcli.engine.optim import build_fused_optimizer
+from mlcli.engine.optim import FusedAdamStep
 from mlcli.engine.setup import FoldPlan, FoldSetup, set_up_fold
 from mlcli.engine.stopping import EarlyStopping
-from mlcli.models import build_model
 from mlcli.tasks import metrics as task_metrics
 
 # Elementwise optimizers: one over stacked tensors updates each fold as its own would.
@@ -372,7 +370,12 @@ class Stepper(Protocol):
 
 
 class SharedStepper:
-    """One torch optimizer and schedule over the stacked tensors (all members alike)."""
+    """One torch optimizer and schedule over the stacked tensors (all members alike).
+
+    A fused Adam/AdamW steps through :class:`~mlcli.engine.optim.FusedAdamStep` (its kernel,
+    called directly: the same numbers); a constant schedule is not stepped (it never changes
+    the lr), as in the plain loop.
+    """
 
     def __init__(
         self,
@@ -384,13 +387,15 @@ class SharedStepper:
         # A constant schedule never changes the lr: the loop need not read it at every step.
         factors = getattr(scheduler, "lr_lambdas", [0])
         self.lr_fixed = all(getattr(f, "is_constant", False) for f in factors)
+        self._step = FusedAdamStep(optimizer).step
 
     def lrs(self) -> list[float]:
         return [float(self.optimizer.param_groups[0]["lr"])] * self.k
 
     def step(self) -> None:
-        self.optimizer.step()
-        self.scheduler.step()
+        self._step()
+        if not self.lr_fixed:
+            self.scheduler.step()
 
 
 def stacking_reason(plan: FoldPlan) -> str | None:
@@ -417,7 +422,7 @@ def stacking_reason(plan: FoldPlan) -> str | None:
 def _model_reason(plan: FoldPlan, auto: bool) -> str | None:
     """Why the run's model (one built here) cannot be stacked, or (``auto``) is not worth it."""
     cfg = plan.cfg
-    model = build_model(cfg.model, plan.dataset, list(cfg.get("allow_targets") or []))
+    model = plan.builders().model(None)  # (composed once: the folds build theirs with it)
     try:
         stacked = StackedModel([model])
         # One example through the stack: a layout it cannot compute shows now, not mid-training.
@@ -443,16 +448,13 @@ def train_stacked(
     Every fold is set up as it is trained alone (:func:`~mlcli.engine.setup.set_up_fold`: same
     seeds, same data), so its rows equal those of sequential training up to float rounding.
     """
-    cfg = plan.cfg
-    allow = list(cfg.get("allow_targets") or [])
-    setups = [set_up_fold(plan, fold, plan.builders().model) for fold in plan.pending]
+    cfg, builders = plan.cfg, plan.builders()
+    setups = [set_up_fold(plan, fold, builders.model) for fold in plan.pending]
     members = [Member.of(setup, plan.key) for setup in setups]
     stacked = StackedModel([setup.model for setup in setups])
     steps_per_epoch = common_steps_per_epoch(members, int(cfg.batch_size), stacked.batch_norm)
-    optimizer = build_fused_optimizer(cfg.optim, stacked.flat, allow)
-    scheduler = instantiate(cfg.scheduler, "scheduler", allow)(
-        optimizer, total_steps=int(cfg.epochs) * steps_per_epoch
-    )
+    optimizer = builders.fused_optimizer(stacked.flat)
+    scheduler = builders.scheduler(optimizer, total_steps=int(cfg.epochs) * steps_per_epoch)
     outcome = train_members(
         members,
         stacked,

@@ -158,6 +158,16 @@ class LabRuns:
         last = rows.sort_values("epoch").groupby("fold", observed=True).tail(1)
         return last["value"].to_numpy(dtype=np.float64)
 
+    def saved_models(self, position: int) -> Path | None:
+        """Run ``position``'s run dir when it kept its models (``models/schema.json``), else
+        None."""
+        shown = Path(str(self.runs["run_dir"].iloc[position]))
+        candidates = [shown, *(d for d in self.run_dirs if d.name == shown.name)]
+        for candidate in candidates:
+            if (candidate / "models" / "schema.json").is_file():
+                return candidate
+        return None
+
     def table(self, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
         """One row per finished run: the config ``keys`` and the final ``split/metric`` values,
         with ``n_params`` and ``duration_s``."""
@@ -191,5 +201,3 @@ class Demo:
     analyze: Analysis
     figures: tuple[str, ...] = field(default=())
     """The PNG files ``analyze`` writes (names inside the folder)."""
-    pending: str = ""
-    """A part of the demonstration not built yet, said in its verdict."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlcli.lab import figures
+from mlcli.lab import figures, flatness
 from mlcli.lab.base import INCONCLUSIVE, LabRuns, Verdict, as_list, decide
 
 
@@ -130,14 +130,18 @@ def critical_points(runs: LabRuns, out: Path) -> Verdict:
 
 
 def batch_size(runs: LabRuns, out: Path) -> Verdict:
-    """Time per epoch, noise of the training loss and val accuracy vs the batch size."""
+    """Time per epoch, noise of the training loss and val accuracy vs the batch size, and the
+    loss on the line between the smallest- and the largest-batch solution (fold 0)."""
     claim = (
         "Small batches take longer per epoch and give noisier updates, yet reach a validation "
-        "accuracy at least as good as large batches after the same number of epochs"
+        "accuracy at least as good as large batches after the same number of epochs, in a "
+        "flatter minimum: stepping past the small-batch solution raises the loss less than "
+        "stepping past the large-batch one"
     )
     rule = (
-        "time per epoch at the smallest batch > at the largest, and val acc at the smallest "
-        "batch ≥ at the largest"
+        "time per epoch at the smallest batch > at the largest, val acc at the smallest batch ≥ "
+        "at the largest, and on the line θ(a) = (1−a) θ_small + a θ_large the train loss rises "
+        f"less from a = 0 to a = −{STEP} than from a = 1 to a = 1 + {STEP}"
     )
     table = runs.table(["batch_size", "epochs"], ["val/acc", "train/loss"])
     table = table.reset_index(drop=True)
@@ -152,28 +156,90 @@ def batch_size(runs: LabRuns, out: Path) -> Verdict:
         noise.append(float(np.mean(steps)))
     table["noise"] = noise
     table = table.sort_values("batch_size")
-    numbers = {
+    small, large = table.iloc[0], table.iloc[-1]
+    line, why_not = _line(runs, int(small.name), int(large.name))  # type: ignore[call-overload]
+    numbers: dict[str, object] = {
         "batch size": table["batch_size"].astype(int).tolist(),
         "seconds per epoch": table["s/epoch"].round(4).tolist(),
         "epoch-to-epoch |Δ log train loss|": table["noise"].round(4).tolist(),
         "val acc": table["val/acc"].round(4).tolist(),
-        "loss between the small- and large-batch solutions": "pending (needs saved models)",
     }
-    fig, axes = figures.figure(3, width=4.0)
+    fig, axes = figures.figure(4, width=4.0)
     sizes = table["batch_size"].tolist()
     panels = (("s/epoch", "seconds per epoch"), ("noise", "mean |Δ log train loss|"),
               ("val/acc", "val accuracy"))  # fmt: skip
-    for ax, (column, label) in zip(axes, panels, strict=True):
+    for ax, (column, label) in zip(axes[:3], panels, strict=True):
         figures.lines(ax, sizes, {column: table[column].tolist()}, "batch size", label, log_x=True)
+    flatter = None
+    if line is not None:
+        alphas = list(flatness.ALPHAS)
+        past_small = flatness.rise(alphas, line["train"], 0.0, -STEP)
+        past_large = flatness.rise(alphas, line["train"], 1.0, STEP)
+        val_small = flatness.rise(alphas, line["val"], 0.0, -STEP)
+        val_large = flatness.rise(alphas, line["val"], 1.0, STEP)
+        numbers |= {
+            "line a": alphas,
+            "train loss on the line": [float(f"{v:.4g}") for v in line["train"]],
+            "val loss on the line": [float(f"{v:.4g}") for v in line["val"]],
+            f"train loss rise past the small-batch solution (a 0 → −{STEP})": past_small,
+            f"train loss rise past the large-batch solution (a 1 → {1 + STEP})": past_large,
+            f"val loss rise past the small-batch solution (a 0 → −{STEP})": val_small,
+            f"val loss rise past the large-batch solution (a 1 → {1 + STEP})": val_large,
+        }
+        if np.isfinite([past_small, past_large]).all():
+            flatter = bool(past_small < past_large)
+        ax = axes[3]
+        ax.plot(alphas, line["train"], marker=".", label="train")
+        ax.plot(alphas, line["val"], marker=".", label="val")
+        for a, name in ((0.0, f"batch {int(small['batch_size'])}"),
+                        (1.0, f"batch {int(large['batch_size'])}")):  # fmt: skip
+            ax.axvline(a, color="#7f7f7f", lw=0.8, ls="--")
+            ax.annotate(name, (a, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                        ha="center", va="bottom")  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("a in (1−a) θ_small + a θ_large (fold 0)")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    else:
+        numbers["loss between the small- and large-batch solutions"] = f"not measured: {why_not}"
+        axes[3].text(0.5, 0.5, f"no line:\n{why_not}", ha="center", va="center", fontsize=8,
+                     wrap=True, transform=axes[3].transAxes)  # fmt: skip
+        axes[3].set_axis_off()
     figures.save(fig, out / "batch_size.png", "small vs large batch")
-    small, large = table.iloc[0], table.iloc[-1]
-    holds = small["s/epoch"] > large["s/epoch"] and small["val/acc"] >= large["val/acc"]
+    faster = bool(small["s/epoch"] > large["s/epoch"] and small["val/acc"] >= large["val/acc"])
     detail = (
         f"batch {int(small['batch_size'])}: {small['s/epoch']:.3g} s/epoch, val acc "
         f"{small['val/acc']:.3f}; batch {int(large['batch_size'])}: {large['s/epoch']:.3g} "
         f"s/epoch, val acc {large['val/acc']:.3f}"
     )
-    return Verdict(claim, numbers, decide(bool(holds)), rule, detail)
+    if flatter is None:
+        detail += f"; the line between the two was not measured ({why_not})"
+        return Verdict(claim, numbers, INCONCLUSIVE if faster else decide(False), rule, detail)
+    detail += (
+        f"; train loss rise {past_small:.3g} past the small-batch solution vs {past_large:.3g} "
+        f"past the large-batch one (val: {val_small:.3g} vs {val_large:.3g}): the small-batch "
+        f"minimum is {'flatter' if flatter else 'not flatter'} along the line"
+    )
+    return Verdict(claim, numbers, decide(faster and flatter), rule, detail)
+
+
+STEP = 0.5
+"""How far past each solution the flatness is read (a share of the distance between them)."""
+
+
+def _line(runs: LabRuns, small: int, large: int) -> tuple[dict[str, np.ndarray] | None, str]:
+    """The losses on the line from run ``small``'s fold-0 model to run ``large``'s, or (None,
+    why it cannot be measured)."""
+    from mlcli.rundir.models import ModelFilesError
+
+    dirs = runs.saved_models(small), runs.saved_models(large)
+    if dirs[0] is None or dirs[1] is None:
+        return None, "the runs kept no models (save_models=false?)"
+    try:
+        return flatness.between_runs(dirs[0], dirs[1], fold=0), ""
+    except (ModelFilesError, ValueError) as error:
+        return None, str(error)
 
 
 def momentum(runs: LabRuns, out: Path) -> Verdict:

@@ -79,8 +79,6 @@ def build(name: str, run_dirs: Sequence[Path], out: Path) -> Verdict:
     if not run_dirs:
         raise LabError(f"{name}: no finished runs yet; run `mlcli lab run {name}` first")
     verdict = chosen.analyze(LabRuns.read(run_dirs), out)
-    if chosen.pending:
-        verdict.detail = f"{verdict.detail} Not built yet: {chosen.pending}.".strip()
     document = verdict.document() | {
         "demo": name,
         "topic": chosen.topic,
@@ -93,12 +91,29 @@ def build(name: str, run_dirs: Sequence[Path], out: Path) -> Verdict:
 
 
 def write_timing(out: Path, seconds: float, jobs: int, quick: bool, resumed: int = 0) -> None:
-    """Record how long ``mlcli lab run`` took (the gallery shows it); ``resumed``: the jobs an
-    earlier invocation had finished (the time is then that of the rest only)."""
+    """Record how long ``mlcli lab run`` took (the gallery shows it): ``seconds`` of wall-clock
+    time and the CPU seconds of this process and its finished children (jobs run in child
+    processes), which a loaded machine inflates less; ``resumed``: the jobs an earlier
+    invocation had finished (the time is then that of the rest only)."""
     from mlcli.rundir import write_json
 
-    document = {"seconds": round(seconds, 1), "jobs": jobs, "quick": quick, "resumed": resumed}
+    document = {
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds(), 1),
+        "jobs": jobs,
+        "quick": quick,
+        "resumed": resumed,
+    }
     write_json(out / TIMING_FILE, document)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have ended."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -135,10 +150,9 @@ def gallery(outputs_root: Path, target: Path, quick: bool, machine: str) -> Path
         if not verdict:
             parts += [f"`{command}`: not run yet.", ""]
             continue
-        seconds = timing.get("seconds")
-        took = f"{seconds:.0f} s, {timing.get('jobs')} jobs" if seconds is not None else "n/a"
-        if timing.get("resumed"):
-            took += f" (resumed: {timing['resumed']} jobs were done before)"
+        took = _took(timing)
+        if not quick and (quick_timing := _read(lab_dir(outputs_root, name, True) / TIMING_FILE)):
+            took += f"; its `--quick` run: {_took(quick_timing)}"
         parts += [f"`{command}` ({chosen.what}; took {took}).", ""]
         for figure in chosen.figures:
             if (out / figure).is_file():
@@ -149,3 +163,14 @@ def gallery(outputs_root: Path, target: Path, quick: bool, machine: str) -> Path
     page = target.with_suffix(".md")
     atomic_write_text(page, "\n".join(parts).rstrip() + "\n")
     return page
+
+
+def _took(timing: dict[str, Any]) -> str:
+    """How long a demonstration's sweep took, from its timing file."""
+    seconds = timing.get("seconds")
+    took = f"{seconds:.0f} s, {timing.get('jobs')} jobs" if seconds is not None else "n/a"
+    if timing.get("cpu_seconds") is not None:
+        took = took.replace(" s,", f" s wall ({timing['cpu_seconds']:.0f} s CPU),", 1)
+    if timing.get("resumed"):
+        took += f" (resumed: {timing['resumed']} jobs were done before)"
+    return took

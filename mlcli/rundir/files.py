@@ -239,14 +239,54 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def atomic_write_files(files: dict[Path, bytes]) -> None:
+    """:func:`atomic_write_bytes` of several files (a model's weights and preprocessing): each
+    written to its temp file and synced, the syncs at once (a journal commits them together,
+    not one after another), then renamed, then each directory synced once. Each file is whole
+    or absent, as with one write at a time."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for path in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = _create_temp(path)
+            written.append((tmp, path))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(files[path])
+        with ThreadPoolExecutor(max_workers=len(written) or 1) as pool:
+            list(pool.map(_fsync_path, [tmp for tmp, _ in written]))
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    for folder in {path.parent for path in files}:
+        _fsync_path(folder)
+
+
+def _fsync_path(path: Path) -> None:
+    """``fsync`` a file or directory by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomic write of a text file (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(payload: dict[str, Any]) -> bytes:
+    """A JSON document as :func:`write_json` writes it."""
+    return (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic write of a JSON document."""
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_bytes(path, json_bytes(payload))
 
 
 def read_json(path: Path) -> dict[str, Any]:

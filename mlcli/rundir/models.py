@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from mlcli.rundir.files import Unreadable, atomic_write_bytes, read_bytes, write_json
+from mlcli.rundir.files import (
+    Unreadable,
+    atomic_write_files,
+    json_bytes,
+    read_bytes,
+    write_json,
+)
 
 MODELS_DIR = "models"
 SCHEMA_FILE = "schema.json"
@@ -55,13 +61,18 @@ def save_model(
     folder = models_dir(run_dir)
     folder.mkdir(exist_ok=True)
     tensors = {k: np.ascontiguousarray(v) for k, v in weights.items()}
-    atomic_write_bytes(folder / f"{name}.safetensors", save(tensors))
     arrays = {k: np.asarray(v) for k, v in preprocess.items() if isinstance(v, np.ndarray)}
     plain = {k: v for k, v in preprocess.items() if k not in arrays}
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **arrays)
-    atomic_write_bytes(folder / f"{name}.preprocess.npz", buffer.getvalue())
-    write_json(folder / f"{name}.preprocess.json", {**plain, "arrays": sorted(arrays)})
+    listing = {**plain, "arrays": sorted(arrays)}
+    atomic_write_files(
+        {
+            folder / f"{name}.safetensors": save(tensors),
+            folder / f"{name}.preprocess.npz": buffer.getvalue(),
+            folder / f"{name}.preprocess.json": json_bytes(listing),
+        }
+    )
 
 
 def write_schema(run_dir: Path, schema: dict[str, Any]) -> None:

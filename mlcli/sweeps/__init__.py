@@ -9,6 +9,8 @@
   run index and skip/continue decisions, per-key locks, sweep manifests;
 * :mod:`~mlcli.sweeps.grid`: stacked grids (``hydra/launcher=stacked``);
 * :mod:`~mlcli.sweeps.study` and :mod:`~mlcli.sweeps.search_space`: the Optuna sweeper's study;
+* :mod:`~mlcli.sweeps.cluster` and :mod:`~mlcli.sweeps.local_ray`: what mlcli adds to SLURM's
+  and Ray's launchers (``hydra_plugins.mlcli_plugins`` holds the launchers themselves);
 * :mod:`~mlcli.sweeps.jobs`: whether a Hydra task is mlcli's job or another app's (both plug-ins
   serve other apps too).
 

@@ -7,6 +7,7 @@
 * **Jobs the scheduler ended** (killed, out of time, node failure) never reach mlcli's job
   function's end: the launcher records them here as FAILED (run dir and ledger), so the failure
   table lists them and the identical command runs them again.
+* **Ctrl-C** (or SIGTERM) while a sweep waits for its jobs: they are cancelled (``scancel``).
 * **Detach** (``mlcli train ... --detach``): the launcher returns once the jobs are queued;
   :func:`sweep_status` later tells each job's state from its run dir and the scheduler.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,46 @@ def left_out(sweep_dir: Path, numbers: list[int], detach: bool) -> dict[int, str
             if states.get(job_id) in (*QUEUED_STATES, *RUNNING_STATES):
                 out[n] = f"still {states[job_id]} as job {job_id}"
     return out
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Within the block (main thread), SIGINT and SIGTERM are held back: the first one is
+    handed to the handler that was in place (which raises ``KeyboardInterrupt``) once the block
+    has ended, e.g. once submitted jobs' ids are known, so that they can be cancelled."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+    if held:
+        handler = previous[signal.Signals(held[0])]
+        if callable(handler):
+            handler(held[0], None)
+        raise KeyboardInterrupt(signal.Signals(held[0]).name)
+
+
+def cancel(job_ids: list[str]) -> None:
+    """``scancel`` the scheduler's jobs ``job_ids`` (those ended already are left as they are);
+    a scheduler that does not answer is reported, not raised."""
+    import subprocess
+
+    if not job_ids:
+        return
+    print(f"interrupted: cancelling {len(job_ids)} job(s) of the sweep (scancel)", flush=True)
+    try:
+        subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError) as error:
+        print(f"scancel failed ({error}): cancel them yourself: scancel {' '.join(job_ids)}")
 
 
 def scheduler_ended(outputs_root: Path, key: str, session: str | None, message: str) -> None:

@@ -244,6 +244,18 @@ def resume_args(sweep_dir: Path, args: list[str]) -> list[str]:
     return args
 
 
+def with_overrides(args: list[str], added: list[str]) -> list[str]:
+    """``args`` with the overrides ``added`` (``--fail-fast``'s, ``--zip``'s) set once each: an
+    override of the same key already there (e.g. in the command a sweep dir recorded, which
+    ``--resume`` replays) is replaced, not repeated."""
+    from mlcli.config.compose import split_args
+
+    keys = {o.partition("=")[0].lstrip("+~") for o in added}
+    overrides = set(split_args(args).overrides)
+    kept = [a for a in args if a not in overrides or a.partition("=")[0].lstrip("+~") not in keys]
+    return [*kept, *added]
+
+
 def check_resume(sweep_dir: Path, result: Plan) -> None:
     """``--resume DIR`` with overrides: they must describe the sweep recorded in DIR."""
     manifest = read_manifest(sweep_dir) or {}

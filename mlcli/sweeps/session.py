@@ -68,11 +68,13 @@ class Session:
 
     def overrides(self) -> list[str]:
         """Hydra overrides that hand the session to every job, in whatever process it runs."""
-        from mlcli.sweeps import cluster
+        from mlcli.sweeps import cluster, local_ray
 
         overrides = [f"+hydra.job.env_set.{k}={quote(v)}" for k, v in self._values().items()]
         if cluster.is_slurm(self.plan.launcher):  # submitit's, able to detach and see kills
             overrides.append(f"hydra.launcher._target_={cluster.MLCLI_SLURM_LAUNCHER}")
+        if local_ray.is_ray(self.plan.launcher):  # Ray's, started and stopped with the launch
+            overrides.append(f"hydra.launcher._target_={local_ray.MLCLI_RAY_LAUNCHER}")
         return overrides + self.plan.overrides
 
     def _launcher_env(self) -> dict[str, str]:
