@@ -108,7 +108,6 @@ def _clean_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -
     categories look like numbers (whose reading depends on the whole column). What it returns
     equals what the careful reader returns for the same file."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pv
 
     from mlcli.data.reading import Table, dedupe_names, listing
@@ -139,19 +138,9 @@ def _clean_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -
     names = [str(f["name"]) for f in features]
     if not set(names) <= set(columns) or len(columns) < 2:  # one column: blank lines are rows
         return None
-    if id_column is not None:
-        if id_column not in columns:
-            return None
-        id_name = id_column
-        said = f"ids from column {id_column!r} (--id-column)"
-    else:
-        dropped = [c for c in schema.get("id_columns") or [] if c in columns]
-        id_name = dropped[0] if dropped else "id"
-        said = (
-            f"ids from column {id_name!r} (the run's dataset.drop)"
-            if dropped
-            else "ids are row numbers (0, 1, ...): give --id-column to use a column"
-        )
+    if id_column is not None and id_column not in columns:
+        return None
+    id_name, said = _id_source(schema, columns, id_column)
     wanted = [*names, *([id_name] if id_name in columns and id_name not in names else [])]
     types = {str(f["name"]): pa.string() if f in categorical else pa.float64() for f in features}
     try:
@@ -172,23 +161,9 @@ def _clean_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -
     n = table.num_rows
     if n == 0:
         return None
-    impute = schema.get("missing") == "mean"
-    X = np.empty((n, len(features)), dtype=np.float32)
-    for j, feature in enumerate(features):
-        column = table.column(str(feature["name"]))
-        if column.null_count and not impute:
-            return None
-        if feature in categorical:
-            code_of = {str(c): float(k) for k, c in enumerate(feature.get("categories", []))}
-            cells = pc.utf8_trim_whitespace(column).to_pylist()
-            codes = np.array([code_of.get(c, np.nan) for c in cells], dtype=np.float64)
-            if np.isnan(codes).sum() != column.null_count:  # a category the run never saw
-                return None
-            X[:, j] = codes
-        else:
-            if pc.any(pc.invert(pc.is_finite(column))).as_py():  # nulls skipped: NA cells
-                return None
-            X[:, j] = _as_numpy(column)  # NA cells: NaN, imputed by the preprocessing
+    X = _clean_matrix(table, features, schema.get("missing") == "mean")
+    if X is None:
+        return None
     notes = renamed_notes(Table(str(path), "--data", columns, {}, np.zeros(0), 1, "", renamed))
     target = str(schema.get("target"))
     extra = [c for c in columns if c not in set(names) and c not in (id_name, target)]
@@ -204,6 +179,44 @@ def _clean_csv_rows(path: Path, schema: dict[str, Any], id_column: str | None) -
     else:
         ids = np.arange(n)
     return Rows(X, np.asarray(ids), id_name, notes)
+
+
+def _id_source(
+    schema: dict[str, Any], columns: list[str], id_column: str | None
+) -> tuple[str, str]:
+    """The id column's name (``--id-column``, else the column the run dropped as an id, else
+    ``id`` for row numbers) and the note that says where the ids come from."""
+    if id_column is not None:
+        return id_column, f"ids from column {id_column!r} (--id-column)"
+    dropped = [c for c in schema.get("id_columns") or [] if c in columns]
+    if dropped:
+        return dropped[0], f"ids from column {dropped[0]!r} (the run's dataset.drop)"
+    return "id", "ids are row numbers (0, 1, ...): give --id-column to use a column"
+
+
+def _clean_matrix(table: Any, features: list[dict[str, Any]], impute: bool) -> np.ndarray | None:
+    """The feature matrix of a pyarrow table (category codes, numbers; NA cells NaN, imputed
+    later by the preprocessing); None where the careful reader must look: a missing cell the
+    run cannot impute, an unknown category, a number that is not finite."""
+    import pyarrow.compute as pc
+
+    X = np.empty((table.num_rows, len(features)), dtype=np.float32)
+    for j, feature in enumerate(features):
+        column = table.column(str(feature["name"]))
+        if column.null_count and not impute:
+            return None
+        if feature.get("kind") == "categorical":
+            code_of = {str(c): float(k) for k, c in enumerate(feature.get("categories", []))}
+            cells = pc.utf8_trim_whitespace(column).to_pylist()
+            codes = np.array([code_of.get(c, np.nan) for c in cells], dtype=np.float64)
+            if np.isnan(codes).sum() != column.null_count:  # a category the run never saw
+                return None
+            X[:, j] = codes
+        else:
+            if pc.any(pc.invert(pc.is_finite(column))).as_py():  # nulls skipped: NA cells
+                return None
+            X[:, j] = _as_numpy(column)
+    return X
 
 
 def _as_numpy(values: Any) -> np.ndarray:
@@ -586,7 +599,6 @@ def predict(
     picture run reads a folder of pictures; ``tta`` averages that many views of them
     (:func:`picture_views`)."""
     from mlcli.config.allowlist import entry_problem
-    from mlcli.inference import load_array_predictor
 
     for entry in allow:
         problem = entry_problem(entry)
@@ -601,6 +613,29 @@ def predict(
         raise PredictError(f"--format {kind}: choose csv or parquet")
     if out.is_dir():
         raise PredictError(f"--out {out}: is a directory; give a file name (e.g. {out}/sub.csv)")
+    schema = _predictable_schema(run_dir)
+    writer = WRITERS[str(schema.get("task"))]
+    check_tta(tta, schema)
+    text = schema.get("text")
+    if text:
+        reader = READERS[str(text["kind"])]
+    elif schema.get("pictures"):
+        reader = READERS["pictures"]
+    else:
+        reader = READERS["npz" if data.suffix == ".npz" else "csv"]
+    rows = reader(data, schema, id_column)
+    notes.extend(rows.notes)
+    prediction = _prediction(_load_predictor(run_dir, bool(text), allow), rows, schema, tta, notes)
+    produced = writer(prediction, schema, proba)
+    repeat = produced.pop(ROW, None)
+    ids = rows.ids if repeat is None else rows.ids[repeat]
+    columns = {rows.id_name: ids, **produced}
+    _write(out, columns, kind)
+    return Predicted(out, len(ids), list(columns), notes)
+
+
+def _predictable_schema(run_dir: Path) -> dict[str, Any]:
+    """The run's input schema, if ``predict`` reads its inputs and writes its task."""
     try:
         schema = read_schema(run_dir)
     except ModelFilesError as error:
@@ -612,30 +647,33 @@ def predict(
             "this run's are sequences of another kind (a text run saved before predict read "
             "text: train it again, mlcli train <the same overrides> --rerun)"
         )
-    writer = WRITERS.get(str(schema.get("task")))
-    if writer is None:
+    if str(schema.get("task")) not in WRITERS:
         raise PredictError(f"predict writes classification, regression, tagging and seq2seq; "
                            f"this run is a {schema.get('task')} run")  # fmt: skip
-    check_tta(tta, schema)
-    if text:
-        reader = READERS[str(text["kind"])]
-    elif schema.get("pictures"):
-        reader = READERS["pictures"]
-    else:
-        reader = READERS["npz" if data.suffix == ".npz" else "csv"]
-    rows = reader(data, schema, id_column)
-    notes.extend(rows.notes)
-    try:
-        fast = None if text else load_array_predictor(run_dir)  # no torch import
-        if fast is None:
-            from mlcli.engine.saved import load_predictor
+    return schema
 
-            predictor: Any = load_predictor(run_dir, allow)
-        else:
-            predictor = fast
+
+def _load_predictor(run_dir: Path, text: bool, allow: Sequence[str]) -> Any:
+    """The run's final model: in numpy where :mod:`mlcli.inference` serves it (no torch
+    import), else rebuilt with torch."""
+    from mlcli.inference import load_array_predictor
+
+    try:
+        fast = None if text else load_array_predictor(run_dir)
+        if fast is not None:
+            return fast
+        from mlcli.engine.saved import load_predictor
+
+        return load_predictor(run_dir, allow)
     except ModelFilesError as error:
         raise PredictError(str(error)) from None
-    if text:
+
+
+def _prediction(
+    predictor: Any, rows: Rows, schema: dict[str, Any], tta: int, notes: list[str]
+) -> Any:
+    """The predictor applied to the rows as their kind needs (text, pictures, a matrix)."""
+    if schema.get("text"):
         from mlcli.engine.saved import TextPredictor
 
         assert isinstance(predictor, TextPredictor)
@@ -646,18 +684,12 @@ def predict(
         if predictor.cut:
             notes.append(f"{predictor.cut} rows longer than the run's longest training row "
                          "were cut to its length")  # fmt: skip
-    elif schema.get("pictures"):
-        prediction = picture_views(predictor, rows.X, schema, tta)
+        return prediction
+    if schema.get("pictures"):
         if tta > 1:
             notes.append(f"probabilities averaged over {tta} views (1 plain, {tta - 1} augmented)")
-    else:
-        prediction = predictor.predict(rows.X)
-    produced = writer(prediction, schema, proba)
-    repeat = produced.pop(ROW, None)
-    ids = rows.ids if repeat is None else rows.ids[repeat]
-    columns = {rows.id_name: ids, **produced}
-    _write(out, columns, kind)
-    return Predicted(out, len(ids), list(columns), notes)
+        return picture_views(predictor, rows.X, schema, tta)
+    return predictor.predict(rows.X)
 
 
 def _write(out: Path, columns: dict[str, np.ndarray], kind: str) -> None:

@@ -4,6 +4,7 @@ momentum, adaptive learning rates, warmup, batch normalization."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,12 +150,7 @@ def batch_size(runs: LabRuns, out: Path) -> Verdict:
         return Verdict(claim, {}, INCONCLUSIVE, rule, "fewer than two finished runs")
     folds = np.array([len(runs.fold_values(i, "val", "acc")) for i in range(len(table))])
     table["s/epoch"] = table["duration_s"] / (table["epochs"].astype(float) * np.maximum(folds, 1))
-    noise = []
-    for position in range(len(table)):
-        curve = runs.curve(position, "train", "loss").to_numpy()
-        steps = np.abs(np.diff(np.log(curve))) if len(curve) > 1 else np.array([np.nan])
-        noise.append(float(np.mean(steps)))
-    table["noise"] = noise
+    table["noise"] = [_noise(runs, position) for position in range(len(table))]
     table = table.sort_values("batch_size")
     small, large = table.iloc[0], table.iloc[-1]
     line, why_not = _line(runs, int(small.name), int(large.name))  # type: ignore[call-overload]
@@ -188,19 +184,7 @@ def batch_size(runs: LabRuns, out: Path) -> Verdict:
         }
         if np.isfinite([past_small, past_large]).all():
             flatter = bool(past_small < past_large)
-        ax = axes[3]
-        ax.plot(alphas, line["train"], marker=".", label="train")
-        ax.plot(alphas, line["val"], marker=".", label="val")
-        for a, name in ((0.0, f"batch {int(small['batch_size'])}"),
-                        (1.0, f"batch {int(large['batch_size'])}")):  # fmt: skip
-            ax.axvline(a, color="#7f7f7f", lw=0.8, ls="--")
-            ax.annotate(name, (a, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-                        ha="center", va="bottom")  # fmt: skip
-        ax.set_yscale("log")
-        ax.set_xlabel("a in (1−a) θ_small + a θ_large (fold 0)")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _line_panel(axes[3], alphas, line, int(small["batch_size"]), int(large["batch_size"]))
     else:
         numbers["loss between the small- and large-batch solutions"] = f"not measured: {why_not}"
         axes[3].text(0.5, 0.5, f"no line:\n{why_not}", ha="center", va="center", fontsize=8,
@@ -222,6 +206,28 @@ def batch_size(runs: LabRuns, out: Path) -> Verdict:
         f"minimum is {'flatter' if flatter else 'not flatter'} along the line"
     )
     return Verdict(claim, numbers, decide(faster and flatter), rule, detail)
+
+
+def _noise(runs: LabRuns, position: int) -> float:
+    """The mean epoch-to-epoch ``|Δ log train loss|`` of a run."""
+    curve = runs.curve(position, "train", "loss").to_numpy()
+    steps = np.abs(np.diff(np.log(curve))) if len(curve) > 1 else np.array([np.nan])
+    return float(np.mean(steps))
+
+
+def _line_panel(ax: Any, alphas: list[float], line: dict[str, Any], small: int, large: int) -> None:
+    """The train and val loss on the line between the two solutions, each end marked."""
+    ax.plot(alphas, line["train"], marker=".", label="train")
+    ax.plot(alphas, line["val"], marker=".", label="val")
+    for a, name in ((0.0, f"batch {small}"), (1.0, f"batch {large}")):
+        ax.axvline(a, color="#7f7f7f", lw=0.8, ls="--")
+        ax.annotate(name, (a, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                    ha="center", va="bottom")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("a in (1−a) θ_small + a θ_large (fold 0)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 STEP = 0.5
