@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import DictConfig
@@ -62,3 +64,14 @@ def cli() -> Callable[..., Any]:
         return runner.invoke(app, list(args), catch_exceptions=False)
 
     return _invoke
+
+
+def completed_results(root: Path) -> dict[str, pd.DataFrame]:
+    """The results of every COMPLETED run under ``root``, by run key (launchers compared)."""
+    frames = {}
+    for status in root.rglob("status.json"):
+        document = json.loads(status.read_text())
+        if document["state"] == "COMPLETED":
+            frame = pd.read_parquet(status.parent / "results.parquet")
+            frames[document["run_key"]] = frame.reset_index(drop=True)
+    return frames

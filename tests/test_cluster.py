@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from mlcli.sweeps import cluster
+from tests.conftest import completed_results
 
 SHIMS = Path(__file__).parent / "fake_slurm"
 FAST = ["dataset=wine", "model=linear", "epochs=2", "cv.n_splits=2", "progress=false"]
@@ -88,16 +89,6 @@ def _wait(condition, what: str, timeout: float = 300.0) -> None:
         time.sleep(0.2)
 
 
-def _results_by_key(root: Path) -> dict[str, pd.DataFrame]:
-    frames = {}
-    for status in root.rglob("status.json"):
-        document = json.loads(status.read_text())
-        if document["state"] == "COMPLETED":
-            frame = pd.read_parquet(status.parent / "results.parquet")
-            frames[document["run_key"]] = frame.reset_index(drop=True)
-    return frames
-
-
 def test_submitit_slurm_without_sbatch_is_one_screen_exit_2(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     result = cli("train", "-m", "seed=0,1", *FAST, "hydra/launcher=submitit_slurm")
@@ -123,7 +114,7 @@ def test_a_six_job_sweep_through_the_fake_slurm(cli, fake_slurm, tmp_path, monke
     # The reference: the same six jobs under the basic launcher, in another outputs root.
     basic = cli("train", *SIX, "outputs_root=basic")
     assert basic.exit_code == 0, basic.output
-    expected = _results_by_key(tmp_path / "basic")
+    expected = completed_results(tmp_path / "basic")
     assert len(expected) == 6
 
     (tmp_path / "PAUSE").touch()
@@ -157,7 +148,7 @@ def test_a_six_job_sweep_through_the_fake_slurm(cli, fake_slurm, tmp_path, monke
     assert second != first and "--array" not in (fake_slurm / f"{second}.sbatch").read_text()
     _wait(lambda: _plain_state(fake_slurm, second) == "COMPLETED", "the resubmitted job")
     assert json.loads((sweep_dir / "3" / "status.json").read_text())["state"] == "COMPLETED"
-    results = _results_by_key(tmp_path / "outputs")
+    results = completed_results(tmp_path / "outputs")
     assert results.keys() == expected.keys()
     for key, frame in expected.items():
         pd.testing.assert_frame_equal(results[key], frame, check_exact=True)

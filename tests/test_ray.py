@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from mlcli.sweeps import local_ray, procs
+from tests.conftest import completed_results
 
 FAST = ["dataset=wine", "model=linear", "epochs=2", "cv.n_splits=2", "progress=false"]
 FOUR = ["-m", "seed=0,1", "optim.lr=0.01,0.1", *FAST]
@@ -90,16 +91,6 @@ def _mlcli(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.Compl
     )  # fmt: skip
 
 
-def _results_by_key(root: Path) -> dict[str, pd.DataFrame]:
-    frames = {}
-    for status in root.rglob("status.json"):
-        document = json.loads(status.read_text())
-        if document["state"] == "COMPLETED":
-            frame = pd.read_parquet(status.parent / "results.parquet")
-            frames[document["run_key"]] = frame.reset_index(drop=True)
-    return frames
-
-
 def _statuses(root: Path) -> dict[str, dict]:
     """Each run's status.json, by the model it trains."""
     found = {}
@@ -136,14 +127,14 @@ def test_init_settings_fix_the_object_store_and_own_only_a_local_instance(monkey
 def test_a_four_job_ray_sweep_equals_the_basic_launchers_and_leaves_no_ray(cli, tmp_path, ray_env):
     basic = cli("train", *FOUR, "outputs_root=basic")
     assert basic.exit_code == 0, basic.output
-    expected = _results_by_key(tmp_path / "basic")
+    expected = completed_results(tmp_path / "basic")
     assert len(expected) == 4
 
     result = _mlcli(tmp_path, *FOUR, "hydra/launcher=ray")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 jobs: 4 COMPLETED" in result.stderr
     assert _wait_for_no_ray(ray_env) == []
-    results = _results_by_key(tmp_path / "outputs")
+    results = completed_results(tmp_path / "outputs")
     assert results.keys() == expected.keys()
     for key, frame in expected.items():
         pd.testing.assert_frame_equal(results[key], frame, check_exact=True)
