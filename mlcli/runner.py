@@ -289,6 +289,9 @@ class OpenRun:
             # is known (one-hot columns widen the examples); the next status write records it
             shape = (rows.preprocess or {}).get("in_shape")
             in_shape = tuple(int(d) for d in shape) if shape is not None else None
+            # Counting builds the model once more (the user's code, maybe): the fold is on disk
+            # first, so that a run killed meanwhile keeps it.
+            self.writer.drain()
             self.status.n_params = count_parameters(fold_plan, in_shape)
 
     def write_final(self, fold_plan: FoldPlan) -> None:
