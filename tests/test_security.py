@@ -834,3 +834,52 @@ def test_a_target_nested_in_hydras_launcher_settings_is_refused(cli, tmp_path, t
     _ship_config(tmp_path, hydra={"launcher": {"additional_parameters": {"pwn": pwn}}})
     args = ["-m", "hydra/launcher=submitit_slurm", "seed=0,1", "dataset=wine", *TINY]
     _assert_refused(cli("train", *args), trap, tmp_path, "hydra.launcher.additional_parameters")
+
+
+RAY_PRESET = """# @package _global_
+defaults:
+  - override /hydra/launcher: ray
+hydra:
+  launcher:
+    ray:
+      init:
+        runtime_env:
+          env_vars:
+            LD_PRELOAD: ./evil.so
+            TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD: "1"
+"""
+SLURM_PRESET = """# @package _global_
+defaults:
+  - override /hydra/launcher: submitit_slurm
+hydra:
+  launcher:
+    setup: ["touch ./PWNED"]
+"""
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize(
+    ("preset", "key"),
+    [(RAY_PRESET, "hydra.launcher.ray.init.runtime_env"), (SLURM_PRESET, "hydra.launcher.setup")],
+)
+def test_a_shipped_preset_cannot_set_a_launchers_environment_or_shell_lines(
+    cli, tmp_path, preset, key, dry_run
+):
+    """A ./conf preset from someone else's repository that sets Ray's runtime_env (LD_PRELOAD,
+    unsafe torch loads in every worker) or submitit's sbatch setup lines: exit 2, nothing run
+    or written."""
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "fast.yaml").write_text(preset)
+    args = ["-m", "+experiment=fast", *TINY, *(["--dry-run"] if dry_run else [])]
+    result = cli("train", *args)
+    assert result.exit_code == 2, result.output
+    assert key in result.output
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "PWNED").exists()
+
+
+def test_a_launchers_runtime_env_from_the_command_line_is_refused_too(cli, tmp_path):
+    preload = "+hydra.launcher.ray.init.runtime_env.env_vars.LD_PRELOAD=./evil.so"
+    result = cli("train", "-m", "hydra/launcher=ray", preload, *TINY)
+    assert result.exit_code == 2, result.output
+    assert "hydra.launcher.ray.init.runtime_env" in result.output
+    assert not (tmp_path / "outputs").exists()

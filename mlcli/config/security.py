@@ -36,7 +36,7 @@ from typing import Any
 from mlcli.config import env
 from mlcli.config.validate import ConfigProblem
 
-DANGEROUS_PREFIXES = (
+DANGEROUS_PREFIXES: tuple[str, ...] = (
     "hydra.job.env_set",
     "hydra.searchpath",
     "hydra.callbacks",
@@ -44,6 +44,15 @@ DANGEROUS_PREFIXES = (
     "hydra.hydra_logging",
 )
 DANGEROUS_GROUPS = ("hydra/job_logging", "hydra/hydra_logging", "hydra/callbacks")
+LAUNCHER_CODE_SETTINGS: tuple[tuple[str, ...], ...] = (
+    ("ray", "init", "runtime_env"),
+    ("ray", "remote", "runtime_env"),
+    ("setup",),
+)
+"""Launcher settings that run code or set the jobs' environment: Ray's ``runtime_env``
+(``env_vars`` such as ``LD_PRELOAD``, ``pip``, ``py_modules``, a setup hook) and submitit's
+``setup`` (shell lines in the sbatch script)."""
+DANGEROUS_PREFIXES += tuple(".".join(("hydra.launcher", *path)) for path in LAUNCHER_CODE_SETTINGS)
 # Logging configs Hydra ships; anything else comes from a file someone wrote.
 SAFE_LOGGING_CHOICES = {"default", "disabled", "none", "stdout", None}
 
@@ -95,6 +104,13 @@ def hydra_config_problems(hydra: Any, user_dirs: Iterable[Path] = ()) -> list[Co
         problems.append(
             ConfigProblem("hydra.job.env_set", f"sets environment variables ({names}): {_FIX}")
         )
+    for setting in LAUNCHER_CODE_SETTINGS:
+        node = hydra.get("launcher")
+        for part in setting:
+            node = node.get(part) if hasattr(node, "get") else None
+        if node:
+            key = ".".join(("hydra.launcher", *setting))
+            problems.append(ConfigProblem(key, f"a launcher setting that runs code: {_FIX}"))
     extra = [str(p) for p in hydra.get("searchpath", [])]
     if extra:
         problems.append(
