@@ -370,8 +370,9 @@ def preload(optimizers: bool = True) -> None:
     """Import what every run needs, so that job processes forked from this one inherit it.
 
     Without it each job's child would pay these lazy imports again (seconds: scikit-learn's
-    splitters and datasets, and ``torch._dynamo``, which the first ``torch.optim`` optimizer a
-    process builds imports: ``optimizers=False`` when no job of this process will build one).
+    splitters and datasets, and ``torch._dynamo``, which the first step of a ``torch.optim``
+    optimizer other than Adam/AdamW imports: ``optimizers=False`` when no job of this process
+    will step one; :func:`mlcli.engine.optim.imports_dynamo`).
     """
     import sklearn.datasets
     import sklearn.model_selection  # noqa: F401

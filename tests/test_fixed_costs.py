@@ -72,69 +72,87 @@ def test_a_single_run_is_composed_once_before_hydra_runs_it(cli, compositions):
     assert compositions["compose"] == 1  # the preflight's (the launch plan needs no hydra node)
 
 
+def _trained(
+    make: object, step: str, shape: tuple[int, ...] = (5, 300)
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """30 steps of ``make(params)`` on random gradients, the lr changed by a schedule at each:
+    the weights, the state and the count of ``optimizer.step()`` calls, stepped by
+    ``optimizer.step`` (``step="torch"``) or by mlcli's :func:`step_function` (``"mlcli"``)."""
+    from unittest import mock
+
+    from mlcli.engine.optim import step_function
+
+    torch.manual_seed(0)
+    flat = torch.randn(*shape, requires_grad=True)
+    optimizer = make([flat])  # type: ignore[operator]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
+    with mock.patch.object(optimizer, "step", wraps=optimizer.step) as counted:
+        stepper = step_function(optimizer) if step == "mlcli" else optimizer.step
+        for _ in range(30):
+            flat.grad = torch.randn_like(flat)
+            stepper()
+            schedule.step()
+    return flat.detach().clone(), dict(optimizer.state[flat]), counted.call_count
+
+
+def _assert_same(ours: tuple, torchs: tuple) -> None:
+    assert torch.equal(ours[0], torchs[0])
+    assert ours[1].keys() == torchs[1].keys()
+    for name, value in ours[1].items():
+        assert torch.equal(value, torchs[1][name]), name
+
+
+ADAMS = [  # (fused=True is refused together with foreach)
+    (torch.optim.Adam, {}),
+    (torch.optim.AdamW, {"weight_decay": 0.05}),
+    (torch.optim.Adam, {"maximize": True}),
+    (torch.optim.Adam, {"amsgrad": True}),
+    (torch.optim.Adam, {"weight_decay": 0.01, "foreach": True}),
+]
+
+
 @pytest.mark.parametrize(
-    ("kind", "options"),
-    [
-        (torch.optim.Adam, {}),
-        (torch.optim.Adam, {"weight_decay": 0.01, "betas": (0.8, 0.95), "eps": 1e-6}),
-        (torch.optim.AdamW, {"weight_decay": 0.05}),
-        (torch.optim.Adam, {"maximize": True}),
-    ],
+    ("kind", "options", "fused"),
+    [(k, o, f) for k, o in ADAMS for f in (True, False) if not (f and o.get("foreach"))],
 )
-def test_the_direct_fused_adam_step_is_torch_optims_bit_for_bit(kind, options):
-    """Stacked folds step their fused Adam/AdamW by calling its kernel directly: every weight
-    and every state tensor after 30 steps (a schedule changing the lr at each) is the one
-    ``optimizer.step()`` gives, and after the first step (which creates the state) the direct
-    call is what ran."""
-    from unittest import mock
+def test_mlclis_adam_step_is_torch_optims_bit_for_bit(kind, options, fused):
+    """Folds step a torch.optim Adam/AdamW by calling what ``Adam.step`` calls (the fused kernel,
+    or the body of ``Adam.step``) directly: every weight and every state tensor after 30 steps
+    is the one ``optimizer.step()`` gives, and ``optimizer.step()`` never ran (not even the
+    first step, which creates the state)."""
 
-    from mlcli.engine.optim import FusedAdamStep
+    def make(params: list) -> torch.optim.Optimizer:
+        return kind(params, lr=0.01, fused=fused, **options)
 
-    def run(direct: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-        torch.manual_seed(0)
-        flat = torch.randn(5, 300, requires_grad=True)
-        optimizer = kind([flat], lr=0.01, fused=True, **options)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
-        stepper = FusedAdamStep(optimizer)
-        with mock.patch.object(optimizer, "step", wraps=optimizer.step) as step:
-            for _ in range(30):
-                flat.grad = torch.randn_like(flat)
-                stepper.step() if direct else optimizer.step()
-                schedule.step()
-        return flat.detach().clone(), dict(optimizer.state[flat]), step.call_count
-
-    weights, state, calls = run(direct=True)
-    expected_weights, expected_state, _ = run(direct=False)
-    assert calls == 1  # the first step only: the state is torch.optim's own
-    assert torch.equal(weights, expected_weights)
-    assert state.keys() == expected_state.keys()
-    for name, value in state.items():
-        assert torch.equal(value, expected_state[name]), name
+    ours = _trained(make, "mlcli")
+    _assert_same(ours, _trained(make, "torch"))
+    assert ours[2] == 0
 
 
-def test_the_direct_step_leaves_what_it_does_not_cover_to_torch_optim():
-    """Not fused, amsgrad, SGD: every step is ``optimizer.step()``."""
-    from unittest import mock
+def test_the_adam_step_leaves_what_it_does_not_cover_to_torch_optim():
+    """SGD, RMSprop, an Adam with a step hook: every step is ``optimizer.step()``
+    (the hook runs at each), with torch.optim's numbers."""
+    hooked: list[int] = []
 
-    from mlcli.engine.optim import FusedAdamStep
+    def with_hook(params: list) -> torch.optim.Optimizer:
+        optimizer = torch.optim.Adam(params, lr=0.1)
+        optimizer.register_step_post_hook(lambda *a: hooked.append(1))
+        return optimizer
 
-    flat = torch.zeros(2, 3, requires_grad=True)
-    for optimizer in (
-        torch.optim.Adam([flat], lr=0.1),
-        torch.optim.Adam([flat], lr=0.1, fused=True, amsgrad=True),
-        torch.optim.SGD([flat], lr=0.1, fused=True),
+    for make in (
+        lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+        lambda params: torch.optim.RMSprop(params, lr=0.01),
+        with_hook,
     ):
-        stepper = FusedAdamStep(optimizer)
-        with mock.patch.object(optimizer, "step", wraps=optimizer.step) as step:
-            for _ in range(3):
-                flat.grad = torch.ones_like(flat)
-                stepper.step()
-        assert step.call_count == 3
+        ours = _trained(make, "mlcli", (2, 3))
+        assert ours[2] == 30
+        _assert_same(ours, _trained(make, "torch", (2, 3)))
+    assert len(hooked) == 60
 
 
-def test_a_kernel_that_refuses_its_arguments_leaves_the_step_to_torch_optim():
-    """Another torch whose private fused kernel takes other arguments: the step is torch.optim's
-    own, counted once, and later steps never try the kernel again."""
+def test_a_kernel_that_refuses_its_arguments_leaves_the_step_to_adams_own_body():
+    """Another torch whose private fused kernel takes other arguments: the step is
+    ``Adam.step``'s body, tried once, and later steps never try the kernel again."""
     from mlcli.engine.optim import FusedAdamStep
 
     def run(refusing: bool) -> tuple[torch.Tensor, float]:
@@ -160,6 +178,73 @@ def test_a_kernel_that_refuses_its_arguments_leaves_the_step_to_torch_optim():
     expected, expected_steps = run(refusing=False)
     assert steps == expected_steps == 5.0
     assert torch.equal(weights, expected)
+
+
+DYNAMO_PROBE = """
+import sys, tempfile
+from pathlib import Path
+from mlcli import runner
+from mlcli.config.compose import compose_job
+job = compose_job([*sys.argv[1:], "progress=false"], None, "config")
+with tempfile.TemporaryDirectory() as tmp:
+    assert runner.run(job, Path(tmp)).state == "COMPLETED"
+print("torch._dynamo" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "imported"),
+    [
+        (["dataset=iris", "model=linear", "epochs=1"], False),  # stacked folds, fused Adam
+        (["dataset=iris", "model=mlp", "epochs=1", "stack_folds=off"], False),  # per-fold Adam
+        (["dataset=iris", "model=linear", "epochs=1", "optim=adamw"], False),
+        (["dataset=iris", "model=linear", "epochs=1", "optim=sgd"], True),  # SGD's own step
+    ],
+)
+def test_a_run_with_adam_never_imports_torch_dynamo(overrides, imported):
+    """``torch._dynamo`` (1.5 s of a process's start here) is imported by torch.optim only to
+    mark methods not to be compiled: a run with Adam/AdamW never imports it; SGD's own step
+    does (a run is a fresh process: the test suite imports dynamo elsewhere)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", DYNAMO_PROBE, *overrides],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == str(imported), out.stderr[-2000:]
+
+
+def test_once_dynamo_is_imported_optimizer_methods_are_dynamo_disabled_again():
+    """Before ``torch._dynamo`` is imported the optimizer's marked methods run as they are; once
+    it is, each call goes through ``torch._dynamo.disable`` as torch.optim has it."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys, torch
+from unittest import mock
+from mlcli.engine.optim import defer_dynamo_import, step_function
+defer_dynamo_import()
+weight = torch.zeros(3, requires_grad=True)
+optimizer = torch.optim.Adam([weight], lr=0.1)
+weight.grad = torch.ones(3)
+step_function(optimizer)()
+optimizer.zero_grad()
+saved = optimizer.state_dict()
+assert "torch._dynamo" not in sys.modules
+import torch._dynamo
+real = torch._dynamo.disable
+with mock.patch.object(torch._dynamo, "disable", wraps=real) as disable:
+    optimizer.zero_grad()
+    optimizer.load_state_dict(saved)
+    optimizer.zero_grad()
+print(disable.call_count, [c.args[0].__name__ for c in disable.call_args_list])
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "2 ['zero_grad', 'load_state_dict']", out.stderr[-2000:]
 
 
 def test_stacked_folds_compose_only_what_they_build(monkeypatch, tmp_path):

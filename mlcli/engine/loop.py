@@ -43,6 +43,7 @@ from mlcli.engine.divergence import (
     defers_divergence_check,
     epoch_divergence,
 )
+from mlcli.engine.optim import step_function
 from mlcli.engine.stopping import EarlyStopping
 from mlcli.rundir.results import STEP_SPLIT
 from mlcli.tasks import metrics as task_metrics
@@ -212,6 +213,7 @@ def fit(
     n = data.n_train
     device = data.x_train.device
     params = [p for p in model.parameters() if p.requires_grad]
+    optimizer_step = step_function(optimizer)  # optimizer.step(), without its Python wrapping
     mean, std = data.target_mean, data.target_std
     # A trailing batch of one row is trained on, unless batch norm needs more (batches_per_epoch).
     batch_norm = has_batch_norm(model)
@@ -265,7 +267,7 @@ def fit(
                 lr_used = optimizer.param_groups[0]["lr"]
             if not lr_steps or (not lr_fixed and lr_used != lr_steps[-1][1]):
                 lr_steps.append((step + 1, float(lr_used)))  # a Python float: no device sync
-            optimizer.step()
+            optimizer_step()
             if not lr_fixed:
                 scheduler.step()
             step += 1

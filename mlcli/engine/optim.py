@@ -11,6 +11,7 @@ it silently applies wrong updates to gradients whose strides differ from the par
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,6 +45,7 @@ def optimizer_factory(
     """``params -> optimizer`` for ``cfg.optim``, with ``foreach=True`` where the optimizer takes
     it and the parameters are many enough for it to pay (composed once: a run builds one
     optimizer per fold)."""
+    defer_dynamo_import()
     factory, accepted, keywords = _composed(node, allow)
     extra: dict[str, Any] = {}
     if "foreach" in accepted and keywords.get("foreach") is None and not keywords.get("fused"):
@@ -76,6 +78,7 @@ def fused_optimizer_factory(
     rounding, which stacked folds already differ by); the stride trap does not arise: ``flat``
     and its gradient are contiguous.
     """
+    defer_dynamo_import()
     factory, accepted, keywords = _composed(node, allow)
     chosen = any(keywords.get(k) is not None for k in ("foreach", "fused", "differentiable"))
 
@@ -123,7 +126,13 @@ class FusedAdamStep:
     def step(self) -> None:
         """One optimizer step."""
         if self.kernel is None or not self._direct():
-            self.optimizer.step()
+            self.fallback()
+
+    @functools.cached_property
+    def fallback(self) -> Callable[[], None]:
+        """The step where the kernel call does not cover it: ``Adam.step``'s body
+        (:class:`AdamStep`, which creates the state at the first step) or ``optimizer.step``."""
+        return AdamStep(self.optimizer).step
 
     def _direct(self) -> bool:
         """The step as one kernel call, where it is ``torch.optim``'s own (False: not done)."""
@@ -183,3 +192,145 @@ class FusedAdamStep:
             grad_scale=None,
             found_inf=None,
         )
+
+
+class AdamStep:
+    """``optimizer.step()`` of a ``torch.optim`` Adam or AdamW (not fused), as the body of
+    ``Adam.step`` called directly: each parameter group's state gathered by the optimizer's own
+    ``_init_group`` and handed to ``torch.optim.adam.adam`` with the arguments ``Adam.step``
+    passes, under ``no_grad``. The same kernels on the same tensors: the same numbers, bit for
+    bit, without what ``Optimizer.step`` wraps around them (a profiler record, grad-mode and
+    dynamo guards that import ``torch._dynamo``: 1.5 s of a process's start, and ~40 µs a step,
+    a twentieth of a digits MLP's step on one CPU thread).
+
+    Anything it does not cover (another optimizer, amsgrad is covered; capturable or
+    differentiable, a grad scaler, step hooks, a torch whose private ``_init_group`` or
+    functional ``adam`` takes other arguments) goes through ``optimizer.step()``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        special = ("capturable", "differentiable")
+        self.direct = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and not any(
+            group.get(k) for group in optimizer.param_groups for k in special
+        )
+        if self.direct:
+            from torch.optim.adam import adam
+
+            self._adam = adam
+
+    def step(self) -> None:
+        """One optimizer step."""
+        optimizer = self.optimizer
+        if not self.direct or self._hooked() or not self._direct():
+            optimizer.step()
+        else:
+            optimizer._opt_called = True  # type: ignore[attr-defined]  # (the schedule's check)
+
+    def _hooked(self) -> bool:
+        """Whether step hooks (this optimizer's or global ones) or a grad scaler are set."""
+        from torch.optim import optimizer as module
+
+        optimizer = self.optimizer
+        return bool(
+            optimizer._optimizer_step_pre_hooks
+            or optimizer._optimizer_step_post_hooks
+            or module._global_optimizer_pre_hooks
+            or module._global_optimizer_post_hooks
+            or getattr(optimizer, "grad_scale", None) is not None
+            or getattr(optimizer, "found_inf", None) is not None
+        )
+
+    def _direct(self) -> bool:
+        """``Adam.step``'s body (torch 2.13); False (nothing changed): not done."""
+        optimizer: Any = self.optimizer
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                params: list[torch.Tensor] = []
+                grads: list[torch.Tensor] = []
+                exp_avgs: list[torch.Tensor] = []
+                exp_avg_sqs: list[torch.Tensor] = []
+                max_exp_avg_sqs: list[torch.Tensor] = []
+                steps: list[torch.Tensor] = []
+                beta1, beta2 = group["betas"]
+                try:
+                    has_complex = optimizer._init_group(
+                        group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
+                    )
+                    arguments = dict(
+                        amsgrad=group["amsgrad"], has_complex=has_complex, beta1=beta1,
+                        beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+                        eps=group["eps"], maximize=group["maximize"], foreach=group["foreach"],
+                        capturable=False, differentiable=False, fused=group["fused"],
+                        grad_scale=None, found_inf=None,
+                        decoupled_weight_decay=group["decoupled_weight_decay"],
+                    )  # fmt: skip
+                except (TypeError, AttributeError, KeyError):
+                    self.direct = False  # another torch's optimizer: its own step from now on
+                    return False
+                if params and params[0].is_cuda:
+                    optimizer._accelerator_graph_capture_health_check()
+                states = (exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps)
+                self._adam(params, grads, *states, **arguments)
+        return True
+
+
+def step_function(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """The fastest exact ``optimizer.step`` for ``optimizer``: a fused Adam/AdamW over one tensor
+    as its kernel (:class:`FusedAdamStep`), any other Adam/AdamW as ``Adam.step``'s body
+    (:class:`AdamStep`), everything else ``optimizer.step``."""
+    stepper = FusedAdamStep(optimizer)
+    if stepper.kernel is not None:
+        return stepper.step
+    return stepper.fallback
+
+
+def imports_dynamo(node: DictConfig) -> bool:
+    """Whether stepping ``cfg.optim`` imports ``torch._dynamo`` (every ``torch.optim`` optimizer
+    but a plain Adam/AdamW, which :class:`AdamStep` steps: :func:`defer_dynamo_import`)."""
+    target = str(node.get("_target_", ""))
+    plain = not any(node.get(k) for k in ("fused", "capturable", "differentiable"))
+    return not (target in ("torch.optim.Adam", "torch.optim.AdamW") and plain)
+
+
+def defer_dynamo_import() -> None:
+    """Let ``torch.optim`` build and save optimizers without importing ``torch._dynamo``.
+
+    ``Optimizer.add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict`` are
+    marked not to be compiled (``torch._disable_dynamo``), which imports ``torch._dynamo`` at
+    their first call: 1.5 s of a process's start on a 2-core machine, more than ``import
+    torch``. Nothing can be compiled before ``torch._dynamo`` is imported, so until then each of
+    them runs as it is; from the moment it is imported, each call goes through
+    ``torch._dynamo.disable`` exactly as ``torch.optim`` would have it. A no-op where
+    ``torch._dynamo`` is imported already or a torch marks these methods otherwise.
+    """
+    import sys
+
+    if "torch._dynamo" in sys.modules:
+        return
+    from torch.optim.optimizer import Optimizer
+
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        original = getattr(getattr(Optimizer, name), "__wrapped__", None)
+        if original is None or hasattr(original, "__dynamo_disable"):
+            continue
+        original.__dynamo_disable = _until_dynamo(original)
+
+
+def _until_dynamo(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` itself while ``torch._dynamo`` is not imported, then
+    ``torch._dynamo.disable(function)``."""
+    import sys
+
+    disabled: list[Callable[..., Any]] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" not in sys.modules:
+            return function(*args, **kwargs)
+        if not disabled:
+            import torch._dynamo
+
+            disabled.append(torch._dynamo.disable(function, recursive=True))
+        return disabled[0](*args, **kwargs)
+
+    return call

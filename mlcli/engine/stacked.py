@@ -67,7 +67,7 @@ from mlcli.engine.loop import (
     long_rows,
     lr_step_rows,
 )
-from mlcli.engine.optim import FusedAdamStep
+from mlcli.engine.optim import step_function
 from mlcli.engine.setup import FoldPlan, FoldSetup, set_up_fold
 from mlcli.engine.stopping import EarlyStopping
 from mlcli.tasks import metrics as task_metrics
@@ -373,8 +373,8 @@ class SharedStepper:
     """One torch optimizer and schedule over the stacked tensors (all members alike).
 
     A fused Adam/AdamW steps through :class:`~mlcli.engine.optim.FusedAdamStep` (its kernel,
-    called directly: the same numbers); a constant schedule is not stepped (it never changes
-    the lr), as in the plain loop.
+    called directly: the same numbers; :func:`~mlcli.engine.optim.step_function`); a constant
+    schedule is not stepped (it never changes the lr), as in the plain loop.
     """
 
     def __init__(
@@ -387,7 +387,7 @@ class SharedStepper:
         # A constant schedule never changes the lr: the loop need not read it at every step.
         factors = getattr(scheduler, "lr_lambdas", [0])
         self.lr_fixed = all(getattr(f, "is_constant", False) for f in factors)
-        self._step = FusedAdamStep(optimizer).step
+        self._step = step_function(optimizer)
 
     def lrs(self) -> list[float]:
         return [float(self.optimizer.param_groups[0]["lr"])] * self.k

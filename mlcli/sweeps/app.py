@@ -96,14 +96,16 @@ def task(cfg: DictConfig, precomputed: Precomputed | None = None) -> str:
     from mlcli import display, rundir, runner  # noqa: F401  (display: every job's child inherits it)
     from mlcli.config import security
     from mlcli.config.identity import run_key
+    from mlcli.engine.optim import imports_dynamo
     from mlcli.sweeps import index, locks, procs
     from mlcli.sweeps.ledger import JobSession
 
     hydra_cfg = HydraConfig.get()
     key = run_key(cfg)
     # Once per process: every job's forked child inherits torch, sklearn & co. (and torch.optim's
-    # lazy imports, unless the stacked launcher has trained this job's folds already).
-    runner.preload(optimizers=precomputed is None)
+    # lazy imports, unless the stacked launcher has trained this job's folds already or the
+    # optimizer steps without them).
+    runner.preload(optimizers=precomputed is None and imports_dynamo(cfg.optim))
     if os.environ.get(env.OPTUNA_TRIAL):
         import optuna  # noqa: F401  (an Optuna sweep's jobs report to their trial)
 
