@@ -883,3 +883,26 @@ def test_a_launchers_runtime_env_from_the_command_line_is_refused_too(cli, tmp_p
     assert result.exit_code == 2, result.output
     assert "hydra.launcher.ray.init.runtime_env" in result.output
     assert not (tmp_path / "outputs").exists()
+
+
+TUNED_ATTACKS = {
+    "model._target_": "model:\n  _target_: os.system\n",
+    "hydra.job.env_set": (
+        "hydra:\n  job:\n    env_set:\n      TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD: '1'\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize("attack", sorted(TUNED_ATTACKS))
+def test_a_shipped_tuned_combination_is_judged_like_any_config(cli, tmp_path, attack, dry_run):
+    """conf/tuned/ options are chosen by the combination of groups, not by the user (Hydra's
+    ``optional tuned: ${dataset}_${model}_${optim}``): a shipped one for a plain job that builds
+    a callable off the allowlist, or sets the jobs' environment, is refused before anything
+    runs, with and without --dry-run, and nothing is written."""
+    _ship(tmp_path, "tuned", "iris_linear_adam", "# @package _global_\n" + TUNED_ATTACKS[attack])
+    args = ["dataset=iris", "model=linear", "epochs=1", *(["--dry-run"] if dry_run else [])]
+    result = cli("train", *args)
+    assert result.exit_code == 2, result.output
+    assert ("os.system" if attack == "model._target_" else attack) in result.output
+    assert not (tmp_path / "outputs").exists()
