@@ -59,6 +59,17 @@ def test_prefix_and_folder_layouts_give_the_same_classes(tmp_path, folder):
     assert grey.X.shape == (32, 1, 12, 16)
 
 
+def test_the_same_pictures_in_class_folders_train_to_the_same_numbers(compose, tmp_path, folder):
+    """The must-show's second layout: the pictures of ``folder`` (names ``<class>_<n>.png``)
+    as class folders (``<class>/<n>.png``) train, fold by fold, to the same numbers."""
+    make_folder(tmp_path / "nested", per_class=8, size=20, n_classes=4, layout="folder")
+    by_prefix = _run(compose, f"dataset.path={folder}")
+    by_folder = _run(compose, f"dataset.path={tmp_path / 'nested'}")
+    columns = ["fold", "epoch", "split", "metric", "value"]
+    assert len(by_folder) > 0 and set(by_folder["split"]) >= {"train", "val", "test"}
+    pd.testing.assert_frame_equal(by_prefix[columns], by_folder[columns])
+
+
 def test_numeric_class_names_sort_as_numbers(tmp_path):
     make_folder(tmp_path / "many", per_class=1, size=8, n_classes=11)
     dataset = images(str(tmp_path / "many"), size=8)
