@@ -6,6 +6,7 @@ colour on a random background, drawn with Pillow's ImageDraw. Layouts: ``prefix`
 ``unlabelled`` (``DIR/<n>.png``, with the true classes in ``DIR/../labels.csv`` as ``Id,Category``).
 
     .venv/bin/python bench/shapes.py DIR [--per-class 110] [--size 64] [--layout prefix] [--seed 0]
+        [--suffix png|jpg]
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ def make_folder(
     layout: str = "prefix",
     seed: int = 0,
     n_classes: int = len(SHAPES),
+    suffix: str = "png",
 ) -> list[tuple[str, int]]:
     """Write ``per_class`` pictures of each of ``n_classes`` shapes under ``out``; return each
-    picture's (file stem, class), in the order written."""
+    picture's (file stem, class), in the order written. ``suffix``: ``png`` (lossless) or
+    ``jpg`` (JPEG at Pillow's quality 75, as photos come)."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -93,12 +96,12 @@ def make_folder(
     for n, (kind, i) in enumerate(order):
         picture = draw(kind, size, rng)
         if layout == "prefix":
-            stem, target = f"{kind}_{i}", out / f"{kind}_{i}.png"
+            stem, target = f"{kind}_{i}", out / f"{kind}_{i}.{suffix}"
         elif layout == "folder":
             (out / str(kind)).mkdir(exist_ok=True)
-            stem, target = str(i), out / str(kind) / f"{i}.png"
+            stem, target = str(i), out / str(kind) / f"{i}.{suffix}"
         else:  # unlabelled: names that say nothing of the class
-            stem, target = f"{n:05d}", out / f"{n:05d}.png"
+            stem, target = f"{n:05d}", out / f"{n:05d}.{suffix}"
         picture.save(target)
         written.append((stem, kind))
     if layout == "unlabelled":
@@ -116,8 +119,11 @@ def main() -> None:
     parser.add_argument("--layout", choices=("prefix", "folder", "unlabelled"), default="prefix")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classes", type=int, default=len(SHAPES))
+    parser.add_argument("--suffix", choices=("png", "jpg"), default="png")
     args = parser.parse_args()
-    written = make_folder(args.out, args.per_class, args.size, args.layout, args.seed, args.classes)
+    written = make_folder(
+        args.out, args.per_class, args.size, args.layout, args.seed, args.classes, args.suffix
+    )
     print(f"{len(written)} pictures in {args.out}")
 
 
