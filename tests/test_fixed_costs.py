@@ -180,6 +180,35 @@ def test_a_kernel_that_refuses_its_arguments_leaves_the_step_to_adams_own_body()
     assert torch.equal(weights, expected)
 
 
+def test_a_functional_adam_that_refuses_its_arguments_leaves_the_step_to_torch_optim():
+    """Another torch whose functional ``adam`` takes other arguments: that step and every later
+    one is ``optimizer.step()``, tried once, with torch.optim's numbers."""
+    from mlcli.engine.optim import AdamStep
+
+    def run(refusing: bool) -> tuple[torch.Tensor, list[int]]:
+        torch.manual_seed(0)
+        weight = torch.randn(4, 50, requires_grad=True)
+        optimizer = torch.optim.Adam([weight], lr=0.01)
+        stepper, calls = AdamStep(optimizer), []
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            calls.append(1)
+            raise TypeError("adam() got an unexpected keyword argument")
+
+        if refusing:
+            stepper._adam = refuse
+        for _ in range(5):
+            weight.grad = torch.randn_like(weight)
+            stepper.step()
+        assert float(optimizer.state[weight]["step"]) == 5.0
+        return weight.detach().clone(), calls
+
+    weights, calls = run(refusing=True)
+    expected, _ = run(refusing=False)
+    assert calls == [1]
+    assert torch.equal(weights, expected)
+
+
 DYNAMO_PROBE = """
 import sys, tempfile
 from pathlib import Path

@@ -203,9 +203,10 @@ class AdamStep:
     dynamo guards that import ``torch._dynamo``: 1.5 s of a process's start, and ~40 µs a step,
     a twentieth of a digits MLP's step on one CPU thread).
 
-    Anything it does not cover (another optimizer, amsgrad is covered; capturable or
-    differentiable, a grad scaler, step hooks, a torch whose private ``_init_group`` or
-    functional ``adam`` takes other arguments) goes through ``optimizer.step()``.
+    It covers every Adam/AdamW option but two: a capturable or differentiable optimizer, like
+    any other optimizer (a subclass too), step hooks, a grad scaler's attributes and a torch
+    whose private ``_init_group`` or functional ``adam`` takes other arguments go through
+    ``optimizer.step()``.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
@@ -265,13 +266,15 @@ class AdamStep:
                         grad_scale=None, found_inf=None,
                         decoupled_weight_decay=group["decoupled_weight_decay"],
                     )  # fmt: skip
+                    if params and params[0].is_cuda:
+                        optimizer._accelerator_graph_capture_health_check()
+                    states = (exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps)
+                    self._adam(params, grads, *states, **arguments)
                 except (TypeError, AttributeError, KeyError):
-                    self.direct = False  # another torch's optimizer: its own step from now on
+                    # Another torch's optimizer (its arguments are refused before any tensor
+                    # changes): its own step, from now on.
+                    self.direct = False
                     return False
-                if params and params[0].is_cuda:
-                    optimizer._accelerator_graph_capture_health_check()
-                states = (exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps)
-                self._adam(params, grads, *states, **arguments)
         return True
 
 
@@ -330,7 +333,7 @@ def _until_dynamo(function: Callable[..., Any]) -> Callable[..., Any]:
         if not disabled:
             import torch._dynamo
 
-            disabled.append(torch._dynamo.disable(function, recursive=True))
+            disabled.append(torch._dynamo.disable(function, recursive=True, wrapping=False))
         return disabled[0](*args, **kwargs)
 
     return call
