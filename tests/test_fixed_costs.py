@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 
 import pytest
@@ -301,3 +303,40 @@ def test_stacked_folds_compose_only_what_they_build(monkeypatch, tmp_path):
     outcome = runner.run(cfg, tmp_path / "run")
     assert outcome.state == "COMPLETED"
     assert sorted(composed) == ["model", "optim", "scheduler"]
+
+
+ALLOCATION_PROBE = """
+import os, resource, sys, torch
+from mlcli.engine.memory import keep_freed_memory
+kept = keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(40 * 2**20 // 4)  # 40 MB: above glibc's largest mmap threshold
+del x
+before = faults()
+for _ in range(5):
+    x = torch.ones(40 * 2**20 // 4)
+    del x
+print(kept, faults() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator (Linux)")
+@pytest.mark.parametrize("setting", ["", "system"])
+def test_a_training_process_reuses_freed_blocks_instead_of_mapping_them_anew(setting):
+    """A 40 MB block freed and allocated again five times: with mlcli's allocator setting the
+    blocks reuse one stretch of the heap (its 10,240 pages fault once: 20 rounds fault no more
+    than 5), with ``MLCLI_MALLOC=system`` (glibc's defaults) each one is a fresh mapping whose
+    pages all fault again."""
+    import subprocess
+
+    environment = {**os.environ, "MLCLI_MALLOC": setting}
+    out = subprocess.run(
+        [sys.executable, "-c", ALLOCATION_PROBE], capture_output=True, text=True, check=True,
+        timeout=120, env=environment,
+    )  # fmt: skip
+    kept, faults = out.stdout.split()
+    if setting == "system":
+        assert kept == "False" and int(faults) >= 5 * 10_000
+    else:
+        assert kept == "True" and int(faults) <= 11_000

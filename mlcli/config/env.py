@@ -45,6 +45,9 @@ OPTUNA_SPEC = "MLCLI_OPTUNA_SPEC"
 OPTUNA_TRIAL = "MLCLI_OPTUNA_TRIAL"
 """The number of the Optuna trial a job is."""
 
+MALLOC = "MLCLI_MALLOC"
+"""``system``: a training process keeps glibc's allocator settings (:mod:`mlcli.engine.memory`)."""
+
 ALL = (
     ALLOW_TARGETS,
     ADMITTED_TARGETS,
@@ -59,6 +62,7 @@ ALL = (
     ASSIGNED_GPU,
     OPTUNA_SPEC,
     OPTUNA_TRIAL,
+    MALLOC,
 )
 
 
