@@ -144,3 +144,13 @@ def test_a_user_config_yaml_that_replaces_mlcli_s_is_named(cli, tmp_path):
     assert "Rename that file" in text
     assert "Did you mean 'model'" not in text
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("override", ["model.width=3", "+model.width=3"])
+def test_an_unknown_key_of_an_option_without_keys_says_so(cli, override):
+    """``model=linear`` takes no keys: the error says so instead of listing no valid keys."""
+    result = cli("train", "model=linear", override, "--dry-run")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "model.width: unknown key" in text and "This option has no keys to set." in text
+    assert "Valid keys here" not in text

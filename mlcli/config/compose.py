@@ -22,7 +22,7 @@ from mlcli.config.paths import (
     register_schemas,
     search_dirs,
 )
-from mlcli.config.validate import ConfigProblem, did_you_mean
+from mlcli.config.validate import NO_KEYS, ConfigProblem, did_you_mean
 
 # Hydra flags that take a value, and those that do not.
 _VALUE_FLAGS = {
@@ -123,10 +123,8 @@ def translate_error(
         if first.startswith("Key '") and " not in " in first and dataclasses.is_dataclass(schema):
             leaf = str(full_key).rsplit(".", 1)[-1]
             known = [f.name for f in dataclasses.fields(schema) if not f.name.startswith("_")]
-            return ConfigProblem(
-                str(full_key),
-                f"unknown key.{did_you_mean(leaf, known)} Valid keys here: {', '.join(known)}",
-            )
+            listed = f"Valid keys here: {', '.join(known)}" if known else NO_KEYS
+            return ConfigProblem(str(full_key), f"unknown key.{did_you_mean(leaf, known)} {listed}")
         return ConfigProblem(str(full_key), first)
     if isinstance(error, ConfigCompositionException) and "Could not override" in text:
         key = text.split("'", 2)[1]

@@ -25,6 +25,10 @@ class ConfigProblem:
 _BOUND_TEXT = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
+NO_KEYS = "This option has no keys to set."
+"""What an unknown-key error says where the option takes no keys at all (``model=linear``)."""
+
+
 def _violates(value: float, bound: str, limit: float) -> bool:
     return {
         "gt": value <= limit,
@@ -67,11 +71,11 @@ def validate(cfg: Any) -> list[ConfigProblem]:
             if key not in known:
                 full_key = f"{prefix}.{key}" if prefix else str(key)
                 valid = ", ".join(k for k in known if not k.startswith("_"))
+                listed = f"Valid keys here: {valid}" if valid else NO_KEYS
                 problems.append(
                     ConfigProblem(
                         full_key,
-                        f"unknown key (nothing reads it).{did_you_mean(str(key), known)} "
-                        f"Valid keys here: {valid}",
+                        f"unknown key (nothing reads it).{did_you_mean(str(key), known)} {listed}",
                     )
                 )
         for f in dataclasses.fields(schema):
