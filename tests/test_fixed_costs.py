@@ -152,62 +152,36 @@ def test_the_adam_step_leaves_what_it_does_not_cover_to_torch_optim():
     assert len(hooked) == 60
 
 
-def test_a_kernel_that_refuses_its_arguments_leaves_the_step_to_adams_own_body():
-    """Another torch whose private fused kernel takes other arguments: the step is
-    ``Adam.step``'s body, tried once, and later steps never try the kernel again."""
-    from mlcli.engine.optim import FusedAdamStep
+@pytest.mark.parametrize(("fused", "private"), [(True, "kernel"), (False, "_adam")])
+def test_a_private_torch_call_that_refuses_its_arguments_leaves_the_step_to_torch(fused, private):
+    """Another torch whose private fused kernel (stacked folds) or functional ``adam`` (every
+    other Adam) takes other arguments: the call is tried once, and that step and every later one
+    go the next way (``Adam.step``'s body, then ``optimizer.step()``), with torch.optim's
+    numbers."""
+    from mlcli.engine.optim import AdamStep, FusedAdamStep
 
     def run(refusing: bool) -> tuple[torch.Tensor, float]:
         torch.manual_seed(0)
-        flat = torch.randn(4, 50, requires_grad=True)
-        optimizer = torch.optim.Adam([flat], lr=0.01, fused=True)
-        stepper = FusedAdamStep(optimizer)
+        weight = torch.randn(4, 50, requires_grad=True)
+        optimizer = torch.optim.Adam([weight], lr=0.01, fused=fused)
+        stepper = (FusedAdamStep if fused else AdamStep)(optimizer)
         calls = []
 
         def refuse(*args: object, **kwargs: object) -> None:
             calls.append(1)
-            raise TypeError("_fused_adam_() got an unexpected keyword argument")
+            raise TypeError(f"{private}() got an unexpected keyword argument")
 
         if refusing:
-            stepper.kernel = refuse
+            setattr(stepper, private, refuse)
         for _ in range(5):
-            flat.grad = torch.randn_like(flat)
+            weight.grad = torch.randn_like(weight)
             stepper.step()
         assert len(calls) == (1 if refusing else 0)
-        return flat.detach().clone(), float(optimizer.state[flat]["step"])
+        return weight.detach().clone(), float(optimizer.state[weight]["step"])
 
     weights, steps = run(refusing=True)
     expected, expected_steps = run(refusing=False)
     assert steps == expected_steps == 5.0
-    assert torch.equal(weights, expected)
-
-
-def test_a_functional_adam_that_refuses_its_arguments_leaves_the_step_to_torch_optim():
-    """Another torch whose functional ``adam`` takes other arguments: that step and every later
-    one is ``optimizer.step()``, tried once, with torch.optim's numbers."""
-    from mlcli.engine.optim import AdamStep
-
-    def run(refusing: bool) -> tuple[torch.Tensor, list[int]]:
-        torch.manual_seed(0)
-        weight = torch.randn(4, 50, requires_grad=True)
-        optimizer = torch.optim.Adam([weight], lr=0.01)
-        stepper, calls = AdamStep(optimizer), []
-
-        def refuse(*args: object, **kwargs: object) -> None:
-            calls.append(1)
-            raise TypeError("adam() got an unexpected keyword argument")
-
-        if refusing:
-            stepper._adam = refuse
-        for _ in range(5):
-            weight.grad = torch.randn_like(weight)
-            stepper.step()
-        assert float(optimizer.state[weight]["step"]) == 5.0
-        return weight.detach().clone(), calls
-
-    weights, calls = run(refusing=True)
-    expected, _ = run(refusing=False)
-    assert calls == [1]
     assert torch.equal(weights, expected)
 
 
