@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,20 +84,7 @@ def reference_epoch(root: Path, args: argparse.Namespace) -> Callable[[], float]
         persistent_workers=args.workers > 0,
         generator=torch.Generator().manual_seed(0),
     )
-    model = small_cnn(args)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def epoch() -> float:
-        start = time.perf_counter()
-        model.train()
-        for x, y in loader:
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return time.perf_counter() - start
-
-    return epoch
+    return plain_epoch(args, lambda: loader)
 
 
 def tensor_epoch(root: Path, args: argparse.Namespace) -> Callable[[], float]:
@@ -105,17 +92,30 @@ def tensor_epoch(root: Path, args: argparse.Namespace) -> Callable[[], float]:
     one tensor (no loader, no metrics, no validation)."""
     decoded = images(str(root), size=args.size, cache="memory")
     x, y = torch.as_tensor(decoded.X).float(), torch.as_tensor(decoded.y)
+    generator = torch.Generator().manual_seed(0)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(y), generator=generator)
+        for first in range(0, len(y), args.batch_size):
+            rows = order[first : first + args.batch_size]
+            yield x[rows], y[rows]
+
+    return plain_epoch(args, batches)
+
+
+def plain_epoch(
+    args: argparse.Namespace, batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+) -> Callable[[], float]:
+    """The hand-written epoch: forward / loss / backward / Adam step over ``batches()`` (a fresh
+    model and optimizer per case); returns its seconds."""
     model = small_cnn(args)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
 
     def epoch() -> float:
         start = time.perf_counter()
         model.train()
-        order = torch.randperm(len(y), generator=generator)
-        for first in range(0, len(y), args.batch_size):
-            rows = order[first : first + args.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x[rows]), y[rows])
+        for x, y in batches():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -42,9 +42,9 @@ from mlcli.engine import (
     fit_folds,
     resolve_device,
     seed_everything,
+    set_up_process,
 )
 from mlcli.engine.fold import fit_refit
-from mlcli.engine.memory import keep_freed_memory
 from mlcli.engine.saved import TextPredictor, load_predictor, schema_of, score, score_text
 from mlcli.engine.stopping import EarlyStopping, stop_and_best
 from mlcli.loggers import RunLogs
@@ -198,8 +198,7 @@ class OpenRun:
         of them can be trusted), write the config, the overrides and a RUNNING status."""
         run_dir.mkdir(parents=True, exist_ok=True)
         key = run_key(cfg)
-        torch.set_num_threads(int(cfg.threads))
-        keep_freed_memory()  # large activations reused, not mapped anew at every step
+        set_up_process(int(cfg.threads))
         kept = rundir.kept_folds(run_dir, key)
         for note in kept.notes:
             log.warning("%s", note)

@@ -28,6 +28,7 @@ from mlcli.engine.setup import (
     resolve_device,
     seed_everything,
     set_up_fold,
+    set_up_process,
 )
 from mlcli.engine.strategies import FoldStrategy, Precomputed, fit_folds
 
@@ -45,4 +46,5 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "set_up_fold",
+    "set_up_process",
 ]

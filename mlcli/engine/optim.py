@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -194,6 +195,12 @@ class FusedAdamStep:
         )
 
 
+DIRECT_ADAMS = (torch.optim.Adam, torch.optim.AdamW)
+"""The optimizers :class:`AdamStep` steps itself (not their subclasses)..."""
+NOT_DIRECT = ("capturable", "differentiable")
+"""...unless one of these options is set."""
+
+
 class AdamStep:
     """``optimizer.step()`` of a ``torch.optim`` Adam or AdamW (not fused), as the body of
     ``Adam.step`` called directly: each parameter group's state gathered by the optimizer's own
@@ -211,9 +218,8 @@ class AdamStep:
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
-        special = ("capturable", "differentiable")
-        self.direct = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and not any(
-            group.get(k) for group in optimizer.param_groups for k in special
+        self.direct = type(optimizer) in DIRECT_ADAMS and not any(
+            group.get(k) for group in optimizer.param_groups for k in NOT_DIRECT
         )
         if self.direct:
             from torch.optim.adam import adam
@@ -289,11 +295,11 @@ def step_function(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
 
 
 def imports_dynamo(node: DictConfig) -> bool:
-    """Whether stepping ``cfg.optim`` imports ``torch._dynamo`` (every ``torch.optim`` optimizer
-    but a plain Adam/AdamW, which :class:`AdamStep` steps: :func:`defer_dynamo_import`)."""
+    """Whether stepping ``cfg.optim`` imports ``torch._dynamo``: every ``torch.optim`` optimizer
+    but those :class:`AdamStep` steps itself (:func:`defer_dynamo_import`)."""
     target = str(node.get("_target_", ""))
-    plain = not any(node.get(k) for k in ("fused", "capturable", "differentiable"))
-    return not (target in ("torch.optim.Adam", "torch.optim.AdamW") and plain)
+    direct = {f"torch.optim.{kind.__name__}" for kind in DIRECT_ADAMS}
+    return target not in direct or any(node.get(k) for k in NOT_DIRECT)
 
 
 def defer_dynamo_import() -> None:
@@ -307,8 +313,6 @@ def defer_dynamo_import() -> None:
     ``torch._dynamo.disable`` exactly as ``torch.optim`` would have it. A no-op where
     ``torch._dynamo`` is imported already or a torch marks these methods otherwise.
     """
-    import sys
-
     if "torch._dynamo" in sys.modules:
         return
     from torch.optim.optimizer import Optimizer
@@ -323,8 +327,6 @@ def defer_dynamo_import() -> None:
 def _until_dynamo(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` itself while ``torch._dynamo`` is not imported, then
     ``torch._dynamo.disable(function)``."""
-    import sys
-
     disabled: list[Callable[..., Any]] = []
 
     def call(*args: Any, **kwargs: Any) -> Any:

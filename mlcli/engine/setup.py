@@ -25,6 +25,7 @@ from mlcli.data.augment import augments
 from mlcli.data.base import Dataset
 from mlcli.data.preprocess import FoldData, fold_tensors
 from mlcli.engine.loop import EpochEnd, LrSteps
+from mlcli.engine.memory import keep_freed_memory
 from mlcli.engine.optim import fused_optimizer_factory, optimizer_factory
 from mlcli.models import model_factory
 from mlcli.rundir.files import write_json
@@ -41,6 +42,13 @@ ModelBuilder = Callable[[tuple[int, ...] | None], torch.nn.Module]
 def derived_seed(*numbers: int) -> int:
     """A well-mixed 32-bit seed from several integers (e.g. run seed and fold)."""
     return int(np.random.SeedSequence([abs(int(n)) for n in numbers]).generate_state(1)[0])
+
+
+def set_up_process(threads: int) -> None:
+    """A training process's settings: ``threads`` torch threads (pinned, so results are
+    bit-identical), and freed memory kept for the next step (:mod:`mlcli.engine.memory`)."""
+    torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 def seed_everything(seed: int) -> None:

@@ -151,15 +151,14 @@ def train_group(jobs: list[GroupJob]) -> dict[str, Any]:
     Returns ``{"results": {run_key: {fold: rows | DivergedError}}, "info": {...}}`` (picklable),
     or ``{"unstackable": reason}`` when the group cannot be stacked.
     """
-    from mlcli.engine.memory import keep_freed_memory
+    from mlcli.engine.setup import set_up_process
     from mlcli.engine.stacked import UnstackableError, common_steps_per_epoch, train_members
     from mlcli.engine.stopping import EarlyStopping
     from mlcli.tasks import selection_metric
 
     started = time.perf_counter()
     first = jobs[0].cfg
-    torch.set_num_threads(int(first.threads))
-    keep_freed_memory()  # (mlcli.engine.memory)
+    set_up_process(int(first.threads))
     allow = list(first.get("allow_targets") or [])
     batch_size = int(first.batch_size)
     try:
